@@ -1,9 +1,110 @@
-"""`harness report` (placeholder until the reports issue lands)."""
+"""`harness report DIR [--out DIR] [--reference VARIANT] [--step STEP]`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from harness.errors import UserError
 
+STATE_STYLE = {"done": "green", "running": "yellow", "pending": "yellow", "failed": "red", "unreadable": "red"}
 
-def report_command(results: str = typer.Argument(..., help="Results directory.")) -> None:
-    """Render Pass@k curves, AUC tables and training diagnostics (not built yet)."""
-    raise UserError("harness report is not implemented yet")
+
+def report_command(
+    results: Path = typer.Argument(..., help="Results directory: many experiments, one experiment, or one run folder."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output root; each experiment goes to OUT/<experiment>/ (default: reports/)."),
+    reference: Optional[str] = typer.Option(None, "--reference", "-r", help="Variant to compare against (default: 'grpo', or the variant whose preset is grpo)."),
+    step: Optional[int] = typer.Option(None, "--step", "-s", help="Evaluated step for curves and AUC tables (default: each run's final step)."),
+) -> None:
+    """Render Pass@k curves, Pass@k AUC tables (with seed CIs), comparisons and training diagnostics."""
+    run_report(results, out=out, reference=reference, step=step)
+
+
+def run_report(results: Path, out: Path | None = None, reference: str | None = None, step: int | None = None,
+               console: Console | None = None) -> list:
+    """Load, render every experiment, print a summary. Raises UserError when nothing can be reported."""
+    from harness.report.build import build_experiment
+    from harness.report.load import load_results
+
+    console = console or Console(stderr=False)
+    out_root = Path(out) if out is not None else Path("reports")
+    t_start = time.perf_counter()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("loading runs", total=None)
+        experiments, warnings = load_results(
+            results, progress=lambda i, n, _p: progress.update(task, completed=i, total=n))
+    t_load = time.perf_counter() - t_start
+    for w in warnings:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    for exp in experiments:
+        _print_runs(console, exp)
+    reportable = [e for e in experiments if e.reported.shape[0] and len(e.aucs)]
+    if not reportable:
+        states = ", ".join(f"{e.name}: {e.runs['state'].value_counts().to_dict()}" for e in experiments)
+        raise UserError(f"{results}: nothing to report — no finished run with readable samples ({states})")
+    reports = []
+    for exp in reportable:
+        dest = out_root / exp.name
+        with console.status(f"rendering {exp.name} -> {dest}"):
+            rep = build_experiment(exp, dest, reference=reference, step=step, source=str(results))
+        rep.timings = {"load (all experiments)": t_load, **rep.timings}
+        reports.append(rep)
+        _print_summary(console, rep)
+    skipped = [e.name for e in experiments if e not in reportable]
+    if skipped:
+        console.print(f"[yellow]not reported (no finished runs):[/] {', '.join(skipped)}")
+    console.print(f"done in {time.perf_counter() - t_start:.1f}s")
+    return reports
+
+
+def _print_runs(console: Console, exp) -> None:
+    t = Table(title=f"Runs — {exp.name}", title_justify="left")
+    for c in ("run", "variant", "seed", "state", "step", "note"):
+        t.add_column(c, overflow="fold")
+    for r in exp.runs.itertuples():
+        step = f"{'' if r.step is None or r.step != r.step else int(r.step)}/{'' if r.total_steps is None or r.total_steps != r.total_steps else int(r.total_steps)}"
+        style = STATE_STYLE.get(r.state, "")
+        t.add_row(r.run_id, r.variant, str(r.seed), f"[{style}]{r.state}[/]" if style else r.state, step,
+                  ("reported" if r.reported else r.note) or "")
+    if len(exp.runs) > 40:  # many runs: counts only, the full table is in index.html
+        counts = exp.runs.groupby(["variant", "state"]).size().unstack(fill_value=0)
+        t = Table(title=f"Runs — {exp.name} (counts; full list in index.html)", title_justify="left")
+        t.add_column("variant")
+        for c in counts.columns:
+            t.add_column(str(c))
+        for v, row in counts.iterrows():
+            t.add_row(str(v), *map(str, row.tolist()))
+        bad = exp.runs[exp.runs["state"].isin(["failed", "unreadable"])]
+        for r in bad.itertuples():
+            console.print(f"[red]{r.state}[/] {r.run_id}: {r.note}", highlight=False)
+    console.print(t)
+
+
+def _print_summary(console: Console, rep) -> None:
+    t = Table(title=f"Pass@k AUC — {rep.name} (mean [95% CI], n seeds; * = best)", title_justify="left")
+    t.add_column("variant")
+    benches = list(dict.fromkeys(rep.table["benchmark"]))
+    for b in benches:
+        t.add_column(str(b))
+    for v, grp in rep.table.groupby("variant", sort=False):
+        cells = []
+        for b in benches:
+            r = grp[grp["benchmark"] == b]
+            if r.empty:
+                cells.append("–")
+                continue
+            r = r.iloc[0]
+            cells.append(f"{'*' if r.best else ''}{r.auc_mean:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}] n={int(r.n_seeds)}")
+        t.add_row(str(v), *cells)
+    console.print(t)
+    for n in rep.notes:
+        console.print(f"[yellow]note:[/] {n}", highlight=False)
+    timing = ", ".join(f"{k} {v:.2f}s" for k, v in rep.timings.items())
+    console.print(f"[green]wrote[/] {rep.out}/index.html and {len(rep.files) - 1} more files ({timing})", highlight=False)

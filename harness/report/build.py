@@ -1,0 +1,76 @@
+"""Render one experiment's report folder: tables, figures, index.html."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from harness.report import html as html_mod
+from harness.report import plots
+from harness.report.load import ExperimentData, select_step
+from harness.report.tables import (auc_table, comparison_table, grid_label, resolve_reference,
+                                   write_tables)
+
+
+@dataclass
+class ExperimentReport:
+    name: str
+    out: Path
+    files: list[Path] = field(default_factory=list)
+    table: pd.DataFrame | None = None
+    reference: str | None = None
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def build_experiment(data: ExperimentData, out: Path, reference: str | None = None, step: int | None = None,
+                     source: str = "") -> ExperimentReport:
+    """Write everything for one experiment under `out`. Caller checks data has reported runs."""
+    rep = ExperimentReport(data.name, out)
+    t0 = time.perf_counter()
+    curves, aucs, notes = select_step(data, step)
+    rep.notes += notes
+    variants = data.variants
+    step_label = f"step {step}" if step is not None else _final_label(aucs)
+    table = auc_table(aucs, variants)
+    ref = resolve_reference(reference, data.runs, variants)
+    comp = comparison_table(aucs, ref, variants) if ref else None
+    if ref is None:
+        rep.notes.append("no reference variant (no 'grpo' variant or grpo preset); comparison skipped — pass --reference")
+    rep.table, rep.reference = table, ref
+    paths = write_tables(out, table, comp, ref, data.name, step_label)
+    aucs_by_step = data.aucs
+    aucs_by_step.to_csv(out / "auc_by_run_step.csv", index=False, float_format="%.4f")
+    rep.timings["tables"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    figures = {"passk": plots.plot_passk(curves, variants, out, data.name, step_label),
+               "auc_vs_step": plots.plot_auc_vs_step(data.aucs, variants, out, data.name)}
+    rep.timings["curve plots"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    figures["diagnostics"] = plots.plot_diagnostics(data.train, variants, out, data.name)
+    rep.timings["diagnostics plot"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    not_reported = data.runs[~data.runs["reported"]]
+    if len(not_reported):
+        rep.notes.append(f"{len(not_reported)} run(s) not reported (not finished or unreadable): see Runs")
+    index = html_mod.write_index(out, experiment=data.name, source=source, step_label=step_label,
+                                 grid=grid_label(table), runs=data.runs, table=table, comp=comp, reference=ref,
+                                 figures=figures, specs=data.specs, notes=rep.notes)
+    rep.timings["html"] = time.perf_counter() - t0
+    rep.files = [*paths.values(), out / "auc_by_run_step.csv", index]
+    for f in figures.values():
+        if f:
+            rep.files += [p for v in (f.values() if "png" not in f else [f]) for p in v.values()]
+    return rep
+
+
+def _final_label(aucs: pd.DataFrame) -> str:
+    steps = sorted(set(aucs["step"])) if len(aucs) else []
+    if len(steps) == 1:
+        return f"final step ({steps[0]})"
+    return f"final step of each run ({', '.join(map(str, steps))})"

@@ -1,0 +1,144 @@
+"""index.html: one self-contained page (PNG figures embedded as base64) with every table and figure."""
+
+from __future__ import annotations
+
+import base64
+import html
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
+h1{font-size:1.6em;margin-bottom:4px} h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
+table{border-collapse:collapse;margin:8px 0 16px;font-size:0.88em}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f3f3f3} tr:nth-child(even) td{background:#fafafa}
+td.best{font-weight:bold;background:#e6f4ea!important}
+.state-done{color:#1a7f37}.state-running,.state-pending{color:#9a6700}.state-failed,.state-unreadable{color:#cf222e;font-weight:bold}
+.caption{color:#555;font-size:0.9em;max-width:1000px} .warn{color:#9a6700}
+img{max-width:100%;border:1px solid #eee;margin:4px 0}
+.figs{display:flex;flex-wrap:wrap;gap:12px} .figs figure{margin:0}
+pre{background:#f6f8fa;padding:10px;overflow:auto;font-size:0.85em}
+figcaption{font-size:0.85em;color:#555}
+"""
+
+
+def _e(x) -> str:
+    return html.escape("" if x is None or (isinstance(x, float) and pd.isna(x)) else str(x))
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def html_table(df: pd.DataFrame, classes: pd.DataFrame | None = None, index: bool = True) -> str:
+    """A plain HTML table; `classes` (same shape) gives a CSS class per cell."""
+    cols = ([df.index.name or ""] if index else []) + [str(c) for c in df.columns]
+    out = ["<table><thead><tr>" + "".join(f"<th>{_e(c)}</th>" for c in cols) + "</tr></thead><tbody>"]
+    for i, (idx, row) in enumerate(df.iterrows()):
+        cells = [f"<th>{_e(idx)}</th>"] if index else []
+        for j, v in enumerate(row.tolist()):
+            cls = classes.iat[i, j] if classes is not None else ""
+            cells.append(f'<td class="{_e(cls)}">{_e(v)}</td>' if cls else f"<td>{_e(v)}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    return "\n".join(out) + "</tbody></table>"
+
+
+def runs_table(runs: pd.DataFrame) -> str:
+    df = runs[["run_id", "variant", "seed", "state", "step", "total_steps", "note"]].copy()
+    df["step"] = [f"{'' if pd.isna(s) else int(s)}/{'' if pd.isna(t) else int(t)}" for s, t in zip(df["step"], df["total_steps"])]
+    df = df.drop(columns="total_steps").rename(columns={"step": "step/total"})
+    classes = pd.DataFrame("", index=df.index, columns=df.columns)
+    classes["state"] = [f"state-{s}" for s in df["state"]]
+    return html_table(df.reset_index(drop=True), classes.reset_index(drop=True), index=False)
+
+
+def auc_html(table: pd.DataFrame) -> str:
+    from harness.report.tables import auc_wide
+
+    wide = auc_wide(table, bold=("", ""))
+    best = table.pivot(index="variant", columns="benchmark", values="best").reindex(index=wide.index, columns=wide.columns)
+    classes = best.apply(lambda col: col.map(lambda b: "best" if b is True else ""))
+    wide.index.name = "variant"
+    return html_table(wide, classes)
+
+
+def settings_html(specs: dict[str, dict]) -> str:
+    """Settings shared by every reported run, then what differs per variant (variant, knobs, preset)."""
+    if not specs:
+        return "<p>No finished runs.</p>"
+    flat = {rid: pd.json_normalize(s, sep=".").iloc[0].to_dict() for rid, s in specs.items()}
+    frame = pd.DataFrame.from_dict(flat, orient="index")
+    same = {c: frame[c].iloc[0] for c in frame.columns
+            if frame[c].astype(str).nunique() == 1 and c not in ("run_id", "seed")}
+    differ = [c for c in frame.columns if c not in same and c not in ("run_id", "seed")]
+    shared = yaml.safe_dump(_unflatten(same), sort_keys=False, default_flow_style=False)
+    out = [f"<h3>Shared by all {len(specs)} finished runs</h3><pre>{_e(shared)}</pre>"]
+    if differ:
+        per = frame[differ].astype(str).drop_duplicates()
+        if "variant" in per.columns:
+            per = per.set_index("variant")
+        out.append("<h3>Per variant</h3>" + html_table(per, index="variant" in differ))
+    return "\n".join(out)
+
+
+def _unflatten(d: dict) -> dict:
+    out: dict = {}
+    for key, v in d.items():
+        cur = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            cur = cur.setdefault(p, {}) if isinstance(cur.get(p, {}), dict) else cur
+        cur[parts[-1]] = v.item() if hasattr(v, "item") else v
+    return out
+
+
+def write_index(out: Path, *, experiment: str, source: str, step_label: str, grid: str, runs: pd.DataFrame,
+                table: pd.DataFrame, comp: pd.DataFrame | None, reference: str | None, figures: dict,
+                specs: dict[str, dict], notes: list[str]) -> Path:
+    from harness.report.tables import CONFIDENCE, comparison_wide
+
+    ci = f"{int(CONFIDENCE * 100)}%"
+    n_rep, n_all = int(runs["reported"].sum()), len(runs)
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(experiment)} — harness report</title>"
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>Experiment report: {_e(experiment)}</h1>",
+        f"<p class='caption'>Source: <code>{_e(source)}</code> · generated {_e(time.strftime('%Y-%m-%d %H:%M:%S'))} · "
+        f"{n_rep} of {n_all} runs reported (finished) · curves and AUCs at {_e(step_label)} · {_e(grid)}. "
+        f"Every number is recomputed from samples.parquet (Pass@k, AUC) and metrics.jsonl (training); "
+        f"intervals are {ci} percentile-bootstrap CIs over seeds.</p>",
+    ]
+    if notes:
+        parts.append("<ul>" + "".join(f"<li class='warn'>{_e(n)}</li>" for n in notes) + "</ul>")
+    parts += ["<h2>Pass@k AUC</h2>",
+              f"<p class='caption'>Mean Pass@k AUC (0-100) over seeds [{ci} CI] (n = number of seeds); best per "
+              f"benchmark highlighted. {_e(grid)}.</p>", auc_html(table)]
+    if comp is not None and len(comp):
+        cw = comparison_wide(comp)
+        cw.index.name = "variant"
+        parts += [f"<h2>Comparison against {_e(reference)}</h2>",
+                  f"<p class='caption'>AUC(variant) − AUC({_e(reference)}): mean difference [{ci} bootstrap CI]; "
+                  f"P(better) = probability that a seed of the variant beats a seed of {_e(reference)}.</p>",
+                  html_table(cw)]
+    else:
+        parts.append("<h2>Comparison</h2><p>No reference variant (pass --reference VARIANT).</p>")
+    parts.append(f"<h2>Pass@k curves ({_e(step_label)})</h2><div class='figs'>")
+    for bench, paths in figures.get("passk", {}).items():
+        parts.append(f"<figure>{_img(paths['png'], 'pass@k ' + bench)}<figcaption>{_e(bench)}: pass@k vs k "
+                     f"(log2 axis); band = {ci} bootstrap CI over seeds.</figcaption></figure>")
+    parts.append("</div>")
+    if figures.get("auc_vs_step"):
+        parts += ["<h2>Sample efficiency: Pass@k AUC vs step</h2>", _img(figures["auc_vs_step"]["png"], "AUC vs step")]
+    if figures.get("diagnostics"):
+        parts += ["<h2>Training diagnostics</h2>", _img(figures["diagnostics"]["png"], "training diagnostics")]
+    else:
+        parts.append("<h2>Training diagnostics</h2><p>No training lines in metrics.jsonl.</p>")
+    parts += ["<h2>Runs</h2>", runs_table(runs), "<h2>Settings</h2>", settings_html(specs), "</body></html>"]
+    path = out / "index.html"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
