@@ -1,0 +1,377 @@
+"""Answer grading: exact match for synthetic tasks, math-verify for competition math.
+
+Model outputs are hostile input (huge expressions, endless nesting, power towers), so math
+grading never runs sympy in the caller's process:
+
+1. ``extract_answer`` (pure, linear time) takes the last ``\\boxed{}``/``\\fbox{}`` of the
+   response, else "final answer is X", else the last number in the response's tail.
+2. ``precheck`` rejects, as incorrect, answers over ``max_answer_chars`` or nested deeper than
+   ``max_depth`` without starting any parser.
+3. math-verify (gold parsed first, ``verify(gold, pred)``) runs in worker *subprocesses*
+   (``python -c``; not multiprocessing, so it also works inside daemonic processes and from any
+   thread). A worker applies a soft ``setitimer`` timeout; the parent enforces the hard
+   per-answer timeout by killing a worker that has not answered and starting a fresh one.
+   math-verify's own signal timeouts are disabled (they fail outside the main thread).
+
+Public API: ``grade_math(response, gold, timeout=5.0) -> bool``, ``MathGrader.grade_many``,
+``grade_exact``, ``extract_answer``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import select
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+MAX_ANSWER_CHARS = 1000
+MAX_DEPTH = 50
+TAIL_CHARS = 4000  # fallbacks (final-answer phrase, last number) only look at the response's tail
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*")
+_FINAL_RE = re.compile(r"final answer is\s*:?\s*\$?([^$\n]{1,200}?)\$?\s*(?:\.\s|\.$|$|\n|I hope)", re.IGNORECASE)
+_NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+
+@dataclass(frozen=True)
+class GradeResult:
+    """Outcome of grading one response.
+
+    correct: the verdict (False for anything that could not be graded).
+    extracted: the answer string taken from the response (None if none was found).
+    parsed: math-verify's parse of the prediction, as a string (None if not parsed).
+    status: "ok", "no_answer", "rejected" (pre-check), "timeout" (worker killed) or "error".
+    """
+
+    correct: bool
+    extracted: str | None
+    parsed: str | None
+    status: str
+
+
+# ----------------------------------------------------------------------------- extraction
+def _braced(text: str, start: int) -> str | None:
+    """The content of the balanced ``{...}`` group opening at text[start], or None if unbalanced.
+
+    Vectorised (numpy cumsum over brace marks), so a megabyte of braces costs milliseconds.
+    """
+    codes = np.frombuffer(text[start:].encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    step = (codes == 123).astype(np.int64) - (codes == 125)
+    step[1:][codes[:-1] == 92] = 0  # escaped \{ and \} do not count
+    closes = np.flatnonzero(np.cumsum(step) == 0)
+    return text[start + 1 : start + int(closes[0])] if closes.size else None
+
+
+def extract_boxed(text: str, attempts: int = 3) -> str | None:
+    """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (also ``\\boxed 5``), else None.
+
+    Only the last ``attempts`` markers are tried, which keeps hostile inputs linear.
+    """
+    for m in list(_BOX_RE.finditer(text))[::-1][:attempts]:
+        end = m.end()
+        if text[end : end + 1] == "{":
+            inner = _braced(text, end)
+            if inner is not None:
+                return inner.strip()
+        else:
+            tail = re.match(r"[^\s$]+", text[end : end + 200])
+            if tail:
+                return tail.group(0)
+    return None
+
+
+def extract_answer(response: str, last_number_fallback: bool = True) -> str | None:
+    """The final answer in a response: last boxed, else "final answer is X", else the last number."""
+    boxed = extract_boxed(response)
+    if boxed is not None:
+        return boxed
+    tail = response[-TAIL_CHARS:]
+    finals = _FINAL_RE.findall(tail)
+    if finals:
+        return finals[-1].strip()
+    if last_number_fallback:
+        numbers = _NUMBER_RE.findall(tail)
+        if numbers:
+            return numbers[-1].replace(",", "")
+    return None
+
+
+def max_nesting(text: str) -> int:
+    """Deepest nesting of (), [], {} in text (linear time)."""
+    depth = best = 0
+    for ch in text:
+        if ch in "({[":
+            depth += 1
+            best = max(best, depth)
+        elif ch in ")}]":
+            depth = max(0, depth - 1)
+    return best
+
+
+def precheck(answer: str, max_answer_chars: int = MAX_ANSWER_CHARS, max_depth: int = MAX_DEPTH) -> bool:
+    """True if the answer is small and shallow enough to hand to math-verify."""
+    if len(answer) > max_answer_chars:
+        return False
+    return max_nesting(answer) <= max_depth
+
+
+# ----------------------------------------------------------------------------- exact match
+def normalize_exact(answer: str) -> str:
+    """Whitespace-free, ``$``-free, trailing-period-free form; numbers like 27.0 become 27."""
+    s = re.sub(r"\s+", "", answer).strip("$").rstrip(".")
+    try:
+        f = float(s.replace(",", ""))
+        return str(int(f)) if f.is_integer() and abs(f) < 1e18 else repr(f)
+    except ValueError:
+        return s
+
+
+def grade_exact(response: str, gold: str, extract: bool = True) -> bool:
+    """Exact-match grading for synthetic tasks (after extraction and light normalisation)."""
+    pred = extract_answer(response) if extract else response
+    return pred is not None and normalize_exact(pred) == normalize_exact(str(gold))
+
+
+# ----------------------------------------------------------------------------- worker side
+def _worker_main() -> None:  # pragma: no cover - runs in the worker subprocess
+    """Worker loop: read JSON tasks from stdin, write JSON verdicts to stdout, one per line."""
+    import logging
+    import signal
+
+    logging.disable(logging.WARNING)
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    configs = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+
+    def on_alarm(signum, frame):
+        raise TimeoutError("soft timeout")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    out = sys.stdout
+    out.write("ready\n")
+    out.flush()
+    for line in sys.stdin:
+        task = json.loads(line)
+        signal.setitimer(signal.ITIMER_REAL, max(0.05, 0.9 * task["timeout"]))
+        try:
+            gold = parse("\\boxed{" + task["gold"] + "}", configs, parsing_timeout=None)
+            pred = parse("\\boxed{" + task["pred"] + "}", configs, parsing_timeout=None)
+            ok = bool(gold) and bool(pred) and bool(verify(gold, pred, timeout_seconds=None))
+            res = {"correct": ok, "parsed": str(pred[0]) if pred else None, "status": "ok"}
+        except TimeoutError:
+            res = {"correct": False, "parsed": None, "status": "timeout"}
+        except BaseException as e:  # noqa: BLE001 - any failure is an incorrect answer
+            res = {"correct": False, "parsed": None, "status": f"error: {type(e).__name__}"}
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        try:
+            text = json.dumps(res)
+        except Exception:  # noqa: BLE001
+            text = json.dumps({"correct": res["correct"], "parsed": None, "status": res["status"]})
+        out.write(text + "\n")
+        out.flush()
+
+
+_WORKER_CODE = "from harness.grading import _worker_main; _worker_main()"
+
+
+class _Worker:
+    """One grading subprocess, with a line buffer and the task it is working on."""
+
+    def __init__(self, memory_limit_mb: int | None) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+        preexec = None
+        if memory_limit_mb:
+            limit = memory_limit_mb * 1024 * 1024
+
+            def preexec() -> None:  # runs in the child before exec
+                import resource
+
+                resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _WORKER_CODE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, env=env, preexec_fn=preexec, close_fds=True,
+        )
+        self.fd = self.proc.stdout.fileno()
+        self.buf = b""
+        self.ready = False
+        self.task: int | None = None
+        self.deadline = float("inf")
+
+    def read_lines(self) -> list[str] | None:
+        """Lines now available (non-blocking after select); None on EOF (the worker died)."""
+        chunk = os.read(self.fd, 1 << 16)
+        if not chunk:
+            return None
+        self.buf += chunk
+        *lines, self.buf = self.buf.split(b"\n")
+        return [ln.decode() for ln in lines]
+
+    def send(self, idx: int, payload: dict, timeout: float) -> None:
+        self.proc.stdin.write((json.dumps(payload) + "\n").encode())
+        self.proc.stdin.flush()
+        self.task, self.deadline = idx, time.monotonic() + timeout
+
+    def kill(self) -> None:
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+class MathGrader:
+    """A reusable pool of math-verify worker subprocesses with a hard per-answer timeout.
+
+    ``MathGrader(processes=2, timeout=5.0).grade_many(responses, golds) -> list[GradeResult]``.
+    A worker that exceeds ``timeout`` seconds on one answer is killed and replaced; that answer
+    is graded incorrect with status "timeout". Safe from the main thread, worker threads (calls
+    are serialised by a lock) and subprocesses. Use as a context manager or call ``close()``.
+    """
+
+    def __init__(
+        self, processes: int = 2, timeout: float = 5.0, max_answer_chars: int = MAX_ANSWER_CHARS,
+        max_depth: int = MAX_DEPTH, memory_limit_mb: int | None = 4096, last_number_fallback: bool = True,
+    ) -> None:
+        if processes < 1:
+            raise ValueError(f"MathGrader: processes must be >= 1, got {processes}")
+        if timeout <= 0:
+            raise ValueError(f"MathGrader: timeout must be > 0 seconds, got {timeout}")
+        self.processes, self.timeout = processes, float(timeout)
+        self.max_answer_chars, self.max_depth = max_answer_chars, max_depth
+        self.memory_limit_mb, self.last_number_fallback = memory_limit_mb, last_number_fallback
+        self.workers: list[_Worker] = []
+        self.restarts = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "MathGrader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every worker (idempotent)."""
+        with self._lock:
+            for w in self.workers:
+                w.kill()
+            self.workers = []
+
+    def _ensure_workers(self) -> None:
+        self.workers = [w for w in self.workers if w.proc.poll() is None]
+        while len(self.workers) < self.processes:
+            self.workers.append(_Worker(self.memory_limit_mb))
+
+    def _replace(self, w: _Worker) -> None:
+        w.kill()
+        self.workers[self.workers.index(w)] = _Worker(self.memory_limit_mb)
+        self.restarts += 1
+
+    def prepare(self, response: str, gold: str) -> GradeResult | tuple[str, str]:
+        """Extraction and pre-checks: a final GradeResult, or the (pred, gold) pair to verify."""
+        pred = extract_answer(response, self.last_number_fallback)
+        if pred is None:
+            return GradeResult(False, None, None, "no_answer")
+        if not precheck(pred, self.max_answer_chars, self.max_depth):
+            return GradeResult(False, pred[:100], None, "rejected")
+        return pred, str(gold)
+
+    def grade_many(self, responses: Sequence[str], golds: Sequence[str]) -> list[GradeResult]:
+        """Grade responses[i] against golds[i]; order is preserved."""
+        if len(responses) != len(golds):
+            raise ValueError(f"grade_many: {len(responses)} responses but {len(golds)} golds")
+        results: list[GradeResult | None] = [None] * len(responses)
+        pending: deque[int] = deque()
+        pairs: dict[int, tuple[str, str]] = {}
+        for i, (r, g) in enumerate(zip(responses, golds)):
+            prep = self.prepare(r, g)
+            if isinstance(prep, GradeResult):
+                results[i] = prep
+            else:
+                pairs[i] = prep
+                pending.append(i)
+        if pending:
+            with self._lock:
+                self._run(pending, pairs, results)
+        return results  # type: ignore[return-value]
+
+    def _run(self, pending: deque[int], pairs: dict[int, tuple[str, str]], results: list) -> None:
+        self._ensure_workers()
+        busy = 0
+        while pending or busy:
+            for w in self.workers:  # dispatch to idle, ready workers
+                if w.ready and w.task is None and pending:
+                    i = pending.popleft()
+                    pred, gold = pairs[i]
+                    try:
+                        w.send(i, {"pred": pred, "gold": gold, "timeout": self.timeout}, self.timeout)
+                        busy += 1
+                    except OSError:  # died between tasks: retry on a fresh worker
+                        pending.appendleft(i)
+                        self._replace(w)
+            now = time.monotonic()
+            wait = min([w.deadline for w in self.workers if w.task is not None], default=now + 1.0) - now
+            readable, _, _ = select.select([w.fd for w in self.workers], [], [], max(0.0, wait))
+            for w in list(self.workers):
+                if w.fd in readable:
+                    lines = w.read_lines()
+                    if lines is None:  # crashed (e.g. memory limit): its answer is incorrect
+                        if w.task is not None:
+                            results[w.task] = GradeResult(False, pairs[w.task][0], None, "error: worker died")
+                            busy -= 1
+                        self._replace(w)
+                        continue
+                    for line in lines:
+                        if line == "ready":
+                            w.ready = True
+                        elif w.task is not None:
+                            msg = json.loads(line)
+                            results[w.task] = GradeResult(msg["correct"], pairs[w.task][0], msg["parsed"], msg["status"])
+                            w.task, w.deadline, busy = None, float("inf"), busy - 1
+                elif w.task is not None and time.monotonic() >= w.deadline:
+                    results[w.task] = GradeResult(False, pairs[w.task][0], None, "timeout")
+                    busy -= 1
+                    self._replace(w)
+
+
+# ----------------------------------------------------------------------------- one-shot API
+_DEFAULT: dict[float, MathGrader] = {}
+_DEFAULT_LOCK = threading.Lock()
+
+
+def _default_grader(timeout: float) -> MathGrader:
+    with _DEFAULT_LOCK:
+        if timeout not in _DEFAULT:
+            _DEFAULT[timeout] = MathGrader(processes=1, timeout=timeout)
+        return _DEFAULT[timeout]
+
+
+@atexit.register
+def _close_defaults() -> None:
+    for g in _DEFAULT.values():
+        g.close()
+
+
+def grade_math(response: str, gold: str, timeout: float = 5.0) -> bool:
+    """True if the response's final answer is mathematically equivalent to ``gold``.
+
+    The answer is extracted (last ``\\boxed{}``, else "final answer is X", else the last number)
+    and compared with math-verify (gold first) in a worker subprocess killed after ``timeout``
+    seconds; anything unparseable, oversized, too deeply nested or too slow is incorrect.
+    Reuses one lazily started worker per timeout value; safe from any thread or subprocess.
+    """
+    return _default_grader(float(timeout)).grade_many([response], [gold])[0].correct
