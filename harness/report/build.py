@@ -22,6 +22,7 @@ class ExperimentReport:
     files: list[Path] = field(default_factory=list)
     table: pd.DataFrame | None = None
     reference: str | None = None
+    comparison: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -40,7 +41,7 @@ def build_experiment(data: ExperimentData, out: Path, reference: str | None = No
     comp = comparison_table(aucs, ref, variants) if ref else None
     if ref is None:
         rep.notes.append("no reference variant (no 'grpo' variant or grpo preset); comparison skipped — pass --reference")
-    rep.table, rep.reference = table, ref
+    rep.table, rep.reference, rep.comparison = table, ref, comp
     paths = write_tables(out, table, comp, ref, data.name, step_label)
     aucs_by_step = data.aucs
     aucs_by_step.to_csv(out / "auc_by_run_step.csv", index=False, float_format="%.4f")

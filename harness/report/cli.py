@@ -31,6 +31,7 @@ def run_report(results: Path, out: Path | None = None, reference: str | None = N
     """Load, render every experiment, print a summary. Raises UserError when nothing can be reported."""
     from harness.report.build import build_experiment
     from harness.report.load import load_results
+    from harness.report.plots import slug
 
     console = console or Console(stderr=False)
     out_root = Path(out) if out is not None else Path("reports")
@@ -49,14 +50,23 @@ def run_report(results: Path, out: Path | None = None, reference: str | None = N
     if not reportable:
         states = ", ".join(f"{e.name}: {e.runs['state'].value_counts().to_dict()}" for e in experiments)
         raise UserError(f"{results}: nothing to report — no finished run with readable samples ({states})")
-    reports = []
+    reports, errors = [], []
     for exp in reportable:
-        dest = out_root / exp.name
-        with console.status(f"rendering {exp.name} -> {dest}"):
-            rep = build_experiment(exp, dest, reference=reference, step=step, source=str(results))
+        dest = out_root / slug(exp.name)
+        try:
+            with console.status(f"rendering {exp.name} -> {dest}"):
+                rep = build_experiment(exp, dest, reference=reference, step=step, source=str(results))
+        except UserError as e:  # e.g. --step or --reference does not apply to this experiment
+            if len(reportable) == 1:
+                raise
+            errors.append(f"{exp.name}: {e}")
+            console.print(f"[red]skipped experiment[/] {exp.name}: {e}", highlight=False)
+            continue
         rep.timings = {"load (all experiments)": t_load, **rep.timings}
         reports.append(rep)
         _print_summary(console, rep)
+    if not reports:
+        raise UserError("nothing reported: " + "; ".join(errors))
     skipped = [e.name for e in experiments if e not in reportable]
     if skipped:
         console.print(f"[yellow]not reported (no finished runs):[/] {', '.join(skipped)}")
@@ -75,7 +85,7 @@ def _print_runs(console: Console, exp) -> None:
                   ("reported" if r.reported else r.note) or "")
     if len(exp.runs) > 40:  # many runs: counts only, the full table is in index.html
         counts = exp.runs.groupby(["variant", "state"]).size().unstack(fill_value=0)
-        t = Table(title=f"Runs — {exp.name} (counts; full list in index.html)", title_justify="left")
+        t = Table(title=f"Runs — {exp.name}: counts by state", title_justify="left")
         t.add_column("variant")
         for c in counts.columns:
             t.add_column(str(c))
@@ -104,6 +114,19 @@ def _print_summary(console: Console, rep) -> None:
             cells.append(f"{'*' if r.best else ''}{r.auc_mean:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}] n={int(r.n_seeds)}")
         t.add_row(str(v), *cells)
     console.print(t)
+    if rep.comparison is not None and len(rep.comparison):
+        c = Table(title=f"AUC difference vs {rep.reference} (mean [95% CI], P(better))", title_justify="left")
+        c.add_column("variant")
+        for b in benches:
+            c.add_column(str(b))
+        for v, grp in rep.comparison.groupby("variant", sort=False):
+            cells = []
+            for b in benches:
+                r = grp[grp["benchmark"] == b]
+                cells.append("–" if r.empty else
+                             f"{r.iloc[0]['diff']:+.2f} [{r.iloc[0].ci_low:+.2f}, {r.iloc[0].ci_high:+.2f}] P={r.iloc[0].p_improve:.2f}")
+            c.add_row(str(v), *cells)
+        console.print(c)
     for n in rep.notes:
         console.print(f"[yellow]note:[/] {n}", highlight=False)
     timing = ", ".join(f"{k} {v:.2f}s" for k, v in rep.timings.items())

@@ -18,6 +18,14 @@ from harness.metrics import aucs_from_curves, curves_from_samples
 from harness.results import SAMPLE_COLUMNS, find_run_dirs, load_run
 
 RUN_KEYS = ["run_id", "variant", "seed"]
+CANONICAL_ORDER = ("ppo", "grpo", "dapo", "psr_nsr", "ngrpo")
+
+
+def _rank(variant: str, preset: str) -> int:
+    for name in (variant.lower(), preset):
+        if name in CANONICAL_ORDER:
+            return CANONICAL_ORDER.index(name)
+    return len(CANONICAL_ORDER)
 RUN_COLUMNS = ["run_id", "variant", "seed", "preset", "backend", "state", "step", "total_steps",
                "reported", "note", "path"]
 
@@ -39,8 +47,10 @@ class ExperimentData:
 
     @property
     def variants(self) -> list[str]:
-        """Variants in first-seen order of the reported runs."""
-        return list(dict.fromkeys(self.reported["variant"]))
+        """Variants of the reported runs: the paper's order (ppo, grpo, dapo, psr_nsr, ngrpo by preset), then by name."""
+        rep = self.reported
+        preset = dict(zip(rep["variant"], rep["preset"].str.lower()))
+        return sorted(preset, key=lambda v: (_rank(v, preset[v]), v))
 
     @property
     def benchmarks(self) -> list[str]:
@@ -148,6 +158,8 @@ def _assemble(name: str, acc: dict, warnings: list[str]) -> ExperimentData:
         for p in runs[runs["reported"]][dup]["path"]:
             warnings.append(f"skipped {p}: duplicate run_id in experiment {name}")
         runs.loc[runs[runs["reported"]][dup].index, ["reported", "note"]] = [False, "duplicate run_id"]
+    runs = runs.assign(_r=[_rank(v, str(p).lower()) for v, p in zip(runs["variant"], runs["preset"])])
+    runs = runs.sort_values(["_r", "variant", "seed", "run_id"]).drop(columns="_r").reset_index(drop=True)
     keep = set(runs[runs["reported"]]["run_id"])
     curves_list = [c for c in acc["curves"] if c["run_id"].iat[0] in keep] if acc["curves"] else []
     curves = pd.concat(curves_list, ignore_index=True) if curves_list else pd.DataFrame(
