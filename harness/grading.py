@@ -5,8 +5,8 @@ grading never runs sympy in the caller's process:
 
 1. ``extract_answer`` (pure, linear time) takes the last ``\\boxed{}``/``\\fbox{}`` of the
    response, else "final answer is X", else the last number in the response's tail.
-2. ``precheck`` rejects, as incorrect, answers over ``max_answer_chars`` or nested deeper than
-   ``max_depth`` without starting any parser.
+2. ``precheck`` rejects, as incorrect, answers over ``max_answer_chars``, nested deeper than
+   ``max_depth`` or holding a numeric power tower, without starting any parser.
 3. math-verify (gold parsed first, ``verify(gold, pred)``) runs in worker *subprocesses*
    (``python -c``; not multiprocessing, so it also works inside daemonic processes and from any
    thread). A worker applies a soft ``setitimer`` timeout; the parent enforces the hard
@@ -40,6 +40,9 @@ TAIL_CHARS = 4000  # fallbacks (final-answer phrase, last number) only look at t
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*")
 _FINAL_RE = re.compile(r"final answer is\s*:?\s*\$?([^$\n]{1,200}?)\$?\s*(?:\.\s|\.$|$|\n|I hope)", re.IGNORECASE)
+# a numeric power tower (9^{9^9}, 10^{-10^{10}}) or an exponent with 5+ digits: sympy would try to
+# evaluate it exactly. None of the 13,100 MATH/AMC/AIME gold answers matches.
+_HUGE_POWER_RE = re.compile(r"\d\s*\^\s*\{?\s*-?\s*\d+\s*\^|\^\s*\{?\s*-?\s*\d{5,}")
 _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
 
@@ -119,8 +122,8 @@ def max_nesting(text: str) -> int:
 
 
 def precheck(answer: str, max_answer_chars: int = MAX_ANSWER_CHARS, max_depth: int = MAX_DEPTH) -> bool:
-    """True if the answer is small and shallow enough to hand to math-verify."""
-    if len(answer) > max_answer_chars:
+    """True if the answer is small, shallow and free of numeric power towers (safe for math-verify)."""
+    if len(answer) > max_answer_chars or _HUGE_POWER_RE.search(answer):
         return False
     return max_nesting(answer) <= max_depth
 
@@ -255,6 +258,7 @@ class MathGrader:
         self.max_answer_chars, self.max_depth = max_answer_chars, max_depth
         self.memory_limit_mb, self.last_number_fallback = memory_limit_mb, last_number_fallback
         self.workers: list[_Worker] = []
+        self.spare: _Worker | None = None  # started after the first kill, so a replacement is warm
         self.restarts = 0
         self._lock = threading.Lock()
 
@@ -267,9 +271,9 @@ class MathGrader:
     def close(self) -> None:
         """Stop every worker (idempotent)."""
         with self._lock:
-            for w in self.workers:
+            for w in self.workers + ([self.spare] if self.spare else []):
                 w.kill()
-            self.workers = []
+            self.workers, self.spare = [], None
 
     def _ensure_workers(self) -> None:
         self.workers = [w for w in self.workers if w.proc.poll() is None]
@@ -277,8 +281,11 @@ class MathGrader:
             self.workers.append(_Worker(self.memory_limit_mb))
 
     def _replace(self, w: _Worker) -> None:
+        """Kill w and put the warm spare (or a new worker) in its place; start a new spare."""
         w.kill()
-        self.workers[self.workers.index(w)] = _Worker(self.memory_limit_mb)
+        spare = self.spare if self.spare is not None and self.spare.proc.poll() is None else None
+        self.workers[self.workers.index(w)] = spare or _Worker(self.memory_limit_mb)
+        self.spare = _Worker(self.memory_limit_mb)
         self.restarts += 1
 
     def prepare(self, response: str, gold: str) -> GradeResult | tuple[str, str]:
