@@ -7,7 +7,10 @@ Worker start-up is excluded (a warm-up batch runs first); each pair is graded on
 
     python benchmarks/grading.py [--processes 2] [--timeout 5] [--repeat 1]
 
-Last measured output (2 CPU cores, shared with other jobs): see the report of the grading issue.
+Last measured output (2 CPU cores shared with a training job, load average ~3; cold worker caches):
+    1000 answers with 2 processes in 3.79s: 264 answers/s (503 correct, 0 timeouts/restarts)
+    (187-264 answers/s across runs; 508 answers/s on a second pass with warm parse caches;
+     1 process: 261 answers/s)
 """
 
 from __future__ import annotations

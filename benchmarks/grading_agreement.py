@@ -8,6 +8,13 @@ Checks two things with harness.grading.MathGrader (math-verify in worker process
 Prints the agreement rates and every mismatch.
 
     python benchmarks/grading_agreement.py [--data ../shared/data/benchmarks] [--timeout 5]
+
+Last measured output:
+    gold vs itself (600 problems): 600/600 agree (100.00%)
+    MATH500 solution vs answer: 500/500 agree (100.00%)
+    negative control (gold vs next gold): 1/595 graded equal
+      EQUAL math500/test/algebra/1837.json: '5' == 'x=5'   (math-verify accepts x=5 for 5 by design)
+    worker restarts (hard timeouts): 0
 """
 
 from __future__ import annotations
