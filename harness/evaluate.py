@@ -76,7 +76,11 @@ class HFSampler:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(model, local_files_only=True, dtype=dtype).to(self.device).eval()
+        import transformers
+
+        new_kw = tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (4, 56)  # torch_dtype -> dtype
+        kw = {"dtype" if new_kw else "torch_dtype": dtype}
+        self.model = AutoModelForCausalLM.from_pretrained(model, local_files_only=True, **kw).to(self.device).eval()
         eos = self.model.generation_config.eos_token_id
         eos = self.tokenizer.eos_token_id if eos is None else eos
         self.eos_ids = [eos] if isinstance(eos, int) else list(eos)
