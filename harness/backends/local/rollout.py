@@ -1,0 +1,94 @@
+"""Collect one training batch: sample B prompts x G responses, grade, shape, filter groups, re-sample.
+
+Round r of step s always draws the same prompts for a given seed (whatever the algorithm), so every
+variant sees the same prompts in the same order; only filtered variants draw extra rounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+import algorithms
+from algorithms.filters import group_outcomes
+from harness.backends.local import common
+from harness.backends.local.sampler import Rollout, sample
+from harness.tasks import modchain
+
+
+@dataclass
+class Batch:
+    """A filtered training batch of n_groups x G responses."""
+
+    prompt_ids: torch.Tensor  # [N, P] left-padded
+    completion_ids: torch.Tensor  # [N, T]
+    mask: torch.Tensor  # [N, T] float
+    acc: torch.Tensor  # [N] bool
+    reward: torch.Tensor  # [N] float (shaped)
+    group_ids: torch.Tensor  # [N] long
+    lengths: torch.Tensor  # [N]
+    truncated: torch.Tensor  # [N] bool
+
+    @property
+    def size(self) -> int:
+        return self.acc.shape[0]
+
+
+def _left_pad(ids: torch.Tensor, width: int, pad: int) -> torch.Tensor:
+    if ids.shape[1] == width:
+        return ids
+    return torch.cat([torch.full((ids.shape[0], width - ids.shape[1]), pad, dtype=ids.dtype), ids], dim=1)
+
+
+def _concat(parts: list[Batch], pad: int) -> Batch:
+    width = max(p.prompt_ids.shape[1] for p in parts)
+    return Batch(
+        torch.cat([_left_pad(p.prompt_ids, width, pad) for p in parts]),
+        *(torch.cat([getattr(p, f) for p in parts]) for f in ("completion_ids", "mask", "acc", "reward", "group_ids", "lengths", "truncated")),
+    )
+
+
+def _select(b: Batch, keep: torch.Tensor) -> Batch:
+    return Batch(*(getattr(b, f)[keep] for f in ("prompt_ids", "completion_ids", "mask", "acc", "reward", "group_ids", "lengths", "truncated")))
+
+
+def collect_batch(policy, spec: dict, preset: algorithms.Preset, step: int) -> tuple[Batch | None, dict]:
+    """Sample, grade, shape and filter until B groups are kept or max_sample_rounds is reached.
+
+    Returns (batch or None when no group survived, metrics). Outcome fractions are those of the
+    first round (fresh prompts, before any filtering), so they compare across algorithms.
+    """
+    tr, seed, tok = spec["train"], spec["seed"], common.tokenizer()
+    B, G = tr["prompts_per_step"], tr["group_size"]
+    shaper = algorithms.REWARD_SHAPERS.get(preset.pieces["reward_shaper"])
+    kept: list[Batch] = []
+    n_kept, rounds, metrics = 0, 0, {}
+    while n_kept < B and rounds < tr["max_sample_rounds"]:
+        problems = common.train_problems(spec, B, spec["task"]["min_ops"], spec["task"]["max_ops"], seed, step, rounds)
+        rep = [p for p in problems for _ in range(G)]
+        roll: Rollout = sample(
+            policy, tok, [p.prompt for p in rep], max_new_tokens=tr["max_new_tokens"], temperature=tr["temperature"],
+            top_p=tr["top_p"], seed=common.derive_seed("rollout", seed, step, rounds),
+        )
+        acc = torch.from_numpy(modchain.grade(roll.texts, rep, spec["task"]["grader"]))
+        reward = shaper(acc.float(), roll.lengths, tr["max_new_tokens"], **preset.piece_knobs("reward_shaper"))
+        gid = torch.arange(B).repeat_interleave(G) + rounds * B
+        batch = Batch(roll.prompt_ids, roll.completion_ids, roll.completion_mask.float(), acc, reward.float(), gid, roll.lengths, roll.truncated)
+        keep = algorithms.apply_filter(preset.pieces["group_filter"], acc, gid)
+        if rounds == 0:
+            metrics.update({f"groups/{k}": v for k, v in group_outcomes(acc, gid).items()})
+            metrics["train/acc"] = acc.float().mean().item()
+            metrics["train/reward"] = reward.float().mean().item()
+            metrics["train/response_length"] = roll.lengths.float().mean().item()
+            metrics["train/truncated_frac"] = roll.truncated.float().mean().item()
+        need = (B - n_kept) * G
+        idx = keep.nonzero().squeeze(-1)[:need]
+        if idx.numel():
+            kept.append(_select(batch, idx))
+            n_kept += idx.numel() // G
+        rounds += 1
+    metrics["groups/kept"] = n_kept
+    metrics["groups/sample_rounds"] = rounds
+    metrics["groups/rounds_capped"] = float(n_kept < B)
+    return (_concat(kept, tok.PAD) if kept else None), metrics
