@@ -91,4 +91,11 @@ def collect_batch(policy, spec: dict, preset: algorithms.Preset, step: int) -> t
     metrics["groups/kept"] = n_kept
     metrics["groups/sample_rounds"] = rounds
     metrics["groups/rounds_capped"] = float(n_kept < B)
-    return (_concat(kept, tok.PAD) if kept else None), metrics
+    return (_trim(_concat(kept, tok.PAD)) if kept else None), metrics
+
+
+def _trim(b: Batch) -> Batch:
+    """Drop completion columns past the longest response (pure padding: losses are unchanged)."""
+    width = int(b.lengths.max())
+    b.completion_ids, b.mask = b.completion_ids[:, :width], b.mask[:, :width]
+    return b

@@ -64,9 +64,13 @@ def _sample_chunk(
 
 def sample(
     model: TinyGPT, tok: CharTokenizer, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0,
-    top_p: float = 1.0, seed: int = 0, chunk: int = 64,
+    top_p: float = 1.0, seed: int = 0, chunk: int = 256,
 ) -> Rollout:
-    """Sample one completion per prompt (repeat prompts for G samples), in chunks of `chunk` sequences."""
+    """Sample one completion per prompt (repeat prompts for G samples), in chunks of `chunk` sequences.
+
+    Decoding steps process one token per sequence, so chunks of 256 are stable and ~25% faster than
+    64 here (benchmarks/local_step.py); full-sequence training forwards use smaller chunks.
+    """
     model.eval()
     gen = torch.Generator().manual_seed(int(seed))
     prompt_ids, _ = tok.encode_prompts(prompts)

@@ -50,7 +50,7 @@ def train_warm_start(spec: dict, progress=None) -> dict:
         opt.step()
         sched.step()
         if progress is not None:
-            progress(step + 1, ws["steps"], {"loss": float(loss)})
+            progress(step + 1, ws["steps"], {"loss": loss.item()})
     return model.state_dict()
 
 

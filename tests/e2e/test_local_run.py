@@ -1,0 +1,123 @@
+"""Real end-to-end runs of the embedded backend at tiny scale: every preset, determinism, kill + resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from harness import results
+from harness.cli import main
+
+pytestmark = pytest.mark.e2e
+
+TINY = {
+    "name": "tiny",
+    "seeds": [0],
+    "model": {"n_layer": 1, "n_head": 2, "d_model": 32},
+    "warm_start": {"steps": 30, "batch_size": 32, "min_ops": 2, "max_ops": 4},
+    "train": {"steps": 4, "prompts_per_step": 4, "group_size": 4, "mini_batches": 2, "max_new_tokens": 16,
+              "checkpoint_every": 2, "lr": 1.0e-3},
+    "eval": {"every": 2, "n": 4, "benchmarks": {"easy": {"min_ops": 2, "max_ops": 3, "problems": 6}}},
+    "variants": [{"name": p, "preset": p} for p in ("ppo", "grpo", "dapo", "psr_nsr", "ngrpo")],
+}
+
+
+def write_exp(tmp_path: Path, **changes) -> Path:
+    raw = yaml.safe_load(yaml.safe_dump(TINY))
+    for key, val in changes.items():
+        raw[key] = {**raw[key], **val} if isinstance(val, dict) and isinstance(raw.get(key), dict) else val
+    p = tmp_path / f"exp-{len(list(tmp_path.glob('exp-*')))}.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    return p
+
+
+def cli(*args: str) -> None:
+    """Run the `harness` CLI in-process and require success."""
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    assert e.value.code in (0, None)
+
+
+def strip_times(records):
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in records]
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("NGRPO_HARNESS_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def test_every_preset_runs_and_writes_complete_results(env):
+    exp = write_exp(env)
+    cli("run", str(exp), "--results", str(env / "res"), "--jobs", "2", "--cache-dir", str(env / "cache"))
+    runs = results.find_run_dirs(env / "res" / "tiny")
+    assert len(runs) == 5
+    for rd in runs:
+        rec = results.load_run(rd)
+        assert rec.state == "done" and rec.error is None
+        train = rec.metrics[rec.metrics["kind"] == "train"]
+        assert train["step"].tolist() == [1, 2, 3, 4]
+        for key in ("train/reward", "train/acc", "groups/all_wrong_frac", "groups/all_correct_frac", "groups/mixed_frac",
+                    "groups/kept", "groups/sample_rounds", "time/sample_s", "time/train_s", "train/response_length"):
+            assert key in train.columns, (rec.variant, key)
+        if train["groups/kept"].min() > 0:
+            for key in ("actor/clipfrac_low", "actor/clipfrac_high", "actor/approx_kl", "actor/entropy", "actor/grad_norm"):
+                assert train[key].notna().all(), (rec.variant, key)
+        assert sorted(rec.samples["step"].unique().tolist()) == [0, 2, 4]
+        assert len(rec.samples) == 3 * 6 * 4
+        assert rec.samples["correct"].dtype == bool
+        if rec.variant == "ppo":
+            assert "critic/value_loss" in train.columns
+    # a second `harness run` skips finished runs: nothing is rewritten
+    before = {rd: (rd / "samples.parquet").stat().st_mtime_ns for rd in runs}
+    cli("run", str(exp), "--results", str(env / "res"), "--jobs", "1", "--cache-dir", str(env / "cache"))
+    assert before == {rd: (rd / "samples.parquet").stat().st_mtime_ns for rd in runs}
+
+
+def test_same_runspec_twice_gives_identical_samples(env):
+    exp = write_exp(env, variants=[{"name": "ngrpo", "preset": "ngrpo"}])
+    for out in ("a", "b"):
+        cli("run", str(exp), "--results", str(env / out), "--jobs", "1", "--cache-dir", str(env / "cache"))
+    (ra,), (rb,) = results.find_run_dirs(env / "a"), results.find_run_dirs(env / "b")
+    assert ra.name == rb.name
+    pd.testing.assert_frame_equal(results.read_samples(ra), results.read_samples(rb))
+    assert strip_times(results.read_metrics_records(ra)) == strip_times(results.read_metrics_records(rb))
+
+
+def test_sigkill_mid_training_then_resume_matches_uninterrupted(env):
+    changes = dict(variants=[{"name": "grpo", "preset": "grpo"}], train={"steps": 10, "checkpoint_every": 3}, eval={"every": 5})
+    exp = write_exp(env, **changes)
+    cmd = [sys.executable, "-m", "harness", "run", str(exp), "--results", str(env / "killed"), "--jobs", "1",
+           "--cache-dir", str(env / "cache")]
+    # uninterrupted reference (also builds the cached warm start)
+    cli("run", str(exp), "--results", str(env / "ref"), "--jobs", "1", "--cache-dir", str(env / "cache"))
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    metrics = None
+    while time.time() < deadline:
+        found = list((env / "killed").rglob("metrics.jsonl"))
+        if found:
+            metrics = found[0]
+            steps = [r.get("step") for r in results.read_metrics_records(metrics.parent) if r.get("kind") == "train"]
+            if steps and max(steps) >= 5:
+                break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert metrics is not None, "the run never started"
+    run_dir = metrics.parent
+    assert results.read_status(run_dir)["state"] == "running"  # killed: never marked done
+    assert (run_dir / "checkpoints" / "latest.pt").exists()
+    cli("run", str(exp), "--results", str(env / "killed"), "--jobs", "1", "--cache-dir", str(env / "cache"))
+    (ref,) = results.find_run_dirs(env / "ref")
+    assert results.read_status(run_dir)["state"] == "done"
+    pd.testing.assert_frame_equal(results.read_samples(ref), results.read_samples(run_dir))
+    assert strip_times(results.read_metrics_records(ref)) == strip_times(results.read_metrics_records(run_dir))
