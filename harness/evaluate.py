@@ -26,7 +26,7 @@ import typer
 
 from harness.errors import UserError
 from harness.grading import MathGrader
-from harness.metrics import curves_from_samples, pass_at_k_auc
+from harness.metrics import eval_summary
 from harness.results import append_metrics, append_samples, read_samples, write_spec, write_status
 from harness.tasks.math_data import SYSTEM_PROMPT, MathProblem, load_benchmark, parse_benchmark_arg, render_prompt
 
@@ -150,7 +150,7 @@ def get_sampler_factory(backend: str) -> SamplerFactory:
     """The factory for `backend`; tries importing harness.backends.<backend> to let it register."""
     if backend not in SAMPLERS:
         try:
-            importlib.import_module(f"harness.backends.{backend}")
+            importlib.import_module(f"harness.backends.{backend}.eval_sampler")
         except ImportError:
             pass
     if backend not in SAMPLERS:
@@ -217,13 +217,7 @@ def grade_rows(
 
 def summary_metrics(samples: pd.DataFrame, benchmark: str, step: int, k_max: int | None) -> dict:
     """eval/<benchmark>/pass@k and AUC for metrics.jsonl (computed by harness.metrics)."""
-    curve = curves_from_samples(samples)
-    if k_max is not None:
-        curve = curve[curve["k"] <= k_max]
-    rec: dict[str, Any] = {"step": step}
-    for k, v in zip(curve["k"], curve["pass_at_k"]):
-        rec[f"eval/{benchmark}/pass@{int(k)}"] = float(v)
-    rec[f"eval/{benchmark}/auc"] = pass_at_k_auc(curve["k"].to_numpy(), curve["pass_at_k"].to_numpy()).auc
+    rec: dict[str, Any] = {"step": step, **eval_summary(samples, k_max)}
     rec[f"eval/{benchmark}/mean_length"] = float(samples["length"].mean())
     return rec
 

@@ -137,6 +137,22 @@ def aucs_from_curves(curves: pd.DataFrame, by: Sequence[str] = ("benchmark",)) -
     return pd.DataFrame(rows, columns=[*by, "auc", "k_max"])
 
 
+def eval_summary(samples: pd.DataFrame, k_max: int | None = None) -> dict[str, float]:
+    """Flat `eval/<benchmark>/pass@<k>` and `eval/<benchmark>/auc` values for metrics.jsonl.
+
+    Convenience copies for logs and dashboards; reports recompute everything from samples.
+    """
+    curves = curves_from_samples(samples)
+    if k_max is not None:
+        curves = curves[curves["k"] <= k_max]
+    out: dict[str, float] = {}
+    for bench, c in curves.groupby("benchmark", sort=True):
+        for k, v in zip(c["k"], c["pass_at_k"]):
+            out[f"eval/{bench}/pass@{int(k)}"] = float(v)
+        out[f"eval/{bench}/auc"] = pass_at_k_auc(c["k"].to_numpy(), c["pass_at_k"].to_numpy()).auc
+    return out
+
+
 @dataclass(frozen=True)
 class CI:
     mean: float

@@ -121,3 +121,21 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted(env):
     assert results.read_status(run_dir)["state"] == "done"
     pd.testing.assert_frame_equal(results.read_samples(ref), results.read_samples(run_dir))
     assert strip_times(results.read_metrics_records(ref)) == strip_times(results.read_metrics_records(run_dir))
+
+
+def test_harness_eval_on_a_local_checkpoint(env):
+    exp = write_exp(env, variants=[{"name": "grpo", "preset": "grpo"}], train={"steps": 2})
+    cli("run", str(exp), "--results", str(env / "res"), "--jobs", "1", "--cache-dir", str(env / "cache"))
+    (run_dir,) = results.find_run_dirs(env / "res")
+    bench = env / "mc.jsonl"
+    bench.write_text("\n".join(json.dumps({"problem": p, "answer": a}) for p, a in [("1+2=", "3"), ("4*9+4=", "0"), ("7-9=", "8")]))
+    cli("eval", str(run_dir), "--backend", "local", "-b", f"mc={bench}", "--n", "4", "--max-new-tokens", "16",
+        "--out", str(env / "ev"), "--experiment", "mc", "--step", "2", "--grading-processes", "1")
+    (ev_dir,) = results.find_run_dirs(env / "ev" / "mc")
+    s = results.read_samples(ev_dir)
+    assert len(s) == 12 and set(s["benchmark"]) == {"mc"} and set(s["step"]) == {2}
+    bad = env / "bad.jsonl"
+    bad.write_text(json.dumps({"problem": "What is x?", "answer": "1"}))
+    with pytest.raises(SystemExit) as e:
+        main(["eval", str(run_dir), "--backend", "local", "-b", f"bad={bad}", "--n", "2", "--out", str(env / "ev2")])
+    assert e.value.code == 2

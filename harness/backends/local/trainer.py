@@ -54,19 +54,6 @@ def evaluate(policy, spec: dict, step: int) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def eval_summary(samples: pd.DataFrame, k_max: int | None) -> dict:
-    """Convenience copies for metrics.jsonl (reports recompute from samples.parquet)."""
-    curves = hm.curves_from_samples(samples)
-    if k_max is not None:
-        curves = curves[curves["k"] <= k_max]
-    out = {}
-    for bench, c in curves.groupby("benchmark"):
-        for k, v in zip(c["k"], c["pass_at_k"]):
-            out[f"eval/{bench}/pass@{k}"] = float(v)
-        out[f"eval/{bench}/auc"] = hm.pass_at_k_auc(c["k"].to_numpy(), c["pass_at_k"].to_numpy()).auc
-    return out
-
-
 class LocalTrainer:
     """State of one RL run: policy, reference, critic, optimizers."""
 
@@ -203,7 +190,7 @@ def train(spec: dict, run_dir: Path, cache_dir: Path, progress: Progress | None 
         t0 = time.perf_counter()
         rows = evaluate(trainer.policy, spec, step)
         results.append_samples(run_dir, rows)
-        results.append_metrics(run_dir, {"kind": "eval", "step": step, "time/eval_s": time.perf_counter() - t0, **eval_summary(rows, ev["k_max"])})
+        results.append_metrics(run_dir, {"kind": "eval", "step": step, "time/eval_s": time.perf_counter() - t0, **hm.eval_summary(rows, ev["k_max"])})
 
     if start == 0:
         do_eval(0)
