@@ -13,16 +13,25 @@ import json
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import algorithms
 from harness.errors import UserError
 
 Pos = Field(gt=0)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _check_name(v: str) -> str:
+    if not _NAME.match(v):
+        raise ValueError(f"{v!r}: use letters, digits, '_', '-' or '.'")
+    return v
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
 
 
 class _Strict(BaseModel):
@@ -112,20 +121,13 @@ class EvalConfig(_Strict):
 
 
 class Variant(_Strict):
-    name: str = Field(description="label in reports, e.g. ngrpo_no_virtual")
+    name: Name = Field(description="label in reports, e.g. ngrpo_no_virtual")
     preset: str = Field(description="one of: " + ", ".join(algorithms.list_presets()))
     overrides: dict[str, Any] = Field(default_factory=dict, description="piece or knob overrides by name")
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError(f"{v!r}: use letters, digits, '_', '-' or '.'")
-        return v
-
 
 class Experiment(_Strict):
-    name: str = Field(description="experiment name: results/<name>/ and reports/<name>/")
+    name: Name = Field(description="experiment name: results/<name>/ and reports/<name>/")
     description: str = ""
     backend: Literal["local"] = Field("local", description="local (embedded CPU backend)")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
@@ -135,13 +137,6 @@ class Experiment(_Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     variants: list[Variant] = Field(min_length=1)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError(f"{v!r}: use letters, digits, '_', '-' or '.'")
-        return v
 
     @model_validator(mode="after")
     def _cross(self) -> "Experiment":

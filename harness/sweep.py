@@ -1,9 +1,160 @@
-"""`harness sweep` (placeholder)."""
-import typer
+"""`harness sweep`: Optuna search over a variant's knobs (e.g. NGRPO's eps_pos / eps_neg).
 
+A sweep file names a base experiment and variant, the knobs to search and the objective (final
+Pass@k AUC on one held-out benchmark, averaged over the sweep's seeds). Each trial is a set of
+ordinary runs (RunSpecs with the suggested overrides) under results/<experiment>_sweep_<variant>/,
+so `harness report` reads them like any experiment. Intermediate AUCs (every eval.every steps)
+feed Optuna's pruner; the study lives in a journal file next to the runs, so an interrupted sweep
+continues where it stopped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import typer
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness import results
+from harness.config import Experiment, Name, clip_cannot_bind, expand, load_experiment
 from harness.errors import UserError
 
 
-def sweep_command(file: str = typer.Argument(..., help="Sweep YAML.")) -> None:
-    """Optuna epsilon sweep (not built yet)."""
-    raise UserError("harness sweep is not implemented yet")
+class Range(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    low: float
+    high: float
+    log: bool = Field(False, description="sample on a log scale")
+
+    @model_validator(mode="after")
+    def _order(self) -> "Range":
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be < high ({self.high})")
+        return self
+
+
+class SweepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    experiment: str = Field(description="base experiment file (relative to the sweep file)")
+    variant: Name = Field(description="variant of the base experiment whose knobs are searched")
+    params: dict[str, Range] = Field(min_length=1, description="knob -> search range, e.g. eps_pos: {low: 0.1, high: 0.4}")
+    benchmark: str = Field(description="held-out benchmark whose final Pass@k AUC is maximised")
+    trials: int = Field(12, gt=0, description="number of trials (more can be added by running again)")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="seeds per trial (objective = mean AUC)")
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruner: Literal["median", "none"] = Field("median", description="prune trials whose intermediate AUC is below the median")
+    seed: int = Field(0, description="Optuna sampler seed")
+
+
+def load_sweep(path: Path) -> tuple[SweepConfig, Experiment]:
+    if not path.is_file():
+        raise UserError(f"{path}: no such sweep file")
+    try:
+        cfg = SweepConfig.model_validate(yaml.safe_load(path.read_text()) or {})
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise UserError(f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg'].removeprefix('Value error, ')}") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    exp = load_experiment(path.parent / cfg.experiment)
+    if cfg.variant not in {v.name for v in exp.variants}:
+        raise UserError(f"{path}: variant: {cfg.variant!r} is not in {cfg.experiment} (variants: {', '.join(v.name for v in exp.variants)})")
+    if cfg.benchmark not in exp.eval.benchmarks:
+        raise UserError(f"{path}: benchmark: {cfg.benchmark!r} is not one of {sorted(exp.eval.benchmarks)}")
+    eps = {k for k in cfg.params if k.startswith("eps_") or k == "clip_c"}
+    if eps and clip_cannot_bind(exp):
+        raise UserError(f"{path}: params: sweeping {sorted(eps)} is meaningless with train.mini_batches = 1 and "
+                        f"train.epochs = 1 (the ratio is identically 1, no clip bound can bind); raise mini_batches")
+    trial_exp(cfg, exp, {k: r.low for k, r in cfg.params.items()})  # unknown knob / bad range -> UserError now
+    return cfg, exp
+
+
+def trial_exp(cfg: SweepConfig, exp: Experiment, params: dict[str, float]) -> Experiment:
+    """The base experiment reduced to the swept variant with the trial's overrides."""
+    base = next(v for v in exp.variants if v.name == cfg.variant)
+    tag = "_".join(f"{k}{v:.4g}" for k, v in sorted(params.items()))
+    raw = exp.model_dump()
+    raw.update(name=f"{exp.name}_sweep_{cfg.variant}", seeds=list(cfg.seeds),
+               variants=[{"name": f"{cfg.variant}__{tag}", "preset": base.preset, "overrides": {**base.overrides, **params}}])
+    try:
+        out = Experiment.model_validate(raw)
+        expand(out)
+    except (ValidationError, UserError) as e:
+        raise UserError(f"sweep params {params}: {e}") from None
+    return out
+
+
+def run_trial(trial, cfg: SweepConfig, exp: Experiment, results_dir: Path, cache_dir: Path) -> float:
+    """Train the trial's runs one after another; report intermediate AUCs; return the mean final AUC."""
+    import optuna
+
+    from harness.backends.local.trainer import train
+    from harness.backends.local.warmstart import ensure_warm_start
+
+    params = {k: trial.suggest_float(k, r.low, r.high, log=r.log) for k, r in cfg.params.items()}
+    texp = trial_exp(cfg, exp, params)
+    finals = []
+    for i, spec in enumerate(expand(texp)):
+        rd = results_dir / texp.name / spec["run_id"]
+        rd.mkdir(parents=True, exist_ok=True)
+        results.write_spec(rd, spec)
+        ensure_warm_start(spec, cache_dir)
+        key = f"eval/{cfg.benchmark}/auc"
+
+        def report(step: int, total: int, rec: dict, _i: int = i, _rd: Path = rd) -> None:
+            if step % spec["eval"]["every"] == 0 and _i == 0:
+                evals = [r for r in results.read_metrics_records(_rd) if r.get("kind") == "eval" and key in r]
+                trial.report(evals[-1][key], step)
+                if trial.should_prune():
+                    results.write_status(_rd, "failed", step=step, error="pruned by the Optuna sweep")
+                    raise optuna.TrialPruned()
+
+        if results.read_status(rd).get("state") != "done":
+            train(spec, rd, cache_dir, progress=report)
+        last = [r for r in results.read_metrics_records(rd) if r.get("kind") == "eval" and key in r][-1]
+        finals.append(last[key])
+    trial.set_user_attr("run_ids", [s["run_id"] for s in expand(texp)])
+    return float(sum(finals) / len(finals))
+
+
+def sweep_command(
+    file: Path = typer.Argument(..., help="Sweep YAML (see experiments/eps_sweep.yaml)."),
+    results_dir: Path = typer.Option(Path("results"), "--results", help="Results root; trials go to <results>/<experiment>_sweep_<variant>/."),
+    trials: int = typer.Option(0, "--trials", help="Override the file's number of trials (0 = use the file)."),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="Warm-start cache (default $NGRPO_HARNESS_CACHE or ~/.cache/ngrpo-harness)."),
+) -> None:
+    """Search a variant's knobs with Optuna (TPE + median pruning), maximising final Pass@k AUC.
+
+    Resumable: the study is stored in <results>/<experiment>_sweep_<variant>/optuna.journal and
+    every trial is a normal run folder, so `harness report` shows the trials as variants.
+    """
+    import optuna
+
+    from harness.runner import DEFAULT_CACHE
+
+    cfg, exp = load_sweep(file)
+    if trials < 0:
+        raise UserError("--trials: must be >= 0")
+    out = results_dir / f"{exp.name}_sweep_{cfg.variant}"
+    out.mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / "optuna.journal")))
+    sampler = optuna.samplers.TPESampler(seed=cfg.seed) if cfg.sampler == "tpe" else optuna.samplers.RandomSampler(seed=cfg.seed)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3) if cfg.pruner == "median" else optuna.pruners.NopPruner()
+    study = optuna.create_study(study_name=out.name, storage=storage, sampler=sampler, pruner=pruner,
+                                direction="maximize", load_if_exists=True)
+    todo = (trials or cfg.trials) - len([t for t in study.trials if t.state.is_finished()])
+    if todo > 0:
+        study.optimize(lambda t: run_trial(t, cfg, exp, results_dir, cache_dir or DEFAULT_CACHE), n_trials=todo,
+                       show_progress_bar=True, catch=())
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    for t in sorted(done, key=lambda t: -t.value):
+        print(f"trial {t.number:3d}  AUC({cfg.benchmark}) {t.value:7.2f}  " + "  ".join(f"{k}={v:.4g}" for k, v in t.params.items()))
+    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+    if done:
+        best = study.best_trial
+        print(f"best: trial {best.number}, AUC {best.value:.2f}, {best.params} ({len(done)} complete, {pruned} pruned); "
+              f"`harness report {out}` for curves")
+    else:
+        print(f"no complete trial yet ({pruned} pruned)")

@@ -158,6 +158,7 @@ def _assemble(name: str, acc: dict, warnings: list[str]) -> ExperimentData:
         for p in runs[runs["reported"]][dup]["path"]:
             warnings.append(f"skipped {p}: duplicate run_id in experiment {name}")
         runs.loc[runs[runs["reported"]][dup].index, ["reported", "note"]] = [False, "duplicate run_id"]
+    _drop_stale(runs, acc["specs"], warnings, name)
     runs = runs.assign(_r=[_rank(v, str(p).lower()) for v, p in zip(runs["variant"], runs["preset"])])
     runs = runs.sort_values(["_r", "variant", "seed", "run_id"]).drop(columns="_r").reset_index(drop=True)
     keep = set(runs[runs["reported"]]["run_id"])
@@ -169,6 +170,30 @@ def _assemble(name: str, acc: dict, warnings: list[str]) -> ExperimentData:
     train_list = [t for t in acc["train"] if t["run_id"].iat[0] in keep]
     train = pd.concat(train_list, ignore_index=True) if train_list else pd.DataFrame(columns=[*RUN_KEYS, "step"])
     return ExperimentData(name, runs, {k: v for k, v in acc["specs"].items() if k in keep}, curves, aucs, train)
+
+
+def _fingerprint(spec: dict) -> str:
+    """The settings of a run minus what differs between seeds of one variant."""
+    import json
+
+    rest = {k: v for k, v in spec.items() if k not in ("seed", "run_id")}
+    if isinstance(rest.get("warm_start"), dict):
+        rest["warm_start"] = {k: v for k, v in rest["warm_start"].items() if k != "seed"}
+    return json.dumps(rest, sort_keys=True, default=str)
+
+
+def _drop_stale(runs: pd.DataFrame, specs: dict[str, dict], warnings: list[str], name: str) -> None:
+    """An edited experiment file makes new run ids in the same folder: within a variant, report only
+    the runs with the newest settings (by spec.yaml time), so old and new runs are never pooled."""
+    rep = runs[runs["reported"]]
+    for variant, grp in rep.groupby("variant"):
+        prints = {rid: _fingerprint(specs[rid]) for rid in grp["run_id"]}
+        if len(set(prints.values())) < 2:
+            continue
+        newest = max(grp.itertuples(), key=lambda r: (Path(r.path) / "spec.yaml").stat().st_mtime)
+        stale = grp[[prints[r] != prints[newest.run_id] for r in grp["run_id"]]]
+        runs.loc[stale.index, ["reported", "note"]] = [False, "stale: older settings of this variant (experiment file edited)"]
+        warnings.append(f"{name}/{variant}: {len(stale)} run(s) with older settings left out (experiment file edited)")
 
 
 def select_step(data: ExperimentData, step: int | None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:

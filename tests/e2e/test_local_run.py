@@ -139,3 +139,27 @@ def test_harness_eval_on_a_local_checkpoint(env):
     with pytest.raises(SystemExit) as e:
         main(["eval", str(run_dir), "--backend", "local", "-b", f"bad={bad}", "--n", "2", "--out", str(env / "ev2")])
     assert e.value.code == 2
+
+
+def test_sweep_runs_trials_and_refuses_meaningless_eps_sweeps(env, capsys):
+    pytest.importorskip("optuna")
+    exp = write_exp(env, variants=[{"name": "ngrpo", "preset": "ngrpo"}], train={"steps": 2})
+    sweep = env / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"experiment": exp.name, "variant": "ngrpo", "benchmark": "easy", "trials": 2,
+                                     "pruner": "none", "params": {"eps_pos": {"low": 0.1, "high": 0.3}}}))
+    cli("sweep", str(sweep), "--results", str(env / "res"), "--cache-dir", str(env / "cache"))
+    runs = results.find_run_dirs(env / "res" / "tiny_sweep_ngrpo")
+    assert len(runs) == 2 and all(results.read_status(r)["state"] == "done" for r in runs)
+    eps = sorted(yaml.safe_load((r / "spec.yaml").read_text())["algorithm"]["knobs"]["eps_pos"] for r in runs)
+    assert eps[0] != eps[1] and all(0.1 <= e <= 0.3 for e in eps)
+    cli("sweep", str(sweep), "--results", str(env / "res"), "--cache-dir", str(env / "cache"))  # resumes: nothing new
+    assert len(results.find_run_dirs(env / "res" / "tiny_sweep_ngrpo")) == 2
+    one_mb = write_exp(env, variants=[{"name": "ngrpo", "preset": "ngrpo"}], train={"mini_batches": 1})
+    bad = env / "bad_sweep.yaml"
+    for exp_file, params, msg in [(one_mb, {"eps_neg": {"low": 0.1, "high": 0.2}}, "no clip bound can bind"),
+                                  (exp, {"eps_typo": {"low": 0.1, "high": 0.2}}, "unknown knob 'eps_typo'")]:
+        bad.write_text(yaml.safe_dump({"experiment": exp_file.name, "variant": "ngrpo", "benchmark": "easy", "params": params}))
+        with pytest.raises(SystemExit) as e:
+            main(["sweep", str(bad), "--results", str(env / "bad")])
+        assert e.value.code == 2 and msg in capsys.readouterr().err
+    assert not (env / "bad").exists()
