@@ -105,6 +105,12 @@ def test_shipped_experiments_validate():
     root = Path(__file__).resolve().parents[2] / "experiments"
     files = sorted(root.glob("*.yaml"))
     assert {"quickstart.yaml", "main_comparison.yaml", "ablation_virtual_reward.yaml"} <= {f.name for f in files}
+    from harness.sweep import load_sweep
+
     for f in files:
-        exp = load_experiment(f)
+        if "variants" not in yaml.safe_load(f.read_text()):  # a sweep file over a base experiment
+            cfg, exp = load_sweep(f)
+            assert cfg.params
+        else:
+            exp = load_experiment(f)
         assert exp.train.mini_batches > 1, f"{f.name}: clip bounds must be able to bind"
