@@ -47,10 +47,10 @@ def make_tiny_model(path: Path, chat_template: bool) -> Path:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("chat_template", [True, False])
-def test_eval_hf_tiny_model(tmp_path: Path, chat_template: bool) -> None:
+def test_eval_hf_tiny_model(tmp_path: Path, chat_template: bool, math_fixtures: Path) -> None:
     model_dir = make_tiny_model(tmp_path / "step_7", chat_template)
     args = ["eval", str(model_dir), "--benchmark", f"math500={FIX / 'math500_mini.jsonl'}",
-            "--benchmark", f"aime25={FIX / 'aime2025_verl_mini.parquet'}", "--n", "4", "--k-max", "4",
+            "--benchmark", f"aime25={math_fixtures / 'aime2025_verl_mini.parquet'}", "--n", "4", "--k-max", "4",
             "--max-new-tokens", "6", "--out", str(tmp_path / "results"), "--experiment", "tiny",
             "--device", "cpu", "--grading-processes", "1", "--grading-timeout", "5", "--limit", "2"]
     with pytest.raises(SystemExit) as exc:

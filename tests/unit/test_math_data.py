@@ -35,11 +35,11 @@ def test_aime_without_ids_keeps_leading_zero() -> None:
     assert [p.id for p in probs] == ["0", "1"] and probs[1].answer == "025" and probs[0].source == "aime25"
 
 
-def test_verl_and_flat_parquet() -> None:
-    verl = load_benchmark(FIX / "aime2025_verl_mini.parquet")
+def test_verl_and_flat_parquet(math_fixtures: Path) -> None:
+    verl = load_benchmark(math_fixtures / "aime2025_verl_mini.parquet")
     assert verl[0].source == "aime2025_verl_mini" and [p.answer for p in verl] == ["5", r"\frac{5}{2}", "2"]
     assert verl[1].prompt == "What is $10/4$?" and verl[2].id == "2"
-    flat = load_benchmark(FIX / "flat_mini.parquet", limit=1)
+    flat = load_benchmark(math_fixtures / "flat_mini.parquet", limit=1)
     assert flat == [MathProblem("a", r"What is $3 \times 3$?", "9", "flat_mini")]
 
 

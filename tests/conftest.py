@@ -1,0 +1,33 @@
+"""Shared fixtures. Parquet fixtures are written at test time from the literal rows below, so the
+repository tracks no binary data files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+MATH_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "math"
+
+VERL_ROWS = [  # verl layout: chat-message prompt, reward_model.ground_truth.{question,target}
+    {"data_source": "TianHongZXY/AIME2025", "prompt": [{"content": q, "role": "user"}], "ability": "math",
+     "reward_model": {"ground_truth": {"question": q, "target": a}, "style": "rule"}, "extra_info": {"index": i, "split": "test"}}
+    for i, (q, a) in enumerate([("What is $2+3$?", "5"), ("What is $10/4$?", r"\frac{5}{2}"), (r"Name $\sqrt{4}$.", "2")])
+]
+FLAT_ROWS = [
+    {"problem": r"What is $3 \times 3$?", "answer": "9", "unique_id": "a"},
+    {"problem": "What is $7-2$?", "answer": "5", "unique_id": "b"},
+]
+
+
+@pytest.fixture(scope="session")
+def math_fixtures(tmp_path_factory) -> Path:
+    """A folder with the hand-written JSONL fixtures plus aime2025_verl_mini.parquet and flat_mini.parquet."""
+    out = tmp_path_factory.mktemp("math_fixtures")
+    for f in MATH_FIXTURES.iterdir():
+        shutil.copy(f, out / f.name)
+    pd.DataFrame(VERL_ROWS).to_parquet(out / "aime2025_verl_mini.parquet")
+    pd.DataFrame(FLAT_ROWS).to_parquet(out / "flat_mini.parquet")
+    return out
