@@ -69,7 +69,9 @@ class WarmStartConfig(_Strict):
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the warm start")
     min_ops: int = Field(2, gt=0, description="fewest operations in warm-start examples")
     max_ops: int = Field(4, gt=0, description="most operations in warm-start examples (shorter than RL's: RL must extend)")
-    seed: int | None = Field(None, description="warm-start seed; null = the run's seed (one warm start per seed, shared by all variants)")
+    seed: int | None = Field(
+        0, description="warm-start seed: one warm start shared by every run of the experiment (seed-to-seed spread "
+        "then measures RL alone); null = one warm start per run seed, shared by all variants of that seed")
 
 
 class TrainConfig(_Strict):

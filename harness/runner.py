@@ -67,11 +67,23 @@ class _Lock:
         os.close(self.fd)
 
 
+def _reporter(q, key: str):
+    """Progress callback that never fails the run (the parent, and its queue, may be gone)."""
+
+    def report(step: int, total: int, _info: dict) -> None:
+        try:
+            q.put((key, step, total))
+        except (BrokenPipeError, EOFError, ConnectionError, OSError):
+            pass
+
+    return report
+
+
 def _warm_worker(spec: dict, cache_dir: str, q) -> str:
     from harness.backends.local.warmstart import ensure_warm_start
 
     key = f"warm:{spec['warm_start']['seed']}"
-    ensure_warm_start(spec, Path(cache_dir), progress=lambda s, n, info: q.put((key, s, n)))
+    ensure_warm_start(spec, Path(cache_dir), progress=_reporter(q, key))
     return key
 
 
@@ -86,7 +98,7 @@ def _run_worker(spec: dict, run_dir: str, cache_dir: str, q) -> tuple[str, str, 
             return spec["run_id"], "busy", "locked by another harness process"
         results.write_spec(rd, spec)
         try:
-            train(spec, rd, Path(cache_dir), progress=lambda s, n, rec: q.put((spec["run_id"], s, n)))
+            train(spec, rd, Path(cache_dir), progress=_reporter(q, spec["run_id"]))
             return spec["run_id"], "done", None
         except KeyboardInterrupt:
             st = results.read_status(rd)

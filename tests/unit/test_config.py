@@ -38,7 +38,9 @@ def test_expand_gives_stable_content_hashed_runs(tmp_path):
     edited = expand(load_experiment(write(tmp_path, lambda r: r["train"].update(lr=1e-5))))
     assert not {s["run_id"] for s in edited} & {s["run_id"] for s in specs}
     assert specs[2]["algorithm"]["knobs"]["eps_pos"] == 0.2
-    assert specs[0]["warm_start"]["seed"] == 0 and specs[1]["warm_start"]["seed"] == 1
+    assert specs[0]["warm_start"]["seed"] == 0 and specs[1]["warm_start"]["seed"] == 0  # one shared warm start
+    per_seed = expand(load_experiment(write(tmp_path, lambda r: r.update(warm_start={"seed": None}))))
+    assert [s["warm_start"]["seed"] for s in per_seed[:2]] == [0, 1]
 
 
 BAD = [
