@@ -136,10 +136,15 @@ class TinyGPT(nn.Module):
             cache["valid"][:, offset : offset + S] = valid
             key_valid = cache["valid"][:, : offset + S]
             positions = cache["npos"][:, None] + (valid.long().cumsum(-1) - 1).clamp(min=0)
-            causal = torch.ones(S, offset + S, dtype=torch.bool).tril(diagonal=offset)
-        attn = causal[None, None] & key_valid[:, None, None, :]
-        # a fully padded query row would attend to nothing (NaN): let it see itself
-        attn = attn | (torch.arange(offset + S)[None, :] == offset + torch.arange(S)[:, None])[None, None]
+            causal = torch.ones(S, offset + S, dtype=torch.bool).tril(diagonal=offset) if S > 1 else None
+        if cache is not None and S == 1:  # decode step: attend to every valid cached key, and to itself
+            attn = key_valid.clone()
+            attn[:, -1] = True
+            attn = attn[:, None, None, :]
+        else:
+            attn = causal[None, None] & key_valid[:, None, None, :]
+            # a fully padded query row would attend to nothing (NaN): let it see itself
+            attn = attn | (torch.arange(offset + S)[None, :] == offset + torch.arange(S)[:, None])[None, None]
         x = self.tok(ids) + self.pos(positions.clamp(max=self.cfg.max_len - 1))
         for i, block in enumerate(self.blocks):
             x = block(x, attn, cache, i)
