@@ -12,7 +12,7 @@ register_group_filter, register_reward_shaper.
 from algorithms.advantages import compute_advantages
 from algorithms.filters import apply_filter, group_outcomes
 from algorithms.losses import aggregate, entropy_from_logits, kl_estimate, value_loss
-from algorithms.presets import OBJECTIVE_KNOBS, PRESETS, ROLES, Preset, get_preset, list_presets
+from algorithms.presets import OBJECTIVE_KNOBS, PRESETS, ROLES, Preset, get_preset, list_presets, register_preset
 from algorithms.registry import (
     ADVANTAGES,
     GROUP_FILTERS,
@@ -37,5 +37,5 @@ __all__ = [
     "ADVANTAGES", "GROUP_FILTERS", "OBJECTIVE_KNOBS", "POLICY_LOSSES", "PRESETS", "Preset", "REWARD_SHAPERS",
     "ROLES", "UnknownNameError", "aggregate", "apply_filter", "compute_advantages", "entropy_from_logits",
     "get_preset", "group_outcomes", "kl_estimate", "list_presets", "list_registered", "register_advantage",
-    "register_group_filter", "register_policy_loss", "register_reward_shaper", "value_loss",
+    "register_group_filter", "register_policy_loss", "register_preset", "register_reward_shaper", "value_loss",
 ]

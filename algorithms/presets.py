@@ -67,7 +67,8 @@ class Preset:
 PRESETS: dict[str, Preset] = {}
 
 
-def _define(preset: Preset) -> None:
+def register_preset(preset: Preset) -> None:
+    """Add an algorithm (a Preset of registered pieces); a duplicate name is refused."""
     if preset.name in PRESETS:
         raise ValueError(f"preset {preset.name!r} is already defined")
     PRESETS[preset.name] = _resolve(preset, {})
@@ -140,31 +141,31 @@ def _resolve(base: Preset, overrides: Mapping[str, Any]) -> Preset:
 
 
 # ------------------------------------------------------------------ the five recipes (ALGORITHMS.md)
-_define(Preset(
+register_preset(Preset(
     "ppo", "PPO with a critic, GAE (gamma = lambda = 1), KL penalty in the reward",
     "Schulman et al. 2017 (arXiv 1707.06347); Ouyang et al. 2022 recipe as in verl",
     {"advantage": "gae", "policy_loss": "ppo_clip", "group_filter": "keep_all", "reward_shaper": "none"},
     {"eps_low": 0.2, "eps_high": 0.2, "use_critic": True, "kl_in_reward_coef": 0.001, "gamma": 1.0, "lam": 1.0},
 ))
-_define(Preset(
+register_preset(Preset(
     "grpo", "GRPO: group z-score advantages, symmetric clip 0.2, k3 KL loss 0.001",
     "Shao et al. 2024 (arXiv 2402.03300)",
     {"advantage": "group_zscore", "policy_loss": "ppo_clip", "group_filter": "keep_all", "reward_shaper": "none"},
     {"eps_low": 0.2, "eps_high": 0.2, "kl_coef": 0.001, "kl_estimator": "k3"},
 ))
-_define(Preset(
+register_preset(Preset(
     "dapo", "DAPO: clip-higher 0.2/0.28, dynamic sampling (drop homogeneous groups), soft overlong penalty, no KL",
     "Yu et al. 2025 (arXiv 2503.14476)",
     {"advantage": "group_zscore", "policy_loss": "ppo_clip", "group_filter": "drop_homogeneous", "reward_shaper": "overlong"},
     {"eps_low": 0.2, "eps_high": 0.28},
 ))
-_define(Preset(
+register_preset(Preset(
     "psr_nsr", "W-REINFORCE: +lambda for correct, -1 for wrong responses, no baseline, clip 0.2",
     "Zhu et al. 2025 (arXiv 2506.01347)",
     {"advantage": "fixed_sign", "policy_loss": "ppo_clip", "group_filter": "keep_all", "reward_shaper": "none"},
     {"mode": "w_reinforce", "lam": 0.1, "eps_low": 0.2, "eps_high": 0.2},
 ))
-_define(Preset(
+register_preset(Preset(
     "ngrpo", "NGRPO: virtual max-reward sample in the group statistics, asymmetric clip 0.24/0.16, drop all-correct groups",
     "Nan et al. 2025 (arXiv 2509.18851), released recipe",
     {"advantage": "virtual_max", "policy_loss": "sign_clip", "group_filter": "drop_all_correct", "reward_shaper": "none"},

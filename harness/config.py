@@ -9,7 +9,10 @@ and an edited file makes new ones.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.util
 import json
+import sys
 import re
 import warnings
 from pathlib import Path
@@ -128,9 +131,35 @@ class Variant(_Strict):
     overrides: dict[str, Any] = Field(default_factory=dict, description="piece or knob overrides by name")
 
 
+def import_plugins(plugins: list[str], base: Path | None = None) -> None:
+    """Import modules that register pieces/presets: dotted module names or paths to .py files."""
+    for p in plugins:
+        try:
+            if p.endswith(".py"):
+                path = Path(p) if Path(p).is_absolute() or base is None else base / p
+                mod_name = f"ngrpo_plugin_{canonical_hash(str(path.resolve()), 8)}"
+                if mod_name in sys.modules:
+                    continue
+                spec = importlib.util.spec_from_file_location(mod_name, path)
+                if spec is None or not path.is_file():
+                    raise ImportError(f"no such file {path}")
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[mod_name] = module
+                spec.loader.exec_module(module)
+            else:
+                importlib.import_module(p)
+        except Exception as e:  # noqa: BLE001 - any failure of user code is reported as bad input
+            raise UserError(f"plugins: cannot import {p!r} ({type(e).__name__}: {e})") from None
+
+
 class Experiment(_Strict):
     name: Name = Field(description="experiment name: results/<name>/ and reports/<name>/")
     description: str = ""
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="modules (dotted names, or .py paths relative to the experiment file) imported first; "
+        "they may register pieces and presets (algorithms.register_*), e.g. a sixth algorithm",
+    )
     backend: Literal["local"] = Field("local", description="local (embedded CPU backend)")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     task: TaskConfig = TaskConfig()
@@ -182,6 +211,11 @@ def load_experiment(path: str | Path) -> Experiment:
         raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping with keys name, variants, ...")
+    plugins = raw.get("plugins") or []
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise UserError(f"{path}: plugins: must be a list of module names or .py paths")
+    raw = {**raw, "plugins": [str((path.parent / p).resolve()) if p.endswith(".py") else p for p in plugins]}
+    import_plugins(raw["plugins"])
     try:
         exp = Experiment.model_validate(raw)
     except ValidationError as e:
@@ -222,7 +256,8 @@ def canonical_hash(obj: Any, length: int = 12) -> str:
 def expand(exp: Experiment) -> list[dict]:
     """One RunSpec (a plain, JSON-able dict) per (variant, seed); run_id = hash of the content."""
     specs = []
-    base = exp.model_dump(exclude={"variants", "seeds", "description"})
+    # `plugins` enters the spec (and so the run id) only when used
+    base = exp.model_dump(exclude={"variants", "seeds", "description"} | (set() if exp.plugins else {"plugins"}))
     for i, v in enumerate(exp.variants):
         preset = resolve_variant(exp, i)
         for seed in exp.seeds:

@@ -29,6 +29,7 @@ from harness.backends.local import common
 from harness.backends.local.rollout import Batch, collect_batch
 from harness.backends.local.sampler import chunked_forward, sample, sequence_forward
 from harness.backends.local.warmstart import load_warm_start
+from harness.config import import_plugins
 from harness.tasks import modchain
 
 MICRO = 64  # sequences per forward: one 512-sequence forward is erratic on a 2-core VM, chunks of 64 are not
@@ -59,6 +60,7 @@ class LocalTrainer:
 
     def __init__(self, spec: dict, cache_dir: Path) -> None:
         self.spec, self.tr = spec, spec["train"]
+        import_plugins(spec.get("plugins", []))  # absent when the experiment has none; a spawned worker registers them too
         self.preset = algorithms.get_preset(spec["preset"], **spec["overrides"])
         self.knobs = self.preset.knobs
         common.pin_threads(self.tr["threads"])
