@@ -17,8 +17,14 @@ from algorithms.registry import ADVANTAGES, check_knobs, register_advantage
 
 
 def group_index(group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Map arbitrary group ids [N] to (dense index [N] in 0..G-1, group sizes [G])."""
-    _, inverse, counts = torch.unique(group_ids, return_inverse=True, return_counts=True)
+    """Map arbitrary group ids [N] to (dense index [N] in 0..G-1, group sizes [G]).
+
+    Ids need not be sorted or contiguous; sorted ids (the usual batch layout) take a faster path.
+    """
+    if group_ids.numel() < 2 or bool((group_ids[1:] >= group_ids[:-1]).all()):
+        _, inverse, counts = torch.unique_consecutive(group_ids, return_inverse=True, return_counts=True)
+    else:
+        _, inverse, counts = torch.unique(group_ids, return_inverse=True, return_counts=True)
     return inverse, counts
 
 
@@ -35,20 +41,22 @@ def _zscore_with_virtual(
     std is unbiased (divisor |R'| - 1). A set R' of one value gets mean 0 and std 1 (verl's GRPO
     convention for singleton groups, so A = r).
     """
-    r = rewards.to(torch.float64)
+    r = rewards if rewards.is_floating_point() else rewards.float()
     index, counts = group_index(group_ids)
     num_groups = counts.numel()
-    n = counts.to(torch.float64) + n_virtual
+    n = counts.to(r.dtype) + n_virtual
     mean = (segment_sum(r, index, num_groups) + n_virtual * r_virtual) / n
     dev = r - mean[index]
-    sq = segment_sum(dev * dev, index, num_groups) + n_virtual * (r_virtual - mean) ** 2
+    sq = segment_sum(dev * dev, index, num_groups)
+    if n_virtual:
+        sq = sq + n_virtual * (r_virtual - mean) ** 2
     std = torch.sqrt(sq / (n - 1).clamp(min=1))
     single = n == 1
-    mean = torch.where(single, torch.zeros_like(mean), mean)
-    std = torch.where(single, torch.ones_like(std), std)
-    centred = r - mean[index]
-    adv = centred / (std[index] + std_eps) if norm_by_std else centred
-    return adv.to(rewards.dtype)
+    if bool(single.any()):  # verl's convention: a set of one value has mean 0 and std 1 (A = r)
+        mean = torch.where(single, torch.zeros_like(mean), mean)
+        std = torch.where(single, torch.ones_like(std), std)
+        dev = r - mean[index]
+    return dev / (std[index] + std_eps) if norm_by_std else dev
 
 
 @register_advantage("group_zscore", group_relative=True)
