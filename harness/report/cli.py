@@ -97,36 +97,29 @@ def _print_runs(console: Console, exp) -> None:
     console.print(t)
 
 
-def _print_summary(console: Console, rep) -> None:
-    t = Table(title=f"Pass@k AUC — {rep.name} (mean [95% CI], n seeds; * = best)", title_justify="left")
+def _variant_table(title: str, frame, benches: list, cell) -> Table:
+    """variants x benchmarks, one formatted cell per row of `frame` ("–" where missing)."""
+    t = Table(title=title, title_justify="left")
     t.add_column("variant")
-    benches = list(dict.fromkeys(rep.table["benchmark"]))
     for b in benches:
         t.add_column(str(b))
-    for v, grp in rep.table.groupby("variant", sort=False):
-        cells = []
-        for b in benches:
-            r = grp[grp["benchmark"] == b]
-            if r.empty:
-                cells.append("–")
-                continue
-            r = r.iloc[0]
-            cells.append(f"{'*' if r.best else ''}{r.auc_mean:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}] n={int(r.n_seeds)}")
-        t.add_row(str(v), *cells)
-    console.print(t)
+    for v, grp in frame.groupby("variant", sort=False):
+        rows = {b: grp[grp["benchmark"] == b] for b in benches}
+        t.add_row(str(v), *("–" if r.empty else cell(r.iloc[0]) for r in rows.values()))
+    return t
+
+
+def _print_summary(console: Console, rep) -> None:
+    benches = list(dict.fromkeys(rep.table["benchmark"]))
+    console.print(_variant_table(
+        f"Pass@k AUC — {rep.name} (mean [95% CI], n seeds; * = best)", rep.table, benches,
+        lambda r: f"{'*' if r.best else ''}{r.auc_mean:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}] n={int(r.n_seeds)}",
+    ))
     if rep.comparison is not None and len(rep.comparison):
-        c = Table(title=f"AUC difference vs {rep.reference} (mean [95% CI], P(better))", title_justify="left")
-        c.add_column("variant")
-        for b in benches:
-            c.add_column(str(b))
-        for v, grp in rep.comparison.groupby("variant", sort=False):
-            cells = []
-            for b in benches:
-                r = grp[grp["benchmark"] == b]
-                cells.append("–" if r.empty else
-                             f"{r.iloc[0]['diff']:+.2f} [{r.iloc[0].ci_low:+.2f}, {r.iloc[0].ci_high:+.2f}] P={r.iloc[0].p_improve:.2f}")
-            c.add_row(str(v), *cells)
-        console.print(c)
+        console.print(_variant_table(
+            f"AUC difference vs {rep.reference} (mean [95% CI], P(better))", rep.comparison, benches,
+            lambda r: f"{r['diff']:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}] P={r.p_improve:.2f}",
+        ))
     for n in rep.notes:
         console.print(f"[yellow]note:[/] {n}", highlight=False)
     timing = ", ".join(f"{k} {v:.2f}s" for k, v in rep.timings.items())
