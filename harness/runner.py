@@ -17,7 +17,6 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -170,6 +169,3 @@ def run_experiment(exp: Experiment, results_dir: Path, jobs: int, cache_dir: Pat
             raise
     return states
 
-
-def write_experiment_copy(exp_dir: Path, exp: Experiment) -> None:
-    results.atomic_write_text(exp_dir / "experiment.yaml", yaml.safe_dump(exp.model_dump(), sort_keys=False))
