@@ -31,7 +31,24 @@ register_preset(Preset(
 '''
 
 
-def test_plugin_algorithm_runs_without_touching_the_trainer(tmp_path, monkeypatch):
+@pytest.fixture()
+def clean_registries():
+    """The plugin registers into this process's registries too: remove its names afterwards."""
+    import sys
+
+    import algorithms
+
+    before = set(sys.modules)
+    yield
+    algorithms.PRESETS.pop("center_test", None)
+    algorithms.ADVANTAGES._fns.pop("group_center_test", None)
+    algorithms.ADVANTAGES._meta.pop("group_center_test", None)
+    for name in set(sys.modules) - before:
+        if name.startswith("ngrpo_plugin_"):
+            del sys.modules[name]
+
+
+def test_plugin_algorithm_runs_without_touching_the_trainer(tmp_path, monkeypatch, clean_registries):
     monkeypatch.setenv("NGRPO_HARNESS_CACHE", str(tmp_path / "cache"))
     (tmp_path / "my_algo.py").write_text(PLUGIN)
     exp = {
