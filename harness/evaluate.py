@@ -264,6 +264,9 @@ def eval_command(
     run_id = run_id or run_id_for(settings)
     factory = get_sampler_factory(backend)
     sampler = factory(model, device=device)  # loads the model; may raise UserError, nothing written yet
+    for probs in problems.values():  # a prompt the sampler cannot take fails here, before anything is written
+        for p in probs:
+            sampler.render(p.prompt, system_prompt)
     run_dir = out / experiment / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     spec = {"experiment": experiment, "variant": variant, "seed": seed, "run_id": run_id, "backend": backend,

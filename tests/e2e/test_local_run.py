@@ -138,7 +138,7 @@ def test_harness_eval_on_a_local_checkpoint(env):
     bad.write_text(json.dumps({"problem": "What is x?", "answer": "1"}))
     with pytest.raises(SystemExit) as e:
         main(["eval", str(run_dir), "--backend", "local", "-b", f"bad={bad}", "--n", "2", "--out", str(env / "ev2")])
-    assert e.value.code == 2
+    assert e.value.code == 2 and not (env / "ev2").exists()
 
 
 def test_sweep_runs_trials_and_refuses_meaningless_eps_sweeps(env, capsys):

@@ -39,6 +39,11 @@ class LocalSampler:
         self.step = int(torch.load(ckpt, weights_only=False)["step"])
 
     def render(self, problem: str, system: str) -> str:
+        """The problem text itself (no system prompt); refuses characters outside the model's vocabulary."""
+        try:
+            self.tok.encode(problem.strip())
+        except ValueError as e:
+            raise UserError(f"local backend: {e}; this model only reads its task's characters") from None
         return problem.strip()
 
     def generate(self, prompts, n, temperature, top_p, max_new_tokens, seed) -> list[list[Completion]]:
