@@ -48,7 +48,9 @@ def build_experiment(data: ExperimentData, out: Path, reference: str | None = No
     rep.timings["tables"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    figures = {"passk": plots.plot_passk(curves, variants, out, data.name, step_label),
+    first = data.curves[data.curves["step"] == data.curves.groupby("run_id")["step"].transform("min")]
+    start = first if len(first) and first["step"].max() < curves["step"].min() else None  # a pre-RL evaluation exists
+    figures = {"passk": plots.plot_passk(curves, variants, out, data.name, step_label, start),
                "auc_vs_step": plots.plot_auc_vs_step(data.aucs, variants, out, data.name)}
     rep.timings["curve plots"] = time.perf_counter() - t0
     t0 = time.perf_counter()

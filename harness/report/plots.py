@@ -66,14 +66,21 @@ def _band(ax, agg: pd.DataFrame, x: str, variants: Sequence[str], colors: dict, 
 
 
 def plot_passk(curves: pd.DataFrame, variants: Sequence[str], out: Path, experiment: str,
-               step_label: str) -> dict[str, dict[str, Path]]:
-    """One figure per benchmark: pass@k vs k (log2 axis), a line per variant, CI band over seeds."""
+               step_label: str, start: pd.DataFrame | None = None) -> dict[str, dict[str, Path]]:
+    """One figure per benchmark: pass@k vs k (log2 axis), a line per variant, CI band over seeds.
+
+    `start`: curves of the first evaluation (before RL), drawn dashed, pooled over all runs.
+    """
     agg = aggregate(curves, ["variant", "benchmark", "k"], "pass_at_k")
+    start_agg = aggregate(start.assign(variant="start"), ["variant", "benchmark", "k"], "pass_at_k") if start is not None and len(start) else None
     colors, files = palette(variants), {}
     with sns.axes_style("whitegrid"):
         for bench, d in agg.groupby("benchmark", sort=True):
             fig, ax = plt.subplots(figsize=(5.6, 4.0))
             _band(ax, d, "k", variants, colors, marker="o")
+            if start_agg is not None:
+                b = start_agg[start_agg["benchmark"] == bench].sort_values("k")
+                ax.plot(b["k"], b["mean"], color="0.35", ls="--", lw=1.2, label=f"before RL (step {start['step'].min()})")
             ks = sorted(d["k"].unique())
             ax.set_xscale("log", base=2)
             ax.set_xticks(ks, [str(k) for k in ks])
