@@ -230,15 +230,17 @@ def load_experiment(path: str | Path) -> Experiment:
     return exp
 
 
+CLIP_KNOBS = frozenset({"eps_low", "eps_high", "eps_pos", "eps_neg", "clip_c"})  # only matter when the ratio can move
+
+
 def clip_cannot_bind(exp: Experiment) -> bool:
     return exp.train.mini_batches == 1 and exp.train.epochs == 1
 
 
 def warn_if_clip_cannot_bind(exp: Experiment) -> str | None:
     """With one mini-batch and one epoch the ratio is identically 1: no clip bound can bind."""
-    eps_keys = {"eps_low", "eps_high", "eps_pos", "eps_neg", "clip_c"}
     if clip_cannot_bind(exp):
-        touched = [v.name for v in exp.variants if eps_keys & set(v.overrides)]
+        touched = [v.name for v in exp.variants if CLIP_KNOBS & set(v.overrides)]
         msg = (
             "train.mini_batches = 1 and train.epochs = 1: the policy ratio is identically 1, so no clip bound "
             "(eps_low/eps_high/eps_pos/eps_neg) can bind"

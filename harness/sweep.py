@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness import results
-from harness.config import Experiment, Name, clip_cannot_bind, expand, load_experiment
+from harness.config import CLIP_KNOBS, Experiment, Name, clip_cannot_bind, expand, load_experiment
 from harness.errors import UserError
 
 
@@ -63,7 +63,7 @@ def load_sweep(path: Path) -> tuple[SweepConfig, Experiment]:
         raise UserError(f"{path}: variant: {cfg.variant!r} is not in {cfg.experiment} (variants: {', '.join(v.name for v in exp.variants)})")
     if cfg.benchmark not in exp.eval.benchmarks:
         raise UserError(f"{path}: benchmark: {cfg.benchmark!r} is not one of {sorted(exp.eval.benchmarks)}")
-    eps = {k for k in cfg.params if k.startswith("eps_") or k == "clip_c"}
+    eps = CLIP_KNOBS & set(cfg.params)
     if eps and clip_cannot_bind(exp):
         raise UserError(f"{path}: params: sweeping {sorted(eps)} is meaningless with train.mini_batches = 1 and "
                         f"train.epochs = 1 (the ratio is identically 1, no clip bound can bind); raise mini_batches")

@@ -6,7 +6,7 @@ variant sees the same prompts in the same order; only filtered variants draw ext
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -35,6 +35,9 @@ class Batch:
         return self.acc.shape[0]
 
 
+_FIELDS = tuple(f.name for f in fields(Batch))  # prompt_ids first (it needs padding to concatenate)
+
+
 def _left_pad(ids: torch.Tensor, width: int, pad: int) -> torch.Tensor:
     if ids.shape[1] == width:
         return ids
@@ -45,12 +48,12 @@ def _concat(parts: list[Batch], pad: int) -> Batch:
     width = max(p.prompt_ids.shape[1] for p in parts)
     return Batch(
         torch.cat([_left_pad(p.prompt_ids, width, pad) for p in parts]),
-        *(torch.cat([getattr(p, f) for p in parts]) for f in ("completion_ids", "mask", "acc", "reward", "group_ids", "lengths", "truncated")),
+        *(torch.cat([getattr(p, f) for p in parts]) for f in _FIELDS[1:]),
     )
 
 
 def _select(b: Batch, keep: torch.Tensor) -> Batch:
-    return Batch(*(getattr(b, f)[keep] for f in ("prompt_ids", "completion_ids", "mask", "acc", "reward", "group_ids", "lengths", "truncated")))
+    return Batch(*(getattr(b, f)[keep] for f in _FIELDS))
 
 
 def collect_batch(policy, spec: dict, preset: algorithms.Preset, step: int) -> tuple[Batch | None, dict]:

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 import algorithms
-from algorithms.advantages import gae_advantages_and_returns, masked_whiten
+from algorithms.advantages import gae_advantages_and_returns
 from algorithms.losses import aggregate, kl_estimate, value_loss
 from harness import metrics as hm
 from harness import results
@@ -97,14 +97,20 @@ class LocalTrainer:
 
     # ------------------------------------------------------------------ one update
     def advantages(self, b: Batch, old_logp, ref_logp, values):
-        """Advantages [N] (or [N, T] for GAE) and critic returns; KL-in-reward enters GAE's token rewards."""
+        """Advantages [N] (or [N, T] for token-level pieces such as GAE) from the registered piece, and
+        the critic's regression targets (GAE returns with the piece's gamma/lambda) when there is a critic.
+        The PPO KL penalty enters as per-token rewards."""
         name = self.preset.pieces["advantage"]
         knobs = self.preset.piece_knobs("advantage")
+        tok_r = -self.knobs["kl_in_reward_coef"] * kl_estimate(old_logp, ref_logp, "k1") if ref_logp is not None and self.knobs["kl_in_reward_coef"] > 0 else None
+        inputs = {"acc": b.acc}
         if algorithms.ADVANTAGES.meta(name).get("token_level", False):
-            tok_r = -self.knobs["kl_in_reward_coef"] * kl_estimate(old_logp, ref_logp, "k1") if ref_logp is not None else None
-            adv, returns = gae_advantages_and_returns(b.reward, values, b.mask, tok_r, knobs["gamma"], knobs["lam"])
-            return (masked_whiten(adv, b.mask) if knobs["whiten"] else adv), returns
-        return algorithms.compute_advantages(name, b.reward, b.group_ids, acc=b.acc, **knobs), None
+            inputs.update(values=values, mask=b.mask, token_rewards=tok_r)
+        adv = algorithms.compute_advantages(name, b.reward, b.group_ids, **inputs, **knobs)
+        returns = None
+        if self.critic is not None:
+            _, returns = gae_advantages_and_returns(b.reward, values, b.mask, tok_r, knobs["gamma"], knobs["lam"])
+        return adv, returns
 
     def update(self, b: Batch, step: int) -> dict:
         agg = self.knobs["agg"]
