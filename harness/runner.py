@@ -1,6 +1,7 @@
 """Execute an experiment: skip finished runs, resume interrupted ones, run the rest in parallel processes.
 
-Phase 1 builds the missing warm starts (one per seed, shared by every variant), phase 2 the RL runs.
+Phase 1 builds the missing shared artefacts (warm starts: one per seed, shared by every variant),
+phase 2 the RL runs; both go through the run's backend (harness.backends), never a trainer directly.
 Workers are spawned processes (torch and fork do not mix); they report progress through a queue,
 shown as rich progress bars with ETA. A run folder is locked while a worker owns it, so two
 `harness run` commands on the same results never train the same run twice.
@@ -21,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness import results
+from harness.backends import get_backend
 from harness.config import Experiment, expand
 
 DEFAULT_CACHE = Path(os.environ.get("NGRPO_HARNESS_CACHE", Path.home() / ".cache" / "ngrpo-harness"))
@@ -43,7 +45,7 @@ def plan_runs(exp: Experiment, results_dir: Path) -> Plan:
             done.append(s)
         else:
             todo.append(s)
-            if (rd / results.CKPT_DIR / "latest.pt").exists():
+            if get_backend(s["backend"]).has_checkpoint(rd):
                 resumed.append(s["run_id"])
     return Plan(todo, done, resumed)
 
@@ -78,18 +80,15 @@ def _reporter(q, key: str):
     return report
 
 
-def _warm_worker(spec: dict, cache_dir: str, q) -> str:
-    from harness.backends.local.warmstart import ensure_warm_start
-
-    key = f"warm:{spec['warm_start']['seed']}"
-    ensure_warm_start(spec, Path(cache_dir), progress=_reporter(q, key))
+def _prepare_worker(spec: dict, cache_dir: str, q) -> str:
+    """Build the artefact shared by several runs (the warm start) once."""
+    key = f"warm:{spec['warm_start']['seed']}" if "warm_start" in spec else f"prepare:{spec['run_id']}"
+    get_backend(spec["backend"]).prepare(spec, Path(cache_dir), progress=_reporter(q, key))
     return key
 
 
 def _run_worker(spec: dict, run_dir: str, cache_dir: str, q) -> tuple[str, str, str | None]:
     """Train one run; returns (run_id, final state, error)."""
-    from harness.backends.local.trainer import train
-
     rd = Path(run_dir)
     rd.mkdir(parents=True, exist_ok=True)
     with _Lock(rd) as owned:
@@ -97,7 +96,7 @@ def _run_worker(spec: dict, run_dir: str, cache_dir: str, q) -> tuple[str, str, 
             return spec["run_id"], "busy", "locked by another harness process"
         results.write_spec(rd, spec)
         try:
-            train(spec, rd, Path(cache_dir), progress=_reporter(q, spec["run_id"]))
+            get_backend(spec["backend"]).train(spec, rd, Path(cache_dir), progress=_reporter(q, spec["run_id"]))
             return spec["run_id"], "done", None
         except KeyboardInterrupt:
             st = results.read_status(rd)
@@ -114,6 +113,7 @@ def run_experiment(exp: Experiment, results_dir: Path, jobs: int, cache_dir: Pat
                    console: Console | None = None, source: str | None = None) -> dict[str, str]:
     """Run every unfinished RunSpec of exp; returns run_id -> final state."""
     console = console or Console(stderr=True)
+    get_backend(exp.backend).check(exp)  # before anything is written
     exp_dir = Path(results_dir) / exp.name
     plan = plan_runs(exp, Path(results_dir))
     console.print(
@@ -126,12 +126,11 @@ def run_experiment(exp: Experiment, results_dir: Path, jobs: int, cache_dir: Pat
     exp_dir.mkdir(parents=True, exist_ok=True)
     if source is not None:
         results.atomic_write_text(exp_dir / "experiment.yaml", source)
-    from harness.backends.local.warmstart import warm_start_path
-
-    warm = {}
+    shared = {}
     for s in plan.todo:
-        if not warm_start_path(s, cache_dir).exists():
-            warm.setdefault(warm_start_path(s, cache_dir), s)
+        key = get_backend(s["backend"]).shared_key(s, cache_dir)
+        if key is not None:
+            shared.setdefault(key, s)
     ctx = mp.get_context("spawn")
     with mp.Manager() as manager, ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool, Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -155,7 +154,7 @@ def run_experiment(exp: Experiment, results_dir: Path, jobs: int, cache_dir: Pat
                 yield from finished
 
         try:
-            for fut in pump([pool.submit(_warm_worker, s, str(cache_dir), q) for s in warm.values()]):
+            for fut in pump([pool.submit(_prepare_worker, s, str(cache_dir), q) for s in shared.values()]):
                 fut.result()
             futs = [pool.submit(_run_worker, s, str(exp_dir / s["run_id"]), str(cache_dir), q) for s in plan.todo]
             for fut in pump(futs):

@@ -90,8 +90,7 @@ def run_trial(trial, cfg: SweepConfig, exp: Experiment, results_dir: Path, cache
     """Train the trial's runs one after another; report intermediate AUCs; return the mean final AUC."""
     import optuna
 
-    from harness.backends.local.trainer import train
-    from harness.backends.local.warmstart import ensure_warm_start
+    from harness.backends import get_backend
 
     params = {k: trial.suggest_float(k, r.low, r.high, log=r.log) for k, r in cfg.params.items()}
     texp = trial_exp(cfg, exp, params)
@@ -100,7 +99,8 @@ def run_trial(trial, cfg: SweepConfig, exp: Experiment, results_dir: Path, cache
         rd = results_dir / texp.name / spec["run_id"]
         rd.mkdir(parents=True, exist_ok=True)
         results.write_spec(rd, spec)
-        ensure_warm_start(spec, cache_dir)
+        backend = get_backend(spec["backend"])
+        backend.prepare(spec, cache_dir)
         key = f"eval/{cfg.benchmark}/auc"
 
         def report(step: int, total: int, rec: dict, _i: int = i, _rd: Path = rd) -> None:
@@ -112,7 +112,7 @@ def run_trial(trial, cfg: SweepConfig, exp: Experiment, results_dir: Path, cache
                     raise optuna.TrialPruned()
 
         if results.read_status(rd).get("state") != "done":
-            train(spec, rd, cache_dir, progress=report)
+            backend.train(spec, rd, cache_dir, progress=report)
         last = [r for r in results.read_metrics_records(rd) if r.get("kind") == "eval" and key in r][-1]
         finals.append(last[key])
     trial.set_user_attr("run_ids", [s["run_id"] for s in expand(texp)])
@@ -134,7 +134,10 @@ def sweep_command(
 
     from harness.runner import DEFAULT_CACHE
 
+    from harness.backends import get_backend
+
     cfg, exp = load_sweep(file)
+    get_backend(exp.backend).check(exp)
     if trials < 0:
         raise UserError("--trials: must be >= 0")
     out = results_dir / f"{exp.name}_sweep_{cfg.variant}"

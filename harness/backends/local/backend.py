@@ -1,0 +1,33 @@
+"""The embedded CPU backend behind the Backend interface (harness.backends)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness import results
+
+
+class LocalBackend:
+    name = "local"
+
+    def check(self, exp) -> None:
+        """Nothing beyond the schema: the embedded backend has no external dependency."""
+
+    def shared_key(self, spec: dict, cache_dir: Path) -> str | None:
+        from harness.backends.local.warmstart import warm_start_path
+
+        path = warm_start_path(spec, cache_dir)
+        return None if path.exists() else str(path)
+
+    def prepare(self, spec: dict, cache_dir: Path, progress=None) -> None:
+        from harness.backends.local.warmstart import ensure_warm_start
+
+        ensure_warm_start(spec, Path(cache_dir), progress=progress)
+
+    def train(self, spec: dict, run_dir: Path, cache_dir: Path, progress=None) -> None:
+        from harness.backends.local.trainer import train
+
+        train(spec, Path(run_dir), Path(cache_dir), progress=progress)
+
+    def has_checkpoint(self, run_dir: Path) -> bool:
+        return (Path(run_dir) / results.CKPT_DIR / "latest.pt").exists()
