@@ -39,7 +39,9 @@ def environment(spec: dict, metrics_file: Path | None) -> dict[str, str]:
 
 def shell_line(overrides: list[str], env: dict[str, str]) -> str:
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items() if v)
-    return (exports + " " if exports else "") + " \\\n    ".join(shlex.quote(a) for a in command(overrides))
+    cmd = command(overrides)
+    head = " ".join(shlex.quote(a) for a in cmd[:3])
+    return (exports + " " if exports else "") + " \\\n    ".join([head] + [shlex.quote(a) for a in cmd[3:]])
 
 
 def latest_step(run_dir: Path) -> int:

@@ -120,8 +120,7 @@ def _register_platform() -> None:
         def cudart(self):
             return None
 
-    os.environ["VERL_PLATFORM"] = "cpu"
-    set_platform(PlatformCPU())
+    set_platform(PlatformCPU())  # not via $VERL_PLATFORM: child processes (Ray, preflight) must not inherit it
 
 
 def _free_port() -> int:

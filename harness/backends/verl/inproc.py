@@ -80,6 +80,7 @@ class InprocTrainer:
 
         self.spec, self.cfg, self.run_dir = spec, cfg, Path(run_dir)
         pin_threads(spec["train"]["threads"])
+        torch.manual_seed(derive_seed("verl-init", spec["seed"]))  # the critic's fresh value head
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.actor = ActorRolloutRefWorker(cfg.actor_rollout_ref, role="actor")
