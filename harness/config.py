@@ -230,7 +230,11 @@ def import_plugins(plugins: list[str], base: Path | None = None) -> None:
                     raise ImportError(f"no such file {path}")
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[mod_name] = module
-                spec.loader.exec_module(module)
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[mod_name]  # a failed import must fail again, not look imported
+                    raise
             else:
                 importlib.import_module(p)
         except Exception as e:  # noqa: BLE001 - any failure of user code is reported as bad input
