@@ -160,15 +160,15 @@ class InprocTrainer:
             return None, torch.empty(0), [], [], metrics
         return _concat(kept, self.pad), torch.cat(scores), infos, rows_kept, metrics
 
-    def update(self, gen: ro.Generated, scores: torch.Tensor, step: int) -> dict:
-        """verl's stages on one kept batch: log-probs, ref, values, advantages, critic and actor updates."""
+    def advantages(self, gen: ro.Generated, scores: torch.Tensor):
+        """verl's stages up to the advantages: old log-probs (+entropy), ref log-probs, values, in-reward KL,
+        `compute_advantage` with the configured estimator. -> (DataProto with advantages [N, T], metrics)."""
         from tensordict import TensorDict
         from verl import DataProto
         from verl.trainer.ppo.core_algos import agg_loss
         from verl.trainer.ppo.ray_trainer import apply_kl_penalty
         from verl.trainer.ppo.v1.utils import compute_advantage_for_multi_trajectories
         from verl.utils import tensordict_utils as tu
-        from verl.utils.metric import reduce_metrics
         from verl.workers.utils.padding import no_padding_2_padding
 
         cfg, G = self.cfg, self.cfg.actor_rollout_ref.rollout.n
@@ -211,7 +211,17 @@ class InprocTrainer:
         )
         adv = data.batch["advantages"]
         metrics["actor/adv_mean"] = float((adv * gen.response_mask).sum() / gen.response_mask.sum())
-        mb = self._mini_batch(N)
+        return data, metrics
+
+    def update(self, gen: ro.Generated, scores: torch.Tensor, step: int) -> dict:
+        """One training step on a kept batch: advantages, critic update, actor update, weight sync."""
+        from verl.utils import tensordict_utils as tu
+        from verl.utils.metric import reduce_metrics
+
+        cfg = self.cfg
+        temp = cfg.actor_rollout_ref.rollout.temperature
+        data, metrics = self.advantages(gen, scores)
+        mb = self._mini_batch(gen.responses.shape[0])
         if self.critic is not None:
             td = _td(gen, values=data.batch["values"], returns=data.batch["returns"])
             tu.assign_non_tensor(td, global_batch_size=mb, mini_batch_size=mb, epochs=cfg.critic.ppo_epochs,
@@ -220,8 +230,9 @@ class InprocTrainer:
             out = tu.get(self.critic.train_mini_batch(td), "metrics")
             metrics.update({f"critic/{k}".replace("critic/critic/", "critic/"): v for k, v in reduce_metrics(out).items()
                             if not k.startswith("perf/")})
-        extra = {k: v for k, v in (("ref_log_prob", batch.get("ref_log_prob")),) if v is not None}
-        td = _td(gen, old_log_probs=old, advantages=adv, **extra)
+        actor_cfg = cfg.actor_rollout_ref.actor
+        extra = {"ref_log_prob": data.batch["ref_log_prob"]} if "ref_log_prob" in data.batch.keys() else {}
+        td = _td(gen, old_log_probs=data.batch["old_log_probs"], advantages=data.batch["advantages"], **extra)
         tu.assign_non_tensor(td, calculate_entropy=actor_cfg.entropy_coeff != 0 or actor_cfg.calculate_entropy,
                              distillation_use_topk=False, distillation_only=False, global_batch_size=mb, mini_batch_size=mb,
                              epochs=actor_cfg.ppo_epochs, seed=actor_cfg.data_loader_seed + step,
