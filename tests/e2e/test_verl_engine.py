@@ -59,6 +59,8 @@ def engines(tmp_path_factory):
     data.write_datasets(vspec, run_dir)
     cfg = compose.compose(VerlBackend().overrides(vspec, run_dir, cache))
     vt = inproc.InprocTrainer(vspec, cfg, run_dir, str(hf_dir))
+    vt.rebuild = lambda ov: inproc.InprocTrainer(vspec, compose.compose(VerlBackend().overrides(vspec, run_dir, cache) + ov),
+                                                 run_dir, str(hf_dir))
     batch, _ = collect_batch(lt.policy, local, lt.preset, 1)
     # a random model answers nothing right: give the batch rewards with every kind of group
     # (all wrong, all right, mixed); both backends then process exactly these rewards
@@ -109,7 +111,11 @@ def test_same_batch_gives_the_same_advantages_and_loss_on_both_backends(engines)
 
 
 def test_an_update_moves_each_sequence_with_its_advantage(engines):
-    _, vt, _, gen = engines
+    # a fresh actor with plain SGD: a first-order step, so the change of each sequence's log-probability is
+    # its own gradient term (Adam's per-parameter normalisation only preserves the sign on average)
+    vt = engines[1].rebuild(["actor_rollout_ref.actor.optim.optimizer=SGD", "actor_rollout_ref.actor.optim.lr=0.05",
+                             "actor_rollout_ref.actor.optim.weight_decay=0.0"])
+    gen = engines[3]
     from verl.utils import tensordict_utils as tu
     from verl.workers.utils.padding import no_padding_2_padding
 
@@ -120,17 +126,19 @@ def test_an_update_moves_each_sequence_with_its_advantage(engines):
         return (lp * gen.response_mask).sum(-1)
 
     N = gen.responses.shape[0]
-    adv = torch.where(torch.arange(N) % 2 == 0, 1.0, -1.0)  # half the sequences up, half down
+    adv = torch.where(torch.arange(N) // 4 % 2 == 0, 1.0, -1.0)  # alternate prompt groups up and down
     td = inproc._td(gen)
     tu.assign_non_tensor(td, calculate_entropy=False, compute_loss=False, temperature=1.0)
     old_tok = no_padding_2_padding(tu.get(vt.actor.compute_log_prob(td), "log_probs"), td).float()
     old = (old_tok * gen.response_mask).sum(-1)
-    td = inproc._td(gen, old_log_probs=old_tok, advantages=adv[:, None] * gen.response_mask)
+    td = inproc._td(gen, old_log_probs=old_tok, ref_log_prob=old_tok, advantages=adv[:, None] * gen.response_mask)
     tu.assign_non_tensor(td, calculate_entropy=False, distillation_use_topk=False, distillation_only=False,
                          global_batch_size=N, mini_batch_size=N, epochs=1, seed=0, dataloader_kwargs={"shuffle": False},
                          compute_loss=True, temperature=1.0)
     vt.actor.update_actor(td)
     delta = seq_logp() - old
+    group_mean = delta.view(-1, 4).mean(1)
+    assert torch.equal(torch.sign(group_mean), adv.view(-1, 4)[:, 0]), group_mean  # every group moves its way
     agree = (torch.sign(delta) == adv).float().mean().item()
     corr = torch.corrcoef(torch.stack([delta, adv]))[0, 1].item()
-    assert agree >= 0.9 and corr > 0.8, (agree, corr, delta)
+    assert agree >= 0.85 and corr > 0.6, (agree, corr, delta)  # and most single sequences do (shared tokens interfere)

@@ -138,6 +138,7 @@ class VerlBackend:
         data.write_datasets(spec, run_dir)
         ov = self.overrides(spec, run_dir, cache_dir)
         cfg = compose.compose(ov)
+        results.atomic_write_text(run_dir / "verl" / "overrides.txt", "\n".join(ov) + "\n")  # what exactly ran
         if spec["verl"]["mode"] == "inproc":
             from harness.backends.verl import inproc
 

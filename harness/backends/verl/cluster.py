@@ -64,7 +64,6 @@ def run(spec: dict, run_dir: Path, overrides: list[str], token_count, progress=N
     metrics_file = ingest.new_metrics_file(run_dir, start)
     env = environment(spec, metrics_file)
     vd = ingest.verl_dir(run_dir)
-    results.atomic_write_text(vd / "overrides.txt", "\n".join(overrides) + "\n")
     results.atomic_write_text(vd / "command.sh", "#!/usr/bin/env bash\n" + shell_line(overrides, env) + "\n")
     log_path = metrics_file.with_suffix(".log")
     steps = spec["train"]["steps"]

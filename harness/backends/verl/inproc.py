@@ -15,6 +15,7 @@ so a config that runs here is the one cluster mode would pass to `main_ppo`.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -83,15 +84,16 @@ class InprocTrainer:
         torch.manual_seed(derive_seed("verl-init", spec["seed"]))  # the critic's fresh value head
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        self.actor = ActorRolloutRefWorker(cfg.actor_rollout_ref, role="actor")
+        # each worker gets its own copy, as each Ray worker does (init_model edits its config in place)
+        self.actor = ActorRolloutRefWorker(copy.deepcopy(cfg.actor_rollout_ref), role="actor")
         self.actor.init_model()
         self.ref = None
         if need_reference_policy(cfg):
-            self.ref = ActorRolloutRefWorker(cfg.actor_rollout_ref, role="ref")
+            self.ref = ActorRolloutRefWorker(copy.deepcopy(cfg.actor_rollout_ref), role="ref")
             self.ref.init_model()
         self.critic = None
         if need_critic(cfg):
-            ccfg = omega_conf_to_dataclass(cfg.critic)
+            ccfg = omega_conf_to_dataclass(copy.deepcopy(cfg.critic))
             ccfg.engine.infer_max_token_len_per_gpu = ccfg.ppo_infer_max_token_len_per_gpu
             ccfg.engine.max_token_len_per_gpu = ccfg.ppo_infer_max_token_len_per_gpu
             self.critic = TrainingWorker(TrainingWorkerConfig(
