@@ -183,7 +183,7 @@ def train(spec: dict, run_dir: Path, cache_dir: Path, progress: Progress | None 
     trainer = LocalTrainer(spec, cache_dir)
     start = 0
     if ckpt_path.exists():
-        start = trainer.load(torch.load(ckpt_path, weights_only=False))
+        start = trainer.load(common.load_checkpoint(ckpt_path))
     # Drop anything logged after the checkpoint (a killed run may have gone further before dying);
     # with no checkpoint, start clean (the step-0 evaluation is redone).
     keep = (lambda r: r.get("step", 0) <= start) if start else (lambda r: False)
