@@ -59,13 +59,6 @@ class TaskContext:
         return report
 
 
-class InProcessContext(TaskContext):
-    """The same context for work done in the calling process (e.g. `harness sweep`'s trials)."""
-
-    def __init__(self, stop: threading.Event, on_event: Callable[[tuple], None] = lambda ev: None) -> None:
-        super().__init__(on_event, stop, os.getpid())
-
-
 # ----------------------------------------------------------------------------------- worker side
 def _worker_main(task_conn, event_conn, parent_pid: int) -> None:
     stop = threading.Event()

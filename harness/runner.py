@@ -307,8 +307,14 @@ def _handle(ses: _Session, ev: tuple, view) -> None:
             _prepare_ended(ses, tag[1], tag[2], ev[2] if kind == "done" else ("failed", ev[2]), view)
         else:
             spec = tag[1]
-            rid, state, detail = ev[2] if kind == "done" else (spec["run_id"], "failed", ev[2].strip().splitlines()[-1])
-            _run_ended(ses, spec, state, detail, view)
+            if kind == "crash":  # the worker died or the task raised past run_task: record it in the run folder
+                detail = ev[2].strip().splitlines()[-1]
+                rd = ses.run_dir(spec)
+                if rd.exists() and results.read_status(rd).get("state") != "done":
+                    results.write_status(rd, "failed", error=detail, traceback=ev[2][-4000:])
+                _run_ended(ses, spec, "failed", detail, view)
+            else:
+                _run_ended(ses, spec, ev[2][1], ev[2][2], view)
 
 
 def _prepare_ended(ses: _Session, key: str, label: str, outcome: tuple, view) -> None:
