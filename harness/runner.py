@@ -220,7 +220,7 @@ def _loop(ses: _Session, pool: WorkerPool, sig: StopSignals, view) -> None:
             stopping, reminded = True, time.monotonic()
             pool.request_stop()
             view.event(f"stopping: {pool.busy} running task(s) checkpoint and stop, nothing new starts "
-                       f"(press Ctrl-C again to quit at once; every run stays resumable)")
+                       f"(a second Ctrl-C or SIGTERM quits at once; every run stays resumable)")
         elif stopping and pool.busy and time.monotonic() - reminded > STOP_REMINDER_EVERY:
             reminded = time.monotonic()
             view.event(f"stopping: {pool.busy} task(s) still finishing their current step "
@@ -341,9 +341,8 @@ def _run_ended(ses: _Session, spec: dict, state: str, detail, view) -> None:
     if state == "held":
         _held(ses, spec, detail, view)
         return
-    if state == "stopped":
+    if state == "stopped":  # listed in the final "stopped:" line
         ses.stopped[rid] = int(detail)
-        view.event(f"{rid}: stopped, checkpointed at step {detail}")
         return
     view.event(f"{rid}: {state}" + (f" — {detail}" if state == "failed" else f" {detail}" if detail else ""))
     _finish(ses, rid, state, view, by_us=detail != "by another process")

@@ -61,6 +61,19 @@ class Harness:
         return rc
 
 
+def worker_pids(proc: Harness) -> list[int]:
+    """The harness process's worker processes (spawned children; not multiprocessing's resource tracker)."""
+    children = Path(f"/proc/{proc.proc.pid}/task/{proc.proc.pid}/children").read_text().split()
+    out = []
+    for pid in map(int, children):
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                out.append(pid)
+        except FileNotFoundError:
+            pass
+    return out
+
+
 def train_steps(run_dir: Path) -> list[int]:
     return [r["step"] for r in results.read_metrics_records(run_dir) if r.get("kind") == "train"]
 

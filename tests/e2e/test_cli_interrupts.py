@@ -9,6 +9,7 @@ duplicated.
 from __future__ import annotations
 
 import importlib.util
+import os
 import signal
 from pathlib import Path
 
@@ -98,11 +99,24 @@ def test_second_ctrl_c_quits_at_once_and_every_run_stays_resumable(setup, tmp_pa
     dirs = _run_dirs(exp, res)
     proc = _start("run", exp, "--results", res, "--jobs", "2", "--cache-dir", cache, root=root)
     h.wait_for_steps([dirs["grpo"], dirs["ngrpo"]], 2, proc)
-    proc.signal_group(signal.SIGINT)
-    proc.wait_for_line("stopping:")
-    proc.signal_group(signal.SIGINT)
-    assert proc.finish() == 130, proc.output
+    workers = h.worker_pids(proc)
+    assert len(workers) == 2
+    try:
+        for pid in workers:  # both workers deep in a long step: the graceful stop cannot finish
+            os.kill(pid, signal.SIGSTOP)
+        proc.signal_group(signal.SIGINT)
+        proc.wait_for_line("stopping:")
+        proc.signal_group(signal.SIGINT)
+        assert proc.finish() == 130, proc.output
+    finally:
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     assert "Traceback" not in proc.output and "stopped at once" in proc.output
+    for pid in workers:  # the second Ctrl-C killed them
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     for v in ("grpo", "ngrpo"):
         assert results.read_status(dirs[v])["state"] == "pending"
     _cli("run", str(exp), "--results", str(res), "--jobs", "2", "--cache-dir", str(cache))
