@@ -25,20 +25,26 @@ def fmt_seconds(s: float | None) -> str:
 
 
 class Overall:
-    """Run steps of this invocation: how many are left and the measured rate -> ETA."""
+    """Run steps of this invocation: how many are left and the rate measured since the first one
+    (warm starts and start-up before it do not count) -> ETA."""
 
     def __init__(self) -> None:
-        self.t0 = time.monotonic()
         self.done_steps = 0
         self.total_steps = 0
         self.runs_done = 0
         self.runs_total = 0
+        self._first: tuple[float, int] | None = None  # (time, done_steps) at the first step
+
+    def add_steps(self, n: int) -> None:
+        self.done_steps += n
+        if self._first is None and n > 0:
+            self._first = (time.monotonic(), self.done_steps)
 
     def eta(self) -> float | None:
-        elapsed = time.monotonic() - self.t0
-        if self.done_steps <= 0 or elapsed <= 0:
+        if self._first is None or self.done_steps <= self._first[1]:
             return None
-        return (self.total_steps - self.done_steps) * elapsed / self.done_steps
+        t, steps = self._first
+        return (self.total_steps - self.done_steps) * (time.monotonic() - t) / (self.done_steps - steps)
 
 
 class ProgressView:

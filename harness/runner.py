@@ -132,7 +132,6 @@ class _Session:
     needs: dict[str, str]                                # run_id -> shared key still missing
     prepares: dict[str, tuple[dict, str]]                # shared key -> (spec, label), not started yet
     states: dict[str, str]
-    building: set[str] = field(default_factory=set)      # shared keys being built
     held: dict[str, tuple[dict, float]] = field(default_factory=dict)  # run_id -> (spec, last probe)
     stopped: dict[str, int] = field(default_factory=dict)  # run_id -> checkpointed step
     remaining: dict[str, int] = field(default_factory=dict)  # run_id -> steps it had left at the start
@@ -240,7 +239,6 @@ def _dispatch(ses: _Session, pool: WorkerPool, view) -> None:
     while pool.free() > 0 and ses.prepares:
         key, (spec, label) = next(iter(ses.prepares.items()))
         del ses.prepares[key]
-        ses.building.add(key)
         pool.submit(("prepare", key, label), prepare_task, spec, str(ses.cache_dir), key, label)
     for spec in list(ses.queue):
         if pool.free() <= 0:
@@ -297,7 +295,7 @@ def _handle(ses: _Session, ev: tuple, view) -> None:
             start = total - ses.remaining[key]
             new = max(0, step - start) - ses.counted.get(key, 0)
             ses.counted[key] = max(0, step - start)
-            view.overall.done_steps += max(0, new)
+            view.overall.add_steps(max(0, new))
         view.update(key, step, total)
     elif kind == "note":
         view.event(f"{ev[1]}: {ev[2]}")
@@ -319,7 +317,6 @@ def _handle(ses: _Session, ev: tuple, view) -> None:
 
 def _prepare_ended(ses: _Session, key: str, label: str, outcome: tuple, view) -> None:
     state, detail = outcome
-    ses.building.discard(key)
     waiting = [r for r, k in ses.needs.items() if k == key]
     if state in ("built", "cached"):
         view.event(f"{label}: {detail}" if state == "cached" else f"{label}: built {detail}")

@@ -18,15 +18,16 @@ def test_line_view_when_output_is_not_a_terminal():
     view.overall.runs_total, view.overall.total_steps = 2, 40
     view.event("grpo-s0-0123456789ab: started (20 steps) " + "x" * 80)  # long lines are not wrapped
     view.update("grpo-s0-0123456789ab", 5, 20)
-    view.overall.done_steps = 5
-    view.overall.t0 = time.monotonic() - 10  # 5 steps in 10 s -> 35 steps left take 70 s
+    view.overall.add_steps(1)
+    view.overall._first = (time.monotonic() - 10, 1)  # the first step 10 s ago, 4 more since
+    view.overall.add_steps(4)  # 4 steps in 10 s -> 35 steps left take 87.5 s
     time.sleep(0.02)
     view.tick()
     view.close()
     lines = buf.getvalue().splitlines()
     assert re.fullmatch(r"\d\d:\d\d:\d\d grpo-s0-0123456789ab: started \(20 steps\) x{80}", lines[0])
     assert re.fullmatch(r"\d\d:\d\d:\d\d progress: 0/2 runs done, run steps 5/40; running: grpo-s0-0123456789ab 5/20; "
-                        r"ETA 1m1\ds", lines[1]), lines[1]
+                        r"ETA 1m2\ds", lines[1]), lines[1]
     assert "\x1b" not in buf.getvalue()
 
 
