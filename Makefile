@@ -11,14 +11,15 @@ $(PY):
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-# torch first, pinned to the CPU wheel: an unpinned torch would pull a multi-GB CUDA build.
+# torch first, pinned, the right build for the machine (CPU wheel without an NVIDIA GPU; see the
+# script and the README; TORCH_INDEX_URL=... overrides): an unpinned torch would pull a multi-GB CUDA build.
 install: $(PY)
-	$(PIP) install -q $(TORCH)
+	sh scripts/install_torch.sh $(PIP) $(TORCH)
 	$(PIP) install -q -e .
 
 # the dev extras include verl (the verl backend's tests run in CI, on the CPU)
 install-dev: $(PY)
-	$(PIP) install -q $(TORCH)
+	sh scripts/install_torch.sh $(PIP) $(TORCH)
 	$(PIP) install -q -e '.[dev,verl]'
 
 demo: install

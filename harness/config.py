@@ -135,8 +135,8 @@ class TrainConfig(_Strict):
 
 
 class BenchmarkConfig(_Strict):
-    min_ops: int = Field(gt=0)
-    max_ops: int = Field(gt=0, le=12)
+    min_ops: int = Field(gt=0, description="fewest operations in a held-out problem")
+    max_ops: int = Field(gt=0, le=12, description="most operations in a held-out problem")
     problems: int = Field(64, gt=0, description="held-out problems (fixed by eval.seed, disjoint from training prompts)")
 
 
@@ -243,7 +243,7 @@ def import_plugins(plugins: list[str], base: Path | None = None) -> None:
 
 class Experiment(_Strict):
     name: Name = Field(description="experiment name: results/<name>/ and reports/<name>/")
-    description: str = ""
+    description: str = Field("", description="free text, shown in reports")
     plugins: list[str] = Field(
         default_factory=list,
         description="modules (dotted names, or .py paths relative to the experiment file) imported first; "
@@ -252,13 +252,13 @@ class Experiment(_Strict):
     backend: Literal["local", "verl"] = Field(
         "local", description="local: the embedded CPU backend; verl: verl 0.9.1 (settings in `verl:`)")
     verl: VerlSettings = Field(default_factory=VerlSettings, description="verl backend settings (backend: verl only)")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    task: Task = Field(default_factory=TaskConfig, description="training task: modchain (synthetic) or math (verl)")
-    model: ModelSettings = ModelSettings()
-    warm_start: WarmStartConfig = WarmStartConfig()
-    train: TrainConfig = TrainConfig()
-    eval: EvalConfig = EvalConfig()
-    variants: list[Variant] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="one run per (variant, seed)")
+    task: Task = Field(default_factory=TaskConfig, description="training task: modchain (synthetic) or math (verl backend)")
+    model: ModelSettings = Field(ModelSettings(), description="the policy network (embedded backend)")
+    warm_start: WarmStartConfig = Field(WarmStartConfig(), description="supervised warm start, cached and shared by runs")
+    train: TrainConfig = Field(TrainConfig(), description="RL training budget and optimiser")
+    eval: EvalConfig = Field(EvalConfig(), description="held-out evaluation (pass@k samples)")
+    variants: list[Variant] = Field(min_length=1, description="the algorithms compared: a preset plus overrides each")
 
     @model_validator(mode="after")
     def _cross(self) -> "Experiment":
@@ -302,15 +302,46 @@ def resolve_variant(exp: Experiment, idx: int) -> algorithms.Preset:
     return preset
 
 
+def read_yaml(path: Path) -> Any:
+    """yaml.safe_load of a user file; a syntax error -> UserError with its line and column."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context = getattr(e, "context", None)
+        raise UserError(f"{path}: {where}not valid YAML ({problem}{f', {context}' if context else ''})") from None
+
+
+def is_sweep_file(raw: Any) -> bool:
+    """A sweep file (harness sweep) names a base `experiment` and `params`, and has no `variants`."""
+    return isinstance(raw, dict) and "experiment" in raw and "params" in raw and "variants" not in raw
+
+
+def validation_message(e: ValidationError, model: type[BaseModel]) -> str:
+    """`field.path: message` for the first error; an unknown field gets the closest valid name."""
+    from harness.schema import fields_at, suggest
+
+    errors = e.errors()
+    err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])  # a typo explains a missing field
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        hint = suggest(str(err["loc"][-1]), fields_at(model, tuple(err["loc"][:-1])))
+        msg = f"unknown field{hint}; `harness validate --schema` lists every field"
+    return f"{loc}: {msg}"
+
+
 def load_experiment(path: str | Path) -> Experiment:
     """Parse and validate an experiment file; any problem raises UserError naming the field."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such experiment file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    raw = read_yaml(path)
+    if is_sweep_file(raw):
+        raise UserError(f"{path}: this is a sweep file (it has `experiment:` and `params:`): run it with "
+                        f"`harness sweep {path}`")
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping with keys name, variants, ...")
     plugins = raw.get("plugins") or []
@@ -321,14 +352,12 @@ def load_experiment(path: str | Path) -> Experiment:
     try:
         exp = Experiment.model_validate(raw, context={"base": path.parent.resolve()})
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; see `harness validate --help` for the schema)"
-        raise UserError(f"{path}: {loc}: {msg}") from None
+        raise UserError(f"{path}: {validation_message(e, Experiment)}") from None
     for i in range(len(exp.variants)):
-        resolve_variant(exp, i)
+        try:
+            resolve_variant(exp, i)
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None
     return exp
 
 

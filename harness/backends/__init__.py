@@ -39,7 +39,10 @@ class Backend(Protocol):
         """Build the shared artefact of `spec` (e.g. the warm start) into cache_dir."""
 
     def train(self, spec: dict, run_dir: Path, cache_dir: Path, progress: Progress | None = None) -> None:
-        """Run or resume one RunSpec into run_dir; status.json ends 'done' or the call raises."""
+        """Run or resume one RunSpec into run_dir; status.json ends 'done' or the call raises.
+
+        Call progress after every step: once the user asked to stop (Ctrl-C, SIGTERM) it raises
+        harness.errors.StopRequested; save a checkpoint of that step, then let it propagate."""
 
     def has_checkpoint(self, run_dir: Path) -> bool:
         """Whether run_dir holds a resumable checkpoint."""

@@ -30,6 +30,7 @@ from harness.backends.local.rollout import Batch, collect_batch
 from harness.backends.local.sampler import chunked_forward, sample, sequence_forward
 from harness.backends.local.warmstart import load_warm_start
 from harness.config import import_plugins
+from harness.errors import StopRequested
 from harness.tasks import modchain
 
 MICRO = 64  # sequences per forward: one 512-sequence forward is erratic on a 2-core VM, chunks of 64 are not
@@ -183,7 +184,7 @@ def train(spec: dict, run_dir: Path, cache_dir: Path, progress: Progress | None 
     trainer = LocalTrainer(spec, cache_dir)
     start = 0
     if ckpt_path.exists():
-        start = trainer.load(torch.load(ckpt_path, weights_only=False))
+        start = trainer.load(common.load_checkpoint(ckpt_path))
     # Drop anything logged after the checkpoint (a killed run may have gone further before dying);
     # with no checkpoint, start clean (the step-0 evaluation is redone).
     keep = (lambda r: r.get("step", 0) <= start) if start else (lambda r: False)
@@ -200,6 +201,10 @@ def train(spec: dict, run_dir: Path, cache_dir: Path, progress: Progress | None 
         results.append_samples(run_dir, rows)
         results.append_metrics(run_dir, {"kind": "eval", "step": step, "time/eval_s": time.perf_counter() - t0, **hm.eval_summary(rows, ev["k_max"])})
 
+    def checkpoint(step: int) -> None:
+        common.atomic_torch_save(trainer.state(step), ckpt_path)
+        results.write_status(run_dir, "running", step=step, total_steps=steps, threads=torch.get_num_threads())
+
     if start == 0:
         do_eval(0)
     for step in range(start + 1, steps + 1):
@@ -212,9 +217,14 @@ def train(spec: dict, run_dir: Path, cache_dir: Path, progress: Progress | None 
         results.append_metrics(run_dir, rec)
         if step % ev["every"] == 0 or step == steps:
             do_eval(step)
-        if step % spec["train"]["checkpoint_every"] == 0 or step == steps:
-            common.atomic_torch_save(trainer.state(step), ckpt_path)
-            results.write_status(run_dir, "running", step=step, total_steps=steps, threads=torch.get_num_threads())
+        saved = step % spec["train"]["checkpoint_every"] == 0 or step == steps
+        if saved:
+            checkpoint(step)
         if progress is not None:
-            progress(step, steps, rec)
+            try:
+                progress(step, steps, rec)
+            except StopRequested:  # Ctrl-C / SIGTERM: keep this step, then stop
+                if not saved:
+                    checkpoint(step)
+                raise
     results.write_status(run_dir, "done", step=steps, total_steps=steps, threads=torch.get_num_threads())
