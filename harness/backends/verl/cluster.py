@@ -75,7 +75,7 @@ def run(spec: dict, run_dir: Path, overrides: list[str], token_count, progress=N
             last_sync = time.monotonic()
             while proc.poll() is None:
                 time.sleep(1.0)
-                if progress is not None:
+                if progress is not None:  # raises StopRequested on Ctrl-C / SIGTERM: stop main_ppo (below)
                     progress(_progress_step(metrics_file), steps, {})
                 if time.monotonic() - last_sync > POLL_S * 6:
                     ingest.sync(run_dir, spec, token_count)

@@ -28,6 +28,7 @@ import torch
 
 from algorithms.filters import group_outcomes
 from harness import results
+from harness.errors import StopRequested
 from harness.backends.local.common import derive_seed, pin_threads
 from harness.backends.verl import compat, ingest
 from harness.backends.verl import rollout as ro
@@ -354,13 +355,23 @@ def train(spec: dict, cfg, run_dir: Path, model_path: str, progress=None) -> Non
                 rec.update(trainer.validate(step))
                 rec["timing_s/testing"] = time.perf_counter() - t2
             tracker.log(rec, step=step)
-            if step % spec["train"]["checkpoint_every"] == 0 or step == steps:
+
+            def checkpoint() -> None:
                 trainer.save(step)
                 ingest.sync(run_dir, spec)
                 results.write_status(run_dir, "running", step=step, total_steps=steps, threads=torch.get_num_threads())
+
+            saved = step % spec["train"]["checkpoint_every"] == 0 or step == steps
+            if saved:
+                checkpoint()
             if progress is not None:
-                progress(step, steps, rec)
+                try:
+                    progress(step, steps, rec)
+                except StopRequested:  # Ctrl-C / SIGTERM: keep this step, then stop
+                    if not saved:
+                        checkpoint()
+                    raise
     finally:
-        tracker.logger.get("file") and tracker.logger["file"].finish()
+        tracker.finish()
     ingest.sync(run_dir, spec)
     results.write_status(run_dir, "done", step=steps, total_steps=steps, threads=torch.get_num_threads())
