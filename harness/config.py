@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import algorithms
 from harness.errors import UserError
@@ -168,6 +168,25 @@ class Experiment(_Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     variants: list[Variant] = Field(min_length=1)
+    loggers: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list,
+        description="experiment trackers that every run also logs to (metrics.jsonl is always written and stays the "
+        "source of truth): tensorboard (event files in the run folder), wandb (offline run in the run folder; "
+        "`wandb sync` later), mlflow (SQLite store results/mlflow.db); optional extras, e.g. "
+        "pip install 'ngrpo-harness[tracking]'. Not part of the run id: adding a tracker re-runs nothing (harness/tracking.py)",
+    )
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers(cls, v: list[str]) -> list[str]:
+        from harness.tracking import missing_message
+
+        if len(set(v)) != len(v):
+            raise ValueError("duplicates")
+        msg = missing_message(v)
+        if msg:
+            raise ValueError(msg)
+        return v
 
     @model_validator(mode="after")
     def _cross(self) -> "Experiment":
@@ -259,7 +278,7 @@ def expand(exp: Experiment) -> list[dict]:
     """One RunSpec (a plain, JSON-able dict) per (variant, seed); run_id = hash of the content."""
     specs = []
     # `plugins` enters the spec (and so the run id) only when used
-    base = exp.model_dump(exclude={"variants", "seeds", "description"} | (set() if exp.plugins else {"plugins"}))
+    base = exp.model_dump(exclude={"variants", "seeds", "description", "loggers"} | (set() if exp.plugins else {"plugins"}))
     for i, v in enumerate(exp.variants):
         preset = resolve_variant(exp, i)
         for seed in exp.seeds:
@@ -275,5 +294,6 @@ def expand(exp: Experiment) -> list[dict]:
             }
             spec["warm_start"] = {**spec["warm_start"], "seed": exp.warm_start.seed if exp.warm_start.seed is not None else seed}
             spec["run_id"] = f"{v.name}-s{seed}-{canonical_hash(spec)}"
+            spec["loggers"] = list(exp.loggers)  # after the hash: trackers do not change what a run computes
             specs.append(spec)
     return specs

@@ -31,3 +31,15 @@ def math_fixtures(tmp_path_factory) -> Path:
     pd.DataFrame(VERL_ROWS).to_parquet(out / "aime2025_verl_mini.parquet")
     pd.DataFrame(FLAT_ROWS).to_parquet(out / "flat_mini.parquet")
     return out
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store, built once: MLflow's table migrations take ~10 s on a busy 2-core
+    machine. Copy it to <results>/mlflow.db before a run logs to MLflow there."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
