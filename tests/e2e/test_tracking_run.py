@@ -1,5 +1,5 @@
 """Real tiny runs with `loggers: [tensorboard, wandb, mlflow]`, read back with each tracker's own reader:
-TensorBoard's EventAccumulator, the W&B offline transaction logs (wandb's protobuf Records), MLflow's
+TensorBoard's EventAccumulator, the W&B offline transaction logs (`wandb leet inspect`), MLflow's
 client on the SQLite store. Same values as metrics.jsonl, the RunSpec as hyper-parameters, one tracker
 run per run across a SIGKILL and resume with no step twice, and a failing tracker never stops training."""
 
@@ -80,16 +80,24 @@ def tb_points(run_dir: Path) -> tuple[list[tuple[str, int, float]], dict]:
     return points, {k: getattr(v, v.WhichOneof("kind")) for k, v in hp.items()}
 
 
-def wandb_points(run_dir: Path) -> tuple[list[tuple[str, int, float]], list]:
-    """Every history value (key, step, value) over all sessions' .wandb files, and each session's run record."""
+def wandb_inspect(path: Path) -> list[dict]:
+    """The records of a .wandb transaction log as W&B's own reader prints them (`wandb leet inspect --json`)."""
+    exe = shutil.which("wandb", path=str(Path(sys.executable).parent)) or shutil.which("wandb")
+    out = subprocess.run([exe, "leet", "inspect", "--json", str(path)], capture_output=True, text=True, check=True, timeout=300)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def wandb_points(run_dir: Path) -> tuple[list[tuple[str, int, float]], list[dict]]:
+    """Every history value (key, step, value) over all sessions' offline files, and each session's run record."""
     wid = tracking.read_state(run_dir)["wandb_run_id"]
     points, runs = [], []
     for f in tracking.wandb_run_files(run_dir, wid):
-        for rec in tracking.read_wandb_records(f):
-            if rec.WhichOneof("record_type") == "run":
-                runs.append(rec.run)
-        for row in tracking.wandb_history(f):
-            points += [(k, row["_step"], v) for k, v in row.items() if not k.startswith("_")]
+        for rec in wandb_inspect(f):
+            if rec["type"] == "run":
+                runs.append(rec["run"])
+            elif rec["type"] == "history":
+                item = rec["history"]["item"]
+                points += [(k, item["_step"], v) for k, v in item.items() if not k.startswith("_")]
     return points, runs
 
 
@@ -127,10 +135,10 @@ def check_run(run_dir: Path, skip_time=False) -> None:
     wb, runs = wandb_points(run_dir)
     assert_same_as_metrics_jsonl(wb, expected_points(run_dir), skip_time=skip_time)
     for r in runs:
-        config = {u.key: json.loads(u.value_json) for u in r.config.update if u.key != "_wandb"}
+        config = {k: v for k, v in r["config"]["update"].items() if k != "_wandb"}
         assert config == json.loads(json.dumps(spec))
-        assert (r.project, r.display_name, r.run_group) == (spec["experiment"], spec["run_id"], spec["variant"])
-        assert list(r.tags) == list(tracking.identity(spec).tags)
+        assert (r["project"], r["display_name"], r["run_group"]) == (spec["experiment"], spec["run_id"], spec["variant"])
+        assert r["tags"] == list(tracking.identity(spec).tags)
     # MLflow: every value (keys with '@' as '_at_'), the RunSpec as params, tags to group by
     ml, run = mlflow_points(run_dir)
     assert_same_as_metrics_jsonl(ml, expected_points(run_dir, tracking.mlflow_key), skip_time=skip_time)
@@ -184,7 +192,7 @@ def test_killed_and_resumed_run_continues_the_same_tracker_runs(env):
     assert {k: state[k] for k in first} == first  # same W&B id, same MLflow run
     wid = state["wandb_run_id"]
     assert len(tracking.wandb_run_files(run_dir, wid)) == 2  # two sessions of one W&B run
-    assert {r.run_id for r in wandb_points(run_dir)[1]} == {wid}
+    assert {r["run_id"] for r in wandb_points(run_dir)[1]} == {wid}
     client = MlflowClient(state["mlflow_tracking_uri"])
     assert len(client.search_runs([client.get_experiment_by_name("tiny").experiment_id], f"tags.run_id = '{run_dir.name}'")) == 1
     # every key at every step exactly once; values as metrics.jsonl (time/ keys of re-done steps keep their first values)

@@ -4,6 +4,8 @@ holds, drop a failing tracker after one report), the W&B log reader, and verl's 
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -139,6 +141,12 @@ def test_wandb_reader_reads_wandbs_own_offline_file_across_blocks(tmp_path):
     assert all(h["v"] == r["v"] and all(h[k] == r[k] for k in r) for h, r in zip(hist, rows))
     kinds = [rec.WhichOneof("record_type") for rec in tracking.read_wandb_records(path)]
     assert kinds.count("run") == 1 and kinds[-1] == "exit"
+    # W&B's own reader of the file agrees record by record
+    exe = shutil.which("wandb", path=str(Path(sys.executable).parent)) or shutil.which("wandb")
+    out = subprocess.run([exe, "leet", "inspect", "--json", str(path)], capture_output=True, text=True, check=True, timeout=300)
+    theirs = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert [r["type"] for r in theirs] == kinds
+    assert [r["history"]["item"] for r in theirs if r["type"] == "history"] == hist
 
 
 # ----------------------------------------------------------------------------------- verl
