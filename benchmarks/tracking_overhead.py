@@ -6,12 +6,13 @@
 One real run of the experiment's RunSpec (quickstart: B=64 x G=8, 30 RL steps, evaluations at steps
 0/10/20/30 on 3 x 48 problems x 32 samples) per configuration, one after the other in this process,
 each into a fresh results folder. The tracking code is timed directly: wall and CPU time of this
-process in `tracking.start` (first imports included), every `Tracker.log` call and `Tracker.close`,
-plus the CPU time of W&B's wandb-core helper process (read from /proc before the run closes). Per RL
-step = log time / steps; amortised = (start + log + close) / steps. The whole-step wall time is shown
-too, but on a shared 2-core machine its noise is far larger than the trackers' cost.
-
-The MLflow SQLite store is created before timing (a one-off per results root, printed separately).
+process in `tracking.start`, every `Tracker.log` call and `Tracker.close`, plus the CPU time of W&B's
+wandb-core helper process (read from /proc before the run closes). Per RL step = log time / steps (one
+train record per step, one eval record every eval.every steps); amortised = (start + close) / the
+experiment's own step count + log per step, so --steps can be smaller than the experiment's. The
+whole-step wall time is shown too, but on a shared 2-core machine its noise is far larger than the
+trackers' cost. One-offs are timed apart: the first import of each tracker package (once per
+worker process) and the creation of the MLflow SQLite store (once per results folder).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def main() -> int:
     spec = next(s for s in expand(exp) if s["variant"] == args.variant)
     if args.steps:
         spec["train"] = {**spec["train"], "steps": args.steps}
-    steps = spec["train"]["steps"]
+    steps, exp_steps = spec["train"]["steps"], exp.train.steps
     backend = get_backend(spec["backend"])
     backend.prepare(spec, DEFAULT_CACHE)
     root = Path(tempfile.mkdtemp(prefix="tracking-bench-"))
@@ -104,20 +105,22 @@ def main() -> int:
           f"B={spec['train']['prompts_per_step']} x G={spec['train']['group_size']}, eval every {spec['eval']['every']})")
     print(f"torch {torch.__version__}, threads {spec['train']['threads']}, os.cpu_count()={os.cpu_count()}, "
           f"load avg at start: {'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
-    versions = []
-    for mod in ("tensorboard", "wandb", "mlflow"):
-        try:
-            versions.append(f"{mod} {__import__(mod).__version__}")
-        except ImportError:
-            versions.append(f"{mod} missing")
+    versions, imports = [], []
+    for mod, stmt in (("tensorboard", "from torch.utils.tensorboard import SummaryWriter"), ("wandb", "import wandb"),
+                      ("mlflow", "from mlflow.tracking import MlflowClient")):
+        t0 = time.perf_counter()
+        exec(stmt, {})  # first imports, paid once per process: timed here, not in the runs below
+        imports.append(f"{mod} {time.perf_counter() - t0:.1f}s")
+        versions.append(f"{mod} {__import__(mod).__version__}")
     print(", ".join(versions))
+    print(f"one-off per process, first import: {', '.join(imports)}")
     t0 = time.perf_counter()
     from mlflow.tracking import MlflowClient
 
     MlflowClient(f"sqlite:///{root / 'mlflow.db'}").search_experiments()
-    print(f"one-off: creating the MLflow SQLite store took {time.perf_counter() - t0:.1f}s (kept for every config)\n")
+    print(f"one-off per results folder: creating the MLflow SQLite store took {time.perf_counter() - t0:.1f}s\n")
     print(f"{'config':12s} {'log ms/step':>11s} {'log CPU ms/step':>15s} {'start s':>8s} {'close s':>8s} "
-          f"{'amortised ms/step':>17s} {'wandb-core CPU s':>16s} {'median step s':>13s} {'run wall s':>10s}  records")
+          f"{f'amortised/{exp_steps} steps ms':>22s} {'wandb-core CPU s':>16s} {'median step s':>13s} {'run wall s':>10s}  records")
     for name in args.configs.split(","):
         run_dir = root / exp.name / f"{name}-{spec['run_id']}"
         timer = Timer()
@@ -135,7 +138,7 @@ def main() -> int:
         (ls, lc), (ss, _), (cs, _) = timer.t["log"], timer.t["start"], timer.t["close"]
         n_rec = len(results.read_metrics_records(run_dir))
         print(f"{name:12s} {1000 * ls / steps:11.2f} {1000 * lc / steps:15.2f} {ss:8.2f} {cs:8.2f} "
-              f"{1000 * (ss + ls + cs) / steps:17.1f} {timer.wandb_cpu:16.2f} {statistics.median(step_times):13.2f} "
+              f"{1000 * ((ss + cs) / exp_steps + ls / steps):22.1f} {timer.wandb_cpu:16.2f} {statistics.median(step_times):13.2f} "
               f"{wall:10.1f}  {n_rec} ({timer.calls} forwarded)")
     print(f"\nload avg at end: {'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
     shutil.rmtree(root, ignore_errors=True)

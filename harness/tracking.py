@@ -310,7 +310,10 @@ def _mlflow_run(spec: dict, run_dir: Path, ident: RunIdentity, state: dict):
     with _file_lock(lock):
         client = MlflowClient(tracking_uri=uri)
         exp = client.get_experiment_by_name(ident.project)
-        exp_id = exp.experiment_id if exp else client.create_experiment(ident.project)
+        # "model training" view in MLflow 3's UI (not GenAI traces); artifacts, if any, beside a SQLite store
+        where = {"artifact_location": (db.parent / "mlartifacts").resolve().as_uri()} if uri.startswith("sqlite:///") else {}
+        exp_id = exp.experiment_id if exp else client.create_experiment(
+            ident.project, tags={"mlflow.experimentKind": "custom_model_development"}, **where)
         rid = state.get("mlflow_run_id") if state.get("mlflow_tracking_uri") == uri else None
         if rid:
             try:
