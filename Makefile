@@ -16,9 +16,10 @@ install: $(PY)
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -e .
 
+# the dev extras include verl (the verl backend's tests run in CI, on the CPU)
 install-dev: $(PY)
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,verl]'
 
 demo: install
 	$(VENV)/bin/harness run experiments/quickstart.yaml

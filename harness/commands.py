@@ -34,15 +34,22 @@ def run_command(
     results_dir: Path = typer.Option(Path("results"), "--results", help="Results root; runs go to <results>/<experiment>/<run_id>/."),
     jobs: int = typer.Option(0, "--jobs", "-j", help="Parallel runs (processes). 0 = CPU cores / train.threads."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Warm-start cache (default $NGRPO_HARNESS_CACHE or ~/.cache/ngrpo-harness)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate, then print what each run would execute (for verl: the exact `main_ppo` command and Hydra overrides) and start nothing."),
 ) -> None:
     """Run every (variant, seed) of an experiment: finished runs are skipped, interrupted ones resumed.
 
-    The file is validated completely before anything is written. Ctrl-C stops cleanly: rerunning
-    the same command resumes from the last checkpoint and ends with identical results.
+    The file is validated completely before anything is written (for `backend: verl`, every run's
+    overrides are composed and checked against the installed verl config). Ctrl-C stops cleanly:
+    rerunning the same command resumes from the last checkpoint.
     """
     from harness.runner import DEFAULT_CACHE, run_experiment
 
     exp = _load_with_warnings(file)
+    if dry_run:
+        from harness.backends import dry_run as print_dry_run
+
+        print_dry_run(exp, results_dir, cache_dir or DEFAULT_CACHE)
+        return
     if jobs < 0:
         raise UserError("--jobs: must be >= 0 (0 = automatic)")
     jobs = jobs or max(1, (os.cpu_count() or 1) // exp.train.threads)
