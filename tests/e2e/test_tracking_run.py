@@ -165,7 +165,7 @@ def test_every_tracker_holds_what_metrics_jsonl_holds(env):
 
 
 def test_killed_and_resumed_run_continues_the_same_tracker_runs(env):
-    exp = write_exp(env, variants=[{"name": "grpo", "preset": "grpo"}], train={"steps": 10, "checkpoint_every": 4},
+    exp = write_exp(env, variants=[{"name": "grpo", "preset": "grpo"}], train={"steps": 10, "checkpoint_every": 5},
                     eval={"every": 5})
     cmd = [sys.executable, "-m", "harness", "run", str(exp), "--results", str(env / "killed"), "--jobs", "1",
            "--cache-dir", str(env / "cache")]
@@ -176,16 +176,19 @@ def test_killed_and_resumed_run_continues_the_same_tracker_runs(env):
         for m in (env / "killed").rglob("metrics.jsonl"):
             run_dir = m.parent
             steps = [r["step"] for r in results.read_metrics_records(run_dir) if r.get("kind") == "train"]
-            if steps and max(steps) >= 5:  # past the step-4 checkpoint: steps 5.. are logged twice by the run
+            # step 6 in metrics.jsonl: the trackers have step 5 (forwarded before step 6 starts) and the last
+            # checkpoint is step 5 until step 10: what follows it is logged again after the resume
+            if steps and max(steps) >= 6:
                 os.killpg(proc.pid, signal.SIGKILL)
                 killed_at = max(steps)
         time.sleep(0.02)
     proc.wait()
-    assert killed_at is not None, "the run never got past step 5"
-    assert results.read_status(run_dir)["state"] == "running"
+    assert killed_at is not None, "the run never got past step 6"
+    status = results.read_status(run_dir)
+    assert status["state"] == "running"
     first = tracking.read_state(run_dir)
     logged_before = {s for _, s, _ in tb_points(run_dir)[0]}
-    assert max(logged_before) > 4  # the trackers got steps beyond the checkpoint before the kill
+    assert max(logged_before) > status["step"]  # the trackers hold steps past the checkpoint the run resumes from
     cli("run", str(exp), "--results", str(env / "killed"), "--jobs", "1", "--cache-dir", str(env / "cache"))
     assert results.read_status(run_dir)["state"] == "done"
     state = tracking.read_state(run_dir)
