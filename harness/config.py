@@ -21,7 +21,8 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo, model_validator,
+    AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo, field_validator,
+    model_validator,
 )
 
 import algorithms
@@ -259,6 +260,25 @@ class Experiment(_Strict):
     train: TrainConfig = Field(TrainConfig(), description="RL training budget and optimiser")
     eval: EvalConfig = Field(EvalConfig(), description="held-out evaluation (pass@k samples)")
     variants: list[Variant] = Field(min_length=1, description="the algorithms compared: a preset plus overrides each")
+    loggers: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list,
+        description="experiment trackers that every run also logs to (metrics.jsonl is always written and stays the "
+        "source of truth): tensorboard (event files in the run folder), wandb (offline run in the run folder; "
+        "`wandb sync` later), mlflow (SQLite store results/mlflow.db); optional extras, e.g. "
+        "pip install 'ngrpo-harness[tracking]'. Not part of the run id: adding a tracker re-runs nothing (harness/tracking.py)",
+    )
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers(cls, v: list[str]) -> list[str]:
+        from harness.tracking import missing_message
+
+        if len(set(v)) != len(v):
+            raise ValueError("duplicates")
+        msg = missing_message(v)
+        if msg:
+            raise ValueError(msg)
+        return v
 
     @model_validator(mode="after")
     def _cross(self) -> "Experiment":
@@ -389,9 +409,10 @@ def canonical_hash(obj: Any, length: int = 12) -> str:
 def expand(exp: Experiment) -> list[dict]:
     """One RunSpec (a plain, JSON-able dict) per (variant, seed); run_id = hash of the content."""
     specs = []
-    # `plugins` and `verl` enter the spec (and so the run id) only when used: run ids of other files stay stable
+    # `plugins` and `verl` enter the spec (and so the run id) only when used: run ids of other files stay stable;
+    # `loggers` is added after the hash (trackers change nothing a run computes)
     unused = (set() if exp.plugins else {"plugins"}) | (set() if exp.backend == "verl" else {"verl"})
-    base = exp.model_dump(exclude={"variants", "seeds", "description"} | unused)
+    base = exp.model_dump(exclude={"variants", "seeds", "description", "loggers"} | unused)
     for i, v in enumerate(exp.variants):
         preset = resolve_variant(exp, i)
         for seed in exp.seeds:
@@ -407,5 +428,6 @@ def expand(exp: Experiment) -> list[dict]:
             }
             spec["warm_start"] = {**spec["warm_start"], "seed": exp.warm_start.seed if exp.warm_start.seed is not None else seed}
             spec["run_id"] = f"{v.name}-s{seed}-{canonical_hash(spec)}"
+            spec["loggers"] = list(exp.loggers)  # after the hash: trackers do not change what a run computes
             specs.append(spec)
     return specs

@@ -24,7 +24,7 @@ import algorithms
 from algorithms.advantages import gae_advantages_and_returns
 from algorithms.losses import aggregate, kl_estimate, value_loss
 from harness import metrics as hm
-from harness import results
+from harness import results, tracking
 from harness.backends.local import common
 from harness.backends.local.rollout import Batch, collect_batch
 from harness.backends.local.sampler import chunked_forward, sample, sequence_forward
@@ -194,12 +194,15 @@ def train(spec: dict, run_dir: Path, cache_dir: Path, progress: Progress | None 
         results.write_samples(run_dir, samples[samples["step"] <= start] if start else samples.iloc[:0])
     steps, ev = spec["train"]["steps"], spec["eval"]
     results.write_status(run_dir, "running", step=start, total_steps=steps, threads=torch.get_num_threads())
+    tracker = tracking.start(spec, run_dir)  # the experiment's `loggers:` get every metrics.jsonl record; never fails the run
 
     def do_eval(step: int) -> None:
         t0 = time.perf_counter()
         rows = evaluate(trainer.policy, spec, step)
         results.append_samples(run_dir, rows)
-        results.append_metrics(run_dir, {"kind": "eval", "step": step, "time/eval_s": time.perf_counter() - t0, **hm.eval_summary(rows, ev["k_max"])})
+        rec = {"kind": "eval", "step": step, "time/eval_s": time.perf_counter() - t0, **hm.eval_summary(rows, ev["k_max"])}
+        results.append_metrics(run_dir, rec)
+        tracker.log(rec)
 
     def checkpoint(step: int) -> None:
         common.atomic_torch_save(trainer.state(step), ckpt_path)
@@ -215,6 +218,7 @@ def train(spec: dict, run_dir: Path, cache_dir: Path, progress: Progress | None 
             rec.update(trainer.update(batch, step))
         rec.update({"kind": "train", "step": step, "time/sample_s": t1 - t0, "time/train_s": time.perf_counter() - t1})
         results.append_metrics(run_dir, rec)
+        tracker.log(rec)
         if step % ev["every"] == 0 or step == steps:
             do_eval(step)
         saved = step % spec["train"]["checkpoint_every"] == 0 or step == steps
@@ -228,3 +232,4 @@ def train(spec: dict, run_dir: Path, cache_dir: Path, progress: Progress | None 
                     checkpoint(step)
                 raise
     results.write_status(run_dir, "done", step=steps, total_steps=steps, threads=torch.get_num_threads())
+    tracker.close()
