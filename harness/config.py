@@ -210,7 +210,6 @@ class VerlSettings(_Strict):
     ref_param_offload: bool = Field(True, description="keep the reference model's parameters on the CPU (paper: true)")
     reward_processes: int = Field(2, gt=0, description="math-verify worker processes per reward worker")
     reward_timeout: float = Field(5.0, gt=0, description="hard per-answer grading timeout in seconds")
-    project: str = Field("ngrpo-harness", description="verl trainer.project_name (tracker project)")
     ray_address: str | None = Field(None, description="submit to a running Ray cluster (ray_init.address) instead of a local one")
     overrides: list[str] = Field(
         default_factory=list, description="extra Hydra overrides for verl (`key=value`, `+key=value`), applied last and "
@@ -299,7 +298,7 @@ class Experiment(_Strict):
             if files:
                 raise ValueError(f"eval.benchmarks.{files[0]}: file benchmarks need backend: verl (the local backend "
                                  "evaluates modchain sets {min_ops, max_ops, problems})")
-            if self.verl != VerlSettings():
+            if "verl" in self.model_fields_set:
                 raise ValueError("verl: settings for backend: verl, but backend is local (set backend: verl or remove verl:)")
         elif self.verl.model is None and self.task.name != "modchain":
             raise ValueError("verl.model: set a Hugging Face model folder (the embedded warm start exists only for modchain)")

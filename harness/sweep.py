@@ -79,7 +79,7 @@ def trial_exp(cfg: SweepConfig, exp: Experiment, params: dict[str, float]) -> Ex
     """The base experiment reduced to the swept variant with the trial's overrides."""
     base = next(v for v in exp.variants if v.name == cfg.variant)
     tag = "_".join(f"{k}{v:.4g}" for k, v in sorted(params.items()))
-    raw = exp.model_dump()
+    raw = exp.model_dump(exclude={"verl"} if exp.backend == "local" else set())  # `verl:` only on verl experiments
     raw.update(name=f"{exp.name}_sweep_{cfg.variant}", seeds=list(cfg.seeds),
                variants=[{"name": f"{cfg.variant}__{tag}", "preset": base.preset, "overrides": {**base.overrides, **params}}])
     try:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -19,9 +20,6 @@ from pathlib import Path
 from harness import results
 from harness.backends.verl.overrides import VerlMappingError
 from harness.errors import UserError
-
-LOGGERS = ["console", "file"]
-
 
 def _variant_error(spec: dict, e: Exception) -> UserError:
     return UserError(f"variant {spec['variant']!r} (backend verl): {e}")
@@ -44,10 +42,12 @@ class VerlBackend:
     def overrides(self, spec: dict, run_dir: Path, cache_dir: Path) -> list[str]:
         from harness.backends.verl.data import data_paths
         from harness.backends.verl.overrides import overrides
+        from harness.tracking import verl_logger_settings
 
         model, critic = self.model_paths(spec, cache_dir)
         paths = data_paths(run_dir, list(spec["eval"]["benchmarks"]))
-        loggers = LOGGERS if spec["verl"]["mode"] == "cluster" else ["file"]
+        trackers, _ = verl_logger_settings(spec.get("loggers", []), run_dir, spec["experiment"], spec["run_id"])
+        loggers = (["console"] if spec["verl"]["mode"] == "cluster" else []) + ["file"] + trackers
         return overrides(spec, spec["verl"]["mode"], run_dir, model, critic, paths.train, paths.val_files, loggers)
 
     # ------------------------------------------------------------------ Backend interface
@@ -132,6 +132,7 @@ class VerlBackend:
 
     def train(self, spec: dict, run_dir: Path, cache_dir: Path, progress=None) -> None:
         from harness.backends.verl import compose, data
+        from harness.tracking import prepare_verl_tracking
 
         self.prepare(spec, cache_dir)
         run_dir = Path(run_dir)
@@ -139,17 +140,34 @@ class VerlBackend:
         ov = self.overrides(spec, run_dir, cache_dir)
         cfg = compose.compose(ov)
         results.atomic_write_text(run_dir / "verl" / "overrides.txt", "\n".join(ov) + "\n")  # what exactly ran
+        _, tracker_env = prepare_verl_tracking(spec, run_dir)  # the experiment's `loggers:` through verl's trainer.logger
         if spec["verl"]["mode"] == "inproc":
             from harness.backends.verl import inproc
 
-            inproc.train(spec, cfg, run_dir, self.model_paths(spec, cache_dir)[0], progress)
+            with _environ(tracker_env):  # verl's tracking adapters read these once per run
+                inproc.train(spec, cfg, run_dir, self.model_paths(spec, cache_dir)[0], progress)
         else:
             from harness.backends.verl import cluster
 
-            cluster.run(spec, run_dir, ov, _token_counter(self.model_paths(spec, cache_dir)[0]), progress)
+            cluster.run(spec, run_dir, ov, _token_counter(self.model_paths(spec, cache_dir)[0]), progress, tracker_env)
 
     def has_checkpoint(self, run_dir: Path) -> bool:
         return (Path(run_dir) / results.CKPT_DIR / "latest_checkpointed_iteration.txt").exists()
+
+
+@contextlib.contextmanager
+def _environ(extra: dict[str, str]):
+    """Set environment variables for the duration of a run (a worker process trains several runs)."""
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _hub_id(value: str) -> bool:

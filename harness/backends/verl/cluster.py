@@ -57,12 +57,12 @@ def _progress_step(metrics_file: Path) -> int:
         return 0
 
 
-def run(spec: dict, run_dir: Path, overrides: list[str], token_count, progress=None) -> None:
+def run(spec: dict, run_dir: Path, overrides: list[str], token_count, progress=None, extra_env: dict | None = None) -> None:
     """Launch (or resume) main_ppo for one run and ingest its outputs; raises on a non-zero exit."""
     run_dir = Path(run_dir)
     start = latest_step(run_dir)
     metrics_file = ingest.new_metrics_file(run_dir, start)
-    env = environment(spec, metrics_file)
+    env = {**environment(spec, metrics_file), **(extra_env or {})}
     vd = ingest.verl_dir(run_dir)
     results.atomic_write_text(vd / "command.sh", "#!/usr/bin/env bash\n" + shell_line(overrides, env) + "\n")
     log_path = metrics_file.with_suffix(".log")

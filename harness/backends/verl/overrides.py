@@ -49,8 +49,10 @@ def fmt(v) -> str:
         return "true" if v else "false"
     if v is None:
         return "null"
-    if isinstance(v, (int, float)):
+    if isinstance(v, int):
         return repr(v)
+    if isinstance(v, float):
+        return repr(float(f"{v:.12g}"))  # 1e-05, not 9.999999999999999e-06
     if isinstance(v, (list, tuple)):
         return "[" + ",".join(fmt(x) for x in v) + "]"
     s = str(v)
@@ -146,7 +148,8 @@ def train_overrides(spec: dict) -> list[str]:
         f"+reward.custom_reward_function.reward_kwargs.grader={grader}",
         f"+reward.custom_reward_function.reward_kwargs.processes={vc['reward_processes']}",
         f"+reward.custom_reward_function.reward_kwargs.timeout={fmt(float(vc['reward_timeout']))}",
-        f"trainer.project_name={fmt(vc['project'])}", f"trainer.experiment_name={fmt(spec['run_id'])}",
+        # tracker project = the experiment, run name = the run id: verl runs land beside local runs
+        f"trainer.project_name={fmt(spec['experiment'])}", f"trainer.experiment_name={fmt(spec['run_id'])}",
     ]
 
 
