@@ -20,18 +20,13 @@ from harness.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
-LEARN = {  # modchain with 1-2 operations from a short warm start: GRPO and NGRPO both raise training accuracy
-    "name": "verl_learn", "backend": "verl", "verl": {"mode": "inproc"}, "seeds": [0],
-    "task": {"name": "modchain", "min_ops": 1, "max_ops": 2, "grader": "strict"},
-    "model": {"n_layer": 2, "n_head": 2, "d_model": 64},
-    "warm_start": {"steps": 120, "batch_size": 64, "lr": 2.0e-3, "min_ops": 1, "max_ops": 2},
-    "train": {"steps": 30, "prompts_per_step": 32, "group_size": 8, "mini_batches": 2, "lr": 3.0e-4, "max_new_tokens": 8,
-              "checkpoint_every": 10},
-    "eval": {"every": 15, "n": 8, "benchmarks": {"easy": {"min_ops": 1, "max_ops": 2, "problems": 32}}},
-    "variants": [{"name": "grpo", "preset": "grpo"}, {"name": "ngrpo", "preset": "ngrpo"}],
-}
+ROOT = Path(__file__).resolve().parents[2]
+# the shipped CPU experiment (modchain with 1-2 operations from a short warm start: GRPO and NGRPO
+# both raise training accuracy), with TensorBoard on to check verl's trainer.logger wiring
+LEARN = {**yaml.safe_load((ROOT / "experiments" / "verl_cpu.yaml").read_text()), "name": "verl_learn",
+         "loggers": ["tensorboard"]}
 RESUME = {  # PPO: actor, reference and critic checkpoints all have to round-trip
-    **LEARN, "name": "verl_resume", "variants": [{"name": "ppo", "preset": "ppo"}],
+    **{k: v for k, v in LEARN.items() if k != "loggers"}, "name": "verl_resume", "variants": [{"name": "ppo", "preset": "ppo"}],
     "train": {"steps": 8, "prompts_per_step": 8, "group_size": 4, "mini_batches": 2, "lr": 3.0e-4, "max_new_tokens": 8,
               "checkpoint_every": 2},
     "eval": {"every": 4, "n": 4, "benchmarks": {"easy": {"min_ops": 1, "max_ops": 2, "problems": 8}}},
@@ -76,6 +71,7 @@ def test_grpo_and_ngrpo_train_through_verl_and_report(env):
         assert acc[-5:].mean() > acc[:5].mean(), (rec.variant, acc)  # RL from the warm start raises training reward
         evals = rec.metrics[rec.metrics["kind"] == "eval"]
         assert evals["eval/easy/auc"].notna().all()
+        assert list((rd / "tensorboard").glob("events.out.tfevents.*")), "verl's TensorBoard logger wrote nothing"
     ng = results.load_run(next(r for r in runs if "ngrpo" in r.name))
     assert (ng.metrics["groups/kept"].dropna() <= 32).all()  # all-correct groups were filtered out and refilled
     cli("report", str(env / "res" / "verl_learn"), "--out", str(env / "rep"))
@@ -111,3 +107,21 @@ def test_a_killed_verl_run_resumes_from_its_checkpoint_and_ends_identical(env):
     s2, m2 = final_state(cut)
     pd.testing.assert_frame_equal(s1, s2)
     assert m1 == m2
+
+
+def test_a_verl_checkpoint_merges_to_hf_and_evaluates(env):
+    """The paper protocol's last leg: verl's model merger on a finished run's actor, then `harness eval`."""
+    raw = {**RESUME, "name": "verl_merge", "variants": [{"name": "grpo", "preset": "grpo"}],
+           "train": {**RESUME["train"], "steps": 2}}
+    cli("run", str(write(env, raw)), "--results", str(env / "res"), "--jobs", "1", "--cache-dir", str(env / "cache"))
+    (rd,) = results.find_run_dirs(env / "res" / "verl_merge")
+    out = subprocess.run([sys.executable, "-m", "verl.model_merger", "merge", "--backend", "fsdp", "--local_dir",
+                          str(rd / "checkpoints" / "global_step_2" / "actor"), "--target_dir", str(env / "hf")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    bench = env / "mc.jsonl"
+    bench.write_text("".join(json.dumps({"problem": p, "answer": a}) + "\n" for p, a in (("3+4=", "7"), ("2*3=", "6"))))
+    cli("eval", str(env / "hf"), "-b", f"mc={bench}", "--n", "2", "--max-new-tokens", "8", "--backend", "hf",
+        "--out", str(env / "ev"), "--experiment", "merged", "--device", "cpu")
+    (ev,) = results.find_run_dirs(env / "ev" / "merged")
+    assert len(results.read_samples(ev)) == 4

@@ -350,11 +350,14 @@ def train(spec: dict, cfg, run_dir: Path, model_path: str, progress=None) -> Non
             if gen is not None:
                 rec.update(trainer.update(gen, scores, step))
             rec.update({"time/sample_s": t1 - t0, "time/train_s": time.perf_counter() - t1, "training/global_step": step})
-            if step % every == 0 or step == steps:
+            evaluated = step % every == 0 or step == steps
+            if evaluated:
                 t2 = time.perf_counter()
                 rec.update(trainer.validate(step))
                 rec["timing_s/testing"] = time.perf_counter() - t2
             tracker.log(rec, step=step)
+            if evaluated:  # the run folder holds every evaluation as soon as it exists (sweeps prune on it)
+                ingest.sync(run_dir, spec)
 
             def checkpoint() -> None:
                 trainer.save(step)
