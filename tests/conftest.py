@@ -81,3 +81,17 @@ def mlflow_template(tmp_path_factory) -> Path:
     db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
     MlflowClient(f"sqlite:///{db}").search_experiments()
     return db
+
+
+
+@pytest.fixture(scope="session")
+def harness_cli():
+    """harness_cli(*args): run the `harness` CLI in-process and require exit code 0."""
+    from harness.cli import main
+
+    def run(*args) -> None:
+        with pytest.raises(SystemExit) as e:
+            main([str(a) for a in args])
+        assert e.value.code in (0, None), f"harness {' '.join(map(str, args))} exited {e.value.code}"
+
+    return run

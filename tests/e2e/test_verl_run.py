@@ -16,7 +16,6 @@ import yaml
 
 pytest.importorskip("verl", reason="verl backend tests need the verl extra (make test installs it)")
 from harness import results  # noqa: E402
-from harness.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -39,10 +38,9 @@ def write(tmp_path: Path, raw: dict) -> Path:
     return p
 
 
-def cli(*args: str) -> None:
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    assert e.value.code in (0, None)
+@pytest.fixture()
+def cli(harness_cli):
+    return harness_cli  # the `harness` CLI in-process, exit code 0 required (conftest)
 
 
 @pytest.fixture()
@@ -51,7 +49,7 @@ def env(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_grpo_and_ngrpo_train_through_verl_and_report(env):
+def test_grpo_and_ngrpo_train_through_verl_and_report(env, cli):
     cli("run", str(write(env, LEARN)), "--results", str(env / "res"), "--jobs", "2", "--cache-dir", str(env / "cache"))
     runs = results.find_run_dirs(env / "res" / "verl_learn")
     assert len(runs) == 2
@@ -84,7 +82,7 @@ def final_state(rd: Path):
     return results.read_samples(rd), recs
 
 
-def test_a_killed_verl_run_resumes_from_its_checkpoint_and_ends_identical(env):
+def test_a_killed_verl_run_resumes_from_its_checkpoint_and_ends_identical(env, cli):
     exp = write(env, RESUME)
     cache = ("--cache-dir", str(env / "cache"))
     cli("run", str(exp), "--results", str(env / "whole"), "--jobs", "1", *cache)
@@ -109,7 +107,7 @@ def test_a_killed_verl_run_resumes_from_its_checkpoint_and_ends_identical(env):
     assert m1 == m2
 
 
-def test_a_verl_checkpoint_merges_to_hf_and_evaluates(env):
+def test_a_verl_checkpoint_merges_to_hf_and_evaluates(env, cli):
     """The paper protocol's last leg: verl's model merger on a finished run's actor, then `harness eval`."""
     raw = {**RESUME, "name": "verl_merge", "variants": [{"name": "grpo", "preset": "grpo"}],
            "train": {**RESUME["train"], "steps": 2}}
