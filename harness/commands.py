@@ -84,7 +84,8 @@ def validate_command(
 ) -> None:
     """Check an experiment or sweep file without running it, or print the schema (--schema).
 
-    An experiment file: schema, presets, knobs and sizes are checked and the runs it makes listed.
+    An experiment file: schema, presets, knobs and sizes are checked and the runs it makes listed;
+    for `backend: verl` also every run's overrides against the installed verl (as `harness run` does).
     A sweep file (it has `experiment:` and `params:`): the sweep and its base experiment are checked.
     """
     if schema:
@@ -104,6 +105,9 @@ def validate_command(
         _validate_sweep(file)
         return
     exp = _load_with_warnings(file)
+    from harness.backends import get_backend
+
+    get_backend(exp.backend).check(exp, for_run=False)  # verl: every run's overrides against the installed verl
     table = Table(title=f"{exp.name}: {len(exp.variants)} variants x {len(exp.seeds)} seeds")
     for col in ("variant", "seed", "run_id", "advantage", "policy loss", "filter", "shaper"):
         table.add_column(col)

@@ -29,8 +29,9 @@ BACKENDS: dict[str, str] = {
 class Backend(Protocol):
     name: str
 
-    def check(self, exp) -> None:
-        """Everything that can be checked before a run starts (raises UserError, writes nothing)."""
+    def check(self, exp, for_run: bool = True) -> None:
+        """Everything that can be checked before a run starts (raises UserError, writes nothing);
+        for_run=False (`harness validate`, `--dry-run`) leaves out what only starting needs (GPUs)."""
 
     def shared_key(self, spec: dict, cache_dir: Path) -> str | None:
         """Id of a missing artefact shared by several runs (built once by `prepare`), or None."""
@@ -69,7 +70,7 @@ def dry_run(exp, results_dir: Path, cache_dir: Path) -> None:
         from harness.backends.verl.backend import VerlBackend
         from harness.backends.verl.cluster import environment, shell_line
 
-        for run in VerlBackend().check(exp, results_dir, cache_dir, need_gpu=False):
+        for run in VerlBackend().check(exp, for_run=False, results_dir=results_dir, cache_dir=cache_dir):
             spec = run["spec"]
             print(f"# {spec['run_id']} -> {run['run_dir']}")
             if spec["verl"]["mode"] == "cluster":

@@ -47,7 +47,7 @@ def test_shipped_verl_experiments_pass_every_check(path, tiny_model, tmp_path, m
     monkeypatch.setenv("NGRPO_DATA", str(SHARED))
     monkeypatch.setenv("NGRPO_MODEL", str(tiny_model))  # stands in for Qwen2.5-Math-7B (config and tokenizer only)
     exp = load_experiment(path)
-    runs = VerlBackend().check(exp, tmp_path / "results", tmp_path / "cache", need_gpu=False)
+    runs = VerlBackend().check(exp, for_run=False, results_dir=tmp_path / "results", cache_dir=tmp_path / "cache")
     assert len(runs) == len(exp.variants) * len(exp.seeds)
     assert not (tmp_path / "results").exists()
     if path.name == "paper_qwen25_math7b.yaml":

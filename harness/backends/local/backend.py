@@ -10,7 +10,7 @@ from harness import results
 class LocalBackend:
     name = "local"
 
-    def check(self, exp) -> None:
+    def check(self, exp, for_run: bool = True) -> None:
         """Nothing beyond the schema: the embedded backend has no external dependency."""
 
     def shared_key(self, spec: dict, cache_dir: Path) -> str | None:

@@ -51,8 +51,9 @@ class VerlBackend:
         return overrides(spec, spec["verl"]["mode"], run_dir, model, critic, paths.train, paths.val_files, loggers)
 
     # ------------------------------------------------------------------ Backend interface
-    def check(self, exp, results_dir: Path = Path("results"), cache_dir: Path | None = None, need_gpu: bool = True) -> list[dict]:
-        """Validate every run of `exp` on verl; returns the runs' {spec, overrides} (for --dry-run)."""
+    def check(self, exp, for_run: bool = True, results_dir: Path = Path("results"), cache_dir: Path | None = None) -> list[dict]:
+        """Validate every run of `exp` on verl; returns the runs' {spec, overrides, run_dir} (for --dry-run).
+        for_run=False (validate, --dry-run) skips what only starting the runs needs: GPUs in cluster mode."""
         from harness.backends.verl import compat
 
         try:
@@ -94,7 +95,7 @@ class VerlBackend:
             losses.add(str(cfg.actor_rollout_ref.actor.policy_loss.loss_mode))
             runs.append({"spec": spec, "overrides": ov, "run_dir": run_dir})
         preflight.check_registered(estimators, losses, exp.plugins)
-        if need_gpu and vc.mode == "cluster" and vc.ray_address is None and not _has_gpu():
+        if for_run and vc.mode == "cluster" and vc.ray_address is None and not _has_gpu():
             raise UserError("verl.mode: cluster runs `main_ppo`, which needs GPUs, and this machine has none; use "
                             "verl.mode: inproc (verl's engine on the CPU), set verl.ray_address, or `harness run --dry-run`")
         return runs
