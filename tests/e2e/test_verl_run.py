@@ -49,8 +49,16 @@ def env(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_grpo_and_ngrpo_train_through_verl_and_report(env, cli):
-    cli("run", str(write(env, LEARN)), "--results", str(env / "res"), "--jobs", "2", "--cache-dir", str(env / "cache"))
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory, harness_cli) -> Path:
+    """The shipped CPU experiment, run once for this module (GRPO and NGRPO, 30 steps each)."""
+    root = tmp_path_factory.mktemp("learn")
+    harness_cli("run", write(root, LEARN), "--results", root / "res", "--jobs", "2", "--cache-dir", root / "cache")
+    return root
+
+
+def test_grpo_and_ngrpo_train_through_verl_and_report(learned, cli):
+    env = learned
     runs = results.find_run_dirs(env / "res" / "verl_learn")
     assert len(runs) == 2
     for rd in runs:
@@ -107,14 +115,12 @@ def test_a_killed_verl_run_resumes_from_its_checkpoint_and_ends_identical(env, c
     assert m1 == m2
 
 
-def test_a_verl_checkpoint_merges_to_hf_and_evaluates(env, cli):
+def test_a_verl_checkpoint_merges_to_hf_and_evaluates(learned, cli):
     """The paper protocol's last leg: verl's model merger on a finished run's actor, then `harness eval`."""
-    raw = {**RESUME, "name": "verl_merge", "variants": [{"name": "grpo", "preset": "grpo"}],
-           "train": {**RESUME["train"], "steps": 2}}
-    cli("run", str(write(env, raw)), "--results", str(env / "res"), "--jobs", "1", "--cache-dir", str(env / "cache"))
-    (rd,) = results.find_run_dirs(env / "res" / "verl_merge")
+    env = learned
+    rd = next(r for r in results.find_run_dirs(env / "res" / "verl_learn") if r.name.startswith("grpo"))
     out = subprocess.run([sys.executable, "-m", "verl.model_merger", "merge", "--backend", "fsdp", "--local_dir",
-                          str(rd / "checkpoints" / "global_step_2" / "actor"), "--target_dir", str(env / "hf")],
+                          str(rd / "checkpoints" / "global_step_30" / "actor"), "--target_dir", str(env / "hf")],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     bench = env / "mc.jsonl"
