@@ -256,6 +256,7 @@ class MathGrader:
         self.spare: _Worker | None = None  # started after the first kill, so a replacement is warm
         self.restarts = 0
         self.golds: dict[str, GoldInfo] = {}
+        self._start_failures = 0
         self._lock = threading.Lock()
 
     def __enter__(self) -> "MathGrader":
@@ -372,6 +373,10 @@ class MathGrader:
                 if w.fd in readable:
                     lines = w.read_lines()
                     if lines is None:  # crashed (e.g. memory limit): its task is incorrect
+                        self._start_failures = 0 if w.ready else self._start_failures + 1
+                        if self._start_failures >= 3:
+                            raise RuntimeError(f"grading workers exit at start-up (3 in a row); run {sys.executable} -c "
+                                               f"{_WORKER_CODE!r} to see why")
                         if w.task is not None:
                             replies[w.task] = {"status": "error: worker died", "correct": False}
                             busy -= 1

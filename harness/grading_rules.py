@@ -80,7 +80,7 @@ def choice_letter(pred: str) -> str | None:
 
 
 # ----------------------------------------------------------------------------- 3. percent
-_PERCENT_RE = re.compile(r"\s*(?:\\%|%|\\text\{\s*\\?%\s*\}|\\,?\\text\{\s*percent\s*\})\s*$")
+_PERCENT_RE = re.compile(r"\s*(?:\\%|%|\\text\{\s*\\?%\s*\}|(?:\\,)?\\text\{\s*percent\s*\})\s*$")
 
 
 def percent_forms(answer: str) -> list[str]:
