@@ -112,10 +112,14 @@ class HFSampler:
                 with torch.no_grad():
                     ids = self.model.generate(
                         **enc, do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
-                        top_p=top_p, top_k=0, repetition_penalty=1.0, max_new_tokens=max_new_tokens, num_return_sequences=m,
+                        top_p=top_p, top_k=0, repetition_penalty=1.0, max_new_tokens=max_new_tokens,
+                        num_return_sequences=1 if temperature == 0 else m,
                         pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_ids,
                     )
                 comps += self.decode(ids[:, enc["input_ids"].shape[1]:])
+                if temperature == 0:  # greedy: one completion is every completion (generate refuses m > 1)
+                    comps *= n
+                    break
             out.append(comps)
         return out
 
@@ -161,15 +165,16 @@ class VLLMSampler:
         return render_prompt(self.tokenizer, problem, system)
 
     def generate(self, prompts, n, temperature, top_p, max_new_tokens, seed):
+        # vLLM refuses n > 1 with greedy decoding: ask n times for one (identical) completion instead
+        reps, per = (n, 1) if temperature == 0 else (1, n)
         params = [
-            self.sampling_params(n=n, temperature=temperature, top_p=top_p, top_k=0, repetition_penalty=1.0,
+            self.sampling_params(n=per, temperature=temperature, top_p=top_p, top_k=0, repetition_penalty=1.0,
                                  max_tokens=max_new_tokens, seed=seed_for(seed, i))
-            for i in range(len(prompts))
+            for i in range(len(prompts)) for _ in range(reps)
         ]
-        outs = self.llm.generate(prompts, params, use_tqdm=False)
-        return [
-            [Completion(o.text, len(o.token_ids), o.finish_reason == "length") for o in req.outputs] for req in outs
-        ]
+        outs = self.llm.generate([p for p in prompts for _ in range(reps)], params, use_tqdm=False)
+        comps = [Completion(o.text, len(o.token_ids), o.finish_reason == "length") for req in outs for o in req.outputs]
+        return [comps[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 
 SAMPLERS: dict[str, SamplerFactory] = {"hf": HFSampler, "vllm": VLLMSampler}
