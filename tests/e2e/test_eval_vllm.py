@@ -5,7 +5,8 @@ locally built byte-level tokenizer is saved in a temporary folder; `.venv-vllm/b
 runs as a subprocess, and its results are compared with the `hf` backend's (this venv):
 - greedy: the same prompts (prompts_sha256), the same settings, and token-for-token the same
   completions, so the same grading (extracted answers, statuses, correct);
-- sampled (n=4, temperature 0.6, top-p 0.95): the results layout, lengths and truncation flags.
+- sampled (n=16, temperature 0.6, top-p 0.95; prompts long enough to need several prefill steps):
+  the results layout, lengths and truncation flags.
 
 The vLLM venv is built by `make install-vllm` (part of `make test`). Without it this test skips
 with the reason; under CI (CI=true) a missing venv is a failure, never a skip.
@@ -13,6 +14,7 @@ with the reason; under CI (CI=true) a missing venv is a failure, never a skip.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -55,7 +57,7 @@ def byte_to_unicode() -> dict[int, str]:
     return table
 
 
-def make_tiny_qwen2(path: Path) -> Path:
+def make_tiny_qwen2(path: Path, max_positions: int = 512) -> Path:
     """A 2-layer random Qwen2 and a byte-level tokenizer over newline + printable ASCII (whole characters only)."""
     import torch
     import transformers
@@ -74,7 +76,7 @@ def make_tiny_qwen2(path: Path) -> Path:
     fast.chat_template = CHAT_TEMPLATE
     cfg = transformers.Qwen2Config(
         vocab_size=len(vocab), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=512, eos_token_id=vocab["<|im_end|>"],
+        num_key_value_heads=1, max_position_embeddings=max_positions, eos_token_id=vocab["<|im_end|>"],
         bos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"], tie_word_embeddings=True,
         initializer_range=0.5,  # peaked logits: greedy choices are far from ties, so both engines agree
     )
@@ -102,7 +104,7 @@ def fill(args: list[str], n: int, t: float) -> list[str]:
 @pytest.mark.e2e
 def test_eval_vllm_cpu_engine_matches_hf(tmp_path: Path, math_fixtures: Path) -> None:
     exe = vllm_harness()
-    model = make_tiny_qwen2(tmp_path / "tiny_qwen2")
+    model = make_tiny_qwen2(tmp_path / "tiny_qwen2", max_positions=2048)
     benches = ["-b", f"math500={FIX / 'math500_mini.jsonl'}", "-b", f"aime25={math_fixtures / 'aime2025_verl_mini.parquet'}"]
     out = tmp_path / "results"
     out.mkdir()
@@ -125,14 +127,22 @@ def test_eval_vllm_cpu_engine_matches_hf(tmp_path: Path, math_fixtures: Path) ->
     pd.testing.assert_frame_equal(sa, sb)  # correct, length (tokens), truncated
     assert list(sb.columns) == list(SAMPLE_COLUMNS)
 
-    # sampled: the paper's sampling settings through vLLM, n completions per problem
-    run_vllm(exe, model, out, "vllm_sampled", benches + fill(SHARED, 4, 0.6))
+    # sampled: the paper's sampling settings through vLLM, n completions per problem. 4 prompts of
+    # ~1,500 tokens x 16 sequences need several prefill steps of 4,096 tokens: chunked prefill used to
+    # crash seeded requests on the CPU ("CPU Generator does not use offset")
+    long = tmp_path / "long.jsonl"
+    long.write_text("\n".join(json.dumps({
+        "problem": f"Problem {i}: " + " ".join(f"the value of x_{j} is {j * i % 97};" for j in range(60)) + " What is x_3?",
+        "answer": str(3 * i % 97), "unique_id": f"long{i}"}) for i in range(4)))
+    sampled = ["-b", f"math500={FIX / 'math500_mini.jsonl'}", "-b", f"long={long}"] + fill(SHARED, 16, 0.6)
+    sampled[sampled.index("--limit") + 1] = "4"
+    run_vllm(exe, model, out, "vllm_sampled", sampled)
     run = load_run(out / "cmp" / "vllm_sampled")
     spec = yaml.safe_load((out / "cmp" / "vllm_sampled" / "spec.yaml").read_text())
-    assert run.state == "done" and spec["eval"]["n"] == 4 and spec["eval"]["temperature"] == 0.6
+    assert run.state == "done" and spec["eval"]["n"] == 16 and spec["eval"]["temperature"] == 0.6
     df = run.samples
-    assert len(df) == 2 * 2 * 4 and df.groupby(["benchmark", "problem_id"]).size().eq(4).all()
+    assert len(df) == (4 + 4) * 16 and df.groupby(["benchmark", "problem_id"]).size().eq(16).all()
     assert df["length"].between(1, 24).all() and (df["truncated"] == (df["length"] == 24)).all()
     comp = read_completions(out / "cmp" / "vllm_sampled")
     assert comp.groupby("problem_id")["text"].nunique().gt(1).all()  # samples differ within a problem
-    assert {"eval/math500/pass@4", "time/math500/generate_s"} <= set(run.metrics.columns)
+    assert {"eval/long/pass@16", "time/long/generate_s"} <= set(run.metrics.columns)
