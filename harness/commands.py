@@ -1,10 +1,13 @@
-"""`harness run`, `harness validate` and `harness list`."""
+"""`harness run`, `harness validate` and `harness list`.
+
+Heavy imports (torch through `algorithms` and `harness.config`) happen inside the commands, so
+`harness run --help` stays fast.
+"""
 
 from __future__ import annotations
 
 import inspect
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -12,14 +15,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-import algorithms
-from harness.config import expand, load_experiment, warn_if_clip_cannot_bind
 from harness.errors import UserError
 
 err_console = Console(stderr=True)
 
 
 def _load_with_warnings(file: Path):
+    from harness.config import load_experiment, warn_if_clip_cannot_bind
+
     exp = load_experiment(file)
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
@@ -34,31 +37,72 @@ def run_command(
     results_dir: Path = typer.Option(Path("results"), "--results", help="Results root; runs go to <results>/<experiment>/<run_id>/."),
     jobs: int = typer.Option(0, "--jobs", "-j", help="Parallel runs (processes). 0 = CPU cores / train.threads."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Warm-start cache (default $NGRPO_HARNESS_CACHE or ~/.cache/ngrpo-harness)."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Skip runs that another live `harness run` is training (default: wait for them)."),
+    summary_every: float = typer.Option(30.0, "--summary-every", help="When output is not a terminal: seconds between progress summary lines (0 = none)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate, then print what each run would execute (for verl: the exact `main_ppo` command and Hydra overrides) and start nothing."),
 ) -> None:
     """Run every (variant, seed) of an experiment: finished runs are skipped, interrupted ones resumed.
 
-    The file is validated completely before anything is written. Ctrl-C stops cleanly: rerunning
-    the same command resumes from the last checkpoint and ends with identical results.
+    The file is validated completely before anything is written (for `backend: verl`, every run's
+    overrides are composed and checked against the installed verl config). Ctrl-C (or SIGTERM) stops
+    cleanly: nothing new starts, running runs save a checkpoint of their current step and stop,
+    exit code 130 (143 for SIGTERM); a second Ctrl-C quits at once. Rerunning the same command
+    resumes and ends with identical results. Two commands on the same results cooperate: a run
+    held by the other is waited for (or skipped with --no-wait), the warm start is built once.
+    Exit code 0 when every run is done, whoever ran it; 1 otherwise. On a terminal progress is
+    shown as bars; otherwise (nohup, CI, a pipe) as one line per event plus periodic summaries.
     """
     from harness.runner import DEFAULT_CACHE, run_experiment
 
     exp = _load_with_warnings(file)
+    if dry_run:
+        from harness.backends import dry_run as print_dry_run
+
+        print_dry_run(exp, results_dir, cache_dir or DEFAULT_CACHE)
+        return
     if jobs < 0:
         raise UserError("--jobs: must be >= 0 (0 = automatic)")
+    if summary_every < 0:
+        raise UserError("--summary-every: must be >= 0 seconds (0 = no summaries)")
     jobs = jobs or max(1, (os.cpu_count() or 1) // exp.train.threads)
-    try:
-        states = run_experiment(exp, results_dir, jobs, cache_dir or DEFAULT_CACHE, err_console, source=file.read_text())
-    except KeyboardInterrupt:
-        sys.exit(130)
+    states = run_experiment(exp, results_dir, jobs, cache_dir or DEFAULT_CACHE, err_console, source=file.read_text(),
+                            wait=not no_wait, summary_every=summary_every)
     failed = [r for r, s in states.items() if s != "done"]
     err_console.print(f"{len(states) - len(failed)}/{len(states)} runs done under {results_dir / exp.name}")
     if failed:
-        err_console.print(f"[red]not done: {', '.join(failed)}[/] (see status.json in each run folder)")
+        held = [r for r in failed if states[r] == "held"]
+        if held:
+            err_console.print(f"[yellow]still running in another process (--no-wait): {', '.join(held)}[/]")
+        if len(held) < len(failed):
+            err_console.print(f"[red]not done: {', '.join(r for r in failed if r not in held)}[/] (see status.json in each run folder)")
         raise typer.Exit(1)
 
 
-def validate_command(file: Path = typer.Argument(..., help="Experiment YAML to check.")) -> None:
-    """Check an experiment file without running it: schema, presets, knobs, sizes; list the runs it makes."""
+def validate_command(
+    file: Path = typer.Argument(None, help="Experiment or sweep YAML to check."),
+    schema: bool = typer.Option(False, "--schema", help="Print every field of experiment and sweep files (type, constraints, default, description) and exit."),
+) -> None:
+    """Check an experiment or sweep file without running it, or print the schema (--schema).
+
+    An experiment file: schema, presets, knobs and sizes are checked and the runs it makes listed.
+    A sweep file (it has `experiment:` and `params:`): the sweep and its base experiment are checked.
+    """
+    if schema:
+        from harness.config import Experiment
+        from harness.schema import format_schema
+        from harness.sweep import SweepConfig
+
+        print(format_schema("Experiment file (harness run / validate); unknown fields are refused", Experiment))
+        print()
+        print(format_schema("Sweep file (harness sweep); `experiment` is a path relative to the sweep file", SweepConfig))
+        return
+    if file is None:
+        raise UserError("validate: give an experiment or sweep file, or --schema to print the schema")
+    from harness.config import expand, is_sweep_file, read_yaml
+
+    if file.is_file() and is_sweep_file(read_yaml(file)):
+        _validate_sweep(file)
+        return
     exp = _load_with_warnings(file)
     table = Table(title=f"{exp.name}: {len(exp.variants)} variants x {len(exp.seeds)} seeds")
     for col in ("variant", "seed", "run_id", "advantage", "policy loss", "filter", "shaper"):
@@ -70,12 +114,25 @@ def validate_command(file: Path = typer.Argument(..., help="Experiment YAML to c
     Console().print(f"[green]ok[/]: {file}")
 
 
+def _validate_sweep(file: Path) -> None:
+    from harness.sweep import load_sweep
+
+    cfg, exp = load_sweep(file)
+    params = ", ".join(f"{k} in [{r.low:g}, {r.high:g}]{' (log)' if r.log else ''}" for k, r in cfg.params.items())
+    Console().print(f"sweep over variant {cfg.variant!r} of {exp.name} ({cfg.experiment}): {params}; objective: final "
+                    f"Pass@k AUC on {cfg.benchmark!r}; {cfg.trials} trials x {len(cfg.seeds)} seed(s); "
+                    f"results in {exp.name}_sweep_{cfg.variant}/")
+    Console().print(f"[green]ok[/]: {file} (sweep file; run it with `harness sweep {file}`)")
+
+
 def _first_line(fn) -> str:
     return (inspect.getdoc(fn) or "").split("\n")[0]
 
 
 def list_command() -> None:
     """Show the registered pieces (with their knobs) and every preset's settings."""
+    import algorithms
+
     console = Console()
     pieces = Table(title="Registered pieces")
     for col in ("role", "name", "knobs (defaults)", "description"):

@@ -10,22 +10,26 @@ continues where it stopped.
 
 from __future__ import annotations
 
+import logging
+import signal
+import sys
+import threading
 from pathlib import Path
 from typing import Literal
 
 import typer
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness import results
-from harness.config import CLIP_KNOBS, Experiment, Name, clip_cannot_bind, expand, load_experiment
-from harness.errors import UserError
+from harness.config import CLIP_KNOBS, Experiment, Name, clip_cannot_bind, expand, load_experiment, read_yaml, validation_message
+from harness.errors import Interrupted, StopRequested, UserError
+from harness.executor import StopSignals
 
 
 class Range(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    low: float
-    high: float
+    low: float = Field(description="lower end of the range")
+    high: float = Field(description="upper end of the range")
     log: bool = Field(False, description="sample on a log scale")
 
     @model_validator(mode="after")
@@ -43,7 +47,7 @@ class SweepConfig(BaseModel):
     benchmark: str = Field(description="held-out benchmark whose final Pass@k AUC is maximised")
     trials: int = Field(12, gt=0, description="number of trials (more can be added by running again)")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="seeds per trial (objective = mean AUC)")
-    sampler: Literal["tpe", "random"] = "tpe"
+    sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna sampler: TPE or uniform random")
     pruner: Literal["median", "none"] = Field("median", description="prune trials whose intermediate AUC is below the median")
     seed: int = Field(0, description="Optuna sampler seed")
 
@@ -51,13 +55,13 @@ class SweepConfig(BaseModel):
 def load_sweep(path: Path) -> tuple[SweepConfig, Experiment]:
     if not path.is_file():
         raise UserError(f"{path}: no such sweep file")
+    raw = read_yaml(path) or {}
+    if isinstance(raw, dict) and "variants" in raw:
+        raise UserError(f"{path}: this is an experiment file (it has `variants:`): run it with `harness run {path}`")
     try:
-        cfg = SweepConfig.model_validate(yaml.safe_load(path.read_text()) or {})
+        cfg = SweepConfig.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        raise UserError(f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg'].removeprefix('Value error, ')}") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise UserError(f"{path}: {validation_message(e, SweepConfig)}") from None
     exp = load_experiment(path.parent / cfg.experiment)
     if cfg.variant not in {v.name for v in exp.variants}:
         raise UserError(f"{path}: variant: {cfg.variant!r} is not in {cfg.experiment} (variants: {', '.join(v.name for v in exp.variants)})")
@@ -75,7 +79,7 @@ def trial_exp(cfg: SweepConfig, exp: Experiment, params: dict[str, float]) -> Ex
     """The base experiment reduced to the swept variant with the trial's overrides."""
     base = next(v for v in exp.variants if v.name == cfg.variant)
     tag = "_".join(f"{k}{v:.4g}" for k, v in sorted(params.items()))
-    raw = exp.model_dump()
+    raw = exp.model_dump(exclude={"verl"} if exp.backend == "local" else set())  # `verl:` only on verl experiments
     raw.update(name=f"{exp.name}_sweep_{cfg.variant}", seeds=list(cfg.seeds),
                variants=[{"name": f"{cfg.variant}__{tag}", "preset": base.preset, "overrides": {**base.overrides, **params}}])
     try:
@@ -86,24 +90,39 @@ def trial_exp(cfg: SweepConfig, exp: Experiment, params: dict[str, float]) -> Ex
     return out
 
 
-def run_trial(trial, cfg: SweepConfig, exp: Experiment, results_dir: Path, cache_dir: Path) -> float:
-    """Train the trial's runs one after another; report intermediate AUCs; return the mean final AUC."""
+def run_trial(trial, cfg: SweepConfig, exp: Experiment, results_dir: Path, cache_dir: Path,
+              stop: threading.Event | None = None, current: dict | None = None) -> float:
+    """Train the trial's runs one after another; report intermediate AUCs; return the mean final AUC.
+
+    Once `stop` is set, the running run checkpoints its current step and StopRequested propagates;
+    `current` records the trial's number, params and run folder so the caller can re-queue it."""
     import optuna
 
     from harness.backends import get_backend
 
+    stop = stop or threading.Event()
+
+    def check_stop(*_args) -> None:
+        if stop.is_set():
+            raise StopRequested()
+
+    check_stop()
     params = {k: trial.suggest_float(k, r.low, r.high, log=r.log) for k, r in cfg.params.items()}
     texp = trial_exp(cfg, exp, params)
     finals = []
     for i, spec in enumerate(expand(texp)):
         rd = results_dir / texp.name / spec["run_id"]
+        if current is not None:
+            current.update(number=trial.number, params=params, run_dir=rd)
         rd.mkdir(parents=True, exist_ok=True)
         results.write_spec(rd, spec)
         backend = get_backend(spec["backend"])
-        backend.prepare(spec, cache_dir)
+        if backend.shared_key(spec, cache_dir) is not None:
+            backend.prepare(spec, cache_dir, progress=check_stop)
         key = f"eval/{cfg.benchmark}/auc"
 
         def report(step: int, total: int, rec: dict, _i: int = i, _rd: Path = rd) -> None:
+            check_stop()
             if step % spec["eval"]["every"] == 0 and _i == 0:
                 evals = [r for r in results.read_metrics_records(_rd) if r.get("kind") == "eval" and key in r]
                 trial.report(evals[-1][key], step)
@@ -119,6 +138,27 @@ def run_trial(trial, cfg: SweepConfig, exp: Experiment, results_dir: Path, cache
     return float(sum(finals) / len(finals))
 
 
+def _quiet_stop(record: logging.LogRecord) -> bool:
+    """Logging filter: drop Optuna's "Trial N failed" record (and traceback) for a stop request."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, (StopRequested, KeyboardInterrupt)) and "StopRequested()" not in record.getMessage()
+
+
+def _requeue_interrupted(study, current: dict) -> None:
+    """Queue the interrupted trial's params again (same run ids: its runs resume from their checkpoints)."""
+    if not current:
+        print("stopped before a trial started; rerun the same command to continue the sweep", file=sys.stderr)
+        return
+    study.enqueue_trial(current["params"], user_attrs={"resumes_trial": current["number"]})
+    rd = current["run_dir"]
+    st = results.read_status(rd)
+    if st.get("state") != "done":
+        results.write_status(rd, "pending", step=st.get("step", 0), total_steps=st.get("total_steps"),
+                             error="interrupted; run `harness sweep` again to resume this trial from its checkpoint")
+    print(f"stopped: trial {current['number']} checkpointed at step {st.get('step', 0)} ({rd.name}); "
+          f"rerun the same command to resume it", file=sys.stderr)
+
+
 def sweep_command(
     file: Path = typer.Argument(..., help="Sweep YAML (see experiments/eps_sweep.yaml)."),
     results_dir: Path = typer.Option(Path("results"), "--results", help="Results root; trials go to <results>/<experiment>_sweep_<variant>/."),
@@ -129,6 +169,8 @@ def sweep_command(
 
     Resumable: the study is stored in <results>/<experiment>_sweep_<variant>/optuna.journal and
     every trial is a normal run folder, so `harness report` shows the trials as variants.
+    Ctrl-C or SIGTERM: the running trial saves a checkpoint of its current step and is queued
+    again, exit 130 (143); rerunning the same command resumes it (a second Ctrl-C quits at once).
     """
     import optuna
 
@@ -147,10 +189,21 @@ def sweep_command(
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3) if cfg.pruner == "median" else optuna.pruners.NopPruner()
     study = optuna.create_study(study_name=out.name, storage=storage, sampler=sampler, pruner=pruner,
                                 direction="maximize", load_if_exists=True)
-    todo = (trials or cfg.trials) - len([t for t in study.trials if t.state.is_finished()])
-    if todo > 0:
-        study.optimize(lambda t: run_trial(t, cfg, exp, results_dir, cache_dir or DEFAULT_CACHE), n_trials=todo,
-                       show_progress_bar=True, catch=())
+    if study.trials:  # a continued study: a sampler re-seeded with cfg.seed would repeat the first trials' params
+        seed = cfg.seed + len(study.trials)
+        study.sampler = optuna.samplers.TPESampler(seed=seed) if cfg.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed)
+    ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)  # an interrupted (FAIL) trial is re-queued
+    todo = (trials or cfg.trials) - len([t for t in study.trials if t.state in ended])
+    current: dict = {}
+    logging.getLogger("optuna.study._optimize").addFilter(_quiet_stop)  # an interrupted trial: no traceback
+    with StopSignals() as sig:
+        try:
+            if todo > 0:
+                study.optimize(lambda t: run_trial(t, cfg, exp, results_dir, cache_dir or DEFAULT_CACHE, sig.stop, current),
+                               n_trials=todo, show_progress_bar=True, catch=())
+        except (StopRequested, KeyboardInterrupt) as e:
+            _requeue_interrupted(study, current)
+            raise Interrupted(getattr(e, "signum", None) or sig.signum or signal.SIGINT) from None
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     for t in sorted(done, key=lambda t: -t.value):
         print(f"trial {t.number:3d}  AUC({cfg.benchmark}) {t.value:7.2f}  " + "  ".join(f"{k}={v:.4g}" for k, v in t.params.items()))

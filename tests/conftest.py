@@ -31,3 +31,53 @@ def math_fixtures(tmp_path_factory) -> Path:
     pd.DataFrame(VERL_ROWS).to_parquet(out / "aime2025_verl_mini.parquet")
     pd.DataFrame(FLAT_ROWS).to_parquet(out / "flat_mini.parquet")
     return out
+
+
+TINY_EXPERIMENT = {  # a real experiment at the smallest scale that exercises everything (seconds per run)
+    "name": "tiny",
+    "seeds": [0],
+    "model": {"n_layer": 1, "n_head": 2, "d_model": 32},
+    "warm_start": {"steps": 30, "batch_size": 32, "min_ops": 2, "max_ops": 4},
+    "train": {"steps": 4, "prompts_per_step": 4, "group_size": 4, "mini_batches": 2, "max_new_tokens": 16,
+              "checkpoint_every": 2, "lr": 1.0e-3},
+    "eval": {"every": 2, "n": 4, "benchmarks": {"easy": {"min_ops": 2, "max_ops": 3, "problems": 6}}},
+    "variants": [{"name": "grpo", "preset": "grpo"}],
+}
+
+
+def _make_tiny(directory: Path, **changes) -> Path:
+    import copy
+
+    import yaml
+
+    raw = copy.deepcopy(TINY_EXPERIMENT)
+    for key, val in changes.items():
+        raw[key] = {**raw[key], **val} if isinstance(val, dict) and isinstance(raw.get(key), dict) else val
+    path = Path(directory) / f"{raw['name']}-{len(list(Path(directory).glob('*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_tiny_experiment():
+    """make_tiny_experiment(dir, name=..., train={...}, variants=[...]) -> path of an experiment YAML in dir
+    (dict values update the matching section of TINY_EXPERIMENT, anything else replaces the key)."""
+    return _make_tiny
+
+
+@pytest.fixture()
+def tiny_experiment(tmp_path):
+    """tiny_experiment(**changes): make_tiny_experiment in tmp_path."""
+    return lambda **changes: _make_tiny(tmp_path, **changes)
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store, built once: MLflow's table migrations take ~10 s on a busy 2-core
+    machine. Copy it to <results>/mlflow.db before a run logs to MLflow there."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db

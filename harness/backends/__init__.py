@@ -39,7 +39,10 @@ class Backend(Protocol):
         """Build the shared artefact of `spec` (e.g. the warm start) into cache_dir."""
 
     def train(self, spec: dict, run_dir: Path, cache_dir: Path, progress: Progress | None = None) -> None:
-        """Run or resume one RunSpec into run_dir; status.json ends 'done' or the call raises."""
+        """Run or resume one RunSpec into run_dir; status.json ends 'done' or the call raises.
+
+        Call progress after every step: once the user asked to stop (Ctrl-C, SIGTERM) it raises
+        harness.errors.StopRequested; save a checkpoint of that step, then let it propagate."""
 
     def has_checkpoint(self, run_dir: Path) -> bool:
         """Whether run_dir holds a resumable checkpoint."""
@@ -56,3 +59,25 @@ def get_backend(name: str) -> Backend:
         module, _, cls = BACKENDS[name].partition(":")
         _instances[name] = getattr(importlib.import_module(module), cls)()
     return _instances[name]
+
+
+def dry_run(exp, results_dir: Path, cache_dir: Path) -> None:
+    """Print what `harness run` would execute for every run of `exp`, writing and starting nothing."""
+    from harness.config import expand
+
+    if exp.backend == "verl":
+        from harness.backends.verl.backend import VerlBackend
+        from harness.backends.verl.cluster import environment, shell_line
+
+        for run in VerlBackend().check(exp, results_dir, cache_dir, need_gpu=False):
+            spec = run["spec"]
+            print(f"# {spec['run_id']} -> {run['run_dir']}")
+            if spec["verl"]["mode"] == "cluster":
+                print(shell_line(run["overrides"], environment(spec, None)))
+            else:
+                print("# in-process: verl's engine on this CPU with these overrides")
+                print("\n".join(run["overrides"]))
+            print()
+        return
+    for spec in expand(exp):
+        print(f"# {spec['run_id']} -> {Path(results_dir) / exp.name / spec['run_id']} (local backend, in a worker process)")

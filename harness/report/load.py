@@ -176,7 +176,7 @@ def _fingerprint(spec: dict) -> str:
     """The settings of a run minus what differs between seeds of one variant."""
     import json
 
-    rest = {k: v for k, v in spec.items() if k not in ("seed", "run_id")}
+    rest = {k: v for k, v in spec.items() if k not in ("seed", "run_id", "loggers")}  # trackers change no result
     if isinstance(rest.get("warm_start"), dict):
         rest["warm_start"] = {k: v for k, v in rest["warm_start"].items() if k != "seed"}
     return json.dumps(rest, sort_keys=True, default=str)

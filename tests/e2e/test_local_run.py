@@ -17,25 +17,7 @@ from harness.cli import main
 
 pytestmark = pytest.mark.e2e
 
-TINY = {
-    "name": "tiny",
-    "seeds": [0],
-    "model": {"n_layer": 1, "n_head": 2, "d_model": 32},
-    "warm_start": {"steps": 30, "batch_size": 32, "min_ops": 2, "max_ops": 4},
-    "train": {"steps": 4, "prompts_per_step": 4, "group_size": 4, "mini_batches": 2, "max_new_tokens": 16,
-              "checkpoint_every": 2, "lr": 1.0e-3},
-    "eval": {"every": 2, "n": 4, "benchmarks": {"easy": {"min_ops": 2, "max_ops": 3, "problems": 6}}},
-    "variants": [{"name": p, "preset": p} for p in ("ppo", "grpo", "dapo", "psr_nsr", "ngrpo")],
-}
-
-
-def write_exp(tmp_path: Path, **changes) -> Path:
-    raw = yaml.safe_load(yaml.safe_dump(TINY))
-    for key, val in changes.items():
-        raw[key] = {**raw[key], **val} if isinstance(val, dict) and isinstance(raw.get(key), dict) else val
-    p = tmp_path / f"exp-{len(list(tmp_path.glob('exp-*')))}.yaml"
-    p.write_text(yaml.safe_dump(raw))
-    return p
+PRESETS = [{"name": p, "preset": p} for p in ("ppo", "grpo", "dapo", "psr_nsr", "ngrpo")]
 
 
 def cli(*args: str) -> None:
@@ -55,8 +37,8 @@ def env(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_every_preset_runs_and_writes_complete_results(env):
-    exp = write_exp(env)
+def test_every_preset_runs_and_writes_complete_results(env, tiny_experiment):
+    exp = tiny_experiment(variants=PRESETS)
     cli("run", str(exp), "--results", str(env / "res"), "--jobs", "2", "--cache-dir", str(env / "cache"))
     runs = results.find_run_dirs(env / "res" / "tiny")
     assert len(runs) == 5
@@ -82,8 +64,8 @@ def test_every_preset_runs_and_writes_complete_results(env):
     assert before == {rd: (rd / "samples.parquet").stat().st_mtime_ns for rd in runs}
 
 
-def test_same_runspec_twice_gives_identical_samples(env):
-    exp = write_exp(env, variants=[{"name": "ngrpo", "preset": "ngrpo"}])
+def test_same_runspec_twice_gives_identical_samples(env, tiny_experiment):
+    exp = tiny_experiment(variants=[{"name": "ngrpo", "preset": "ngrpo"}])
     for out in ("a", "b"):
         cli("run", str(exp), "--results", str(env / out), "--jobs", "1", "--cache-dir", str(env / "cache"))
     (ra,), (rb,) = results.find_run_dirs(env / "a"), results.find_run_dirs(env / "b")
@@ -92,9 +74,9 @@ def test_same_runspec_twice_gives_identical_samples(env):
     assert strip_times(results.read_metrics_records(ra)) == strip_times(results.read_metrics_records(rb))
 
 
-def test_sigkill_mid_training_then_resume_matches_uninterrupted(env):
+def test_sigkill_mid_training_then_resume_matches_uninterrupted(env, tiny_experiment):
     changes = dict(variants=[{"name": "grpo", "preset": "grpo"}], train={"steps": 10, "checkpoint_every": 3}, eval={"every": 5})
-    exp = write_exp(env, **changes)
+    exp = tiny_experiment(**changes)
     cmd = [sys.executable, "-m", "harness", "run", str(exp), "--results", str(env / "killed"), "--jobs", "1",
            "--cache-dir", str(env / "cache")]
     # uninterrupted reference (also builds the cached warm start)
@@ -123,8 +105,8 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted(env):
     assert strip_times(results.read_metrics_records(ref)) == strip_times(results.read_metrics_records(run_dir))
 
 
-def test_harness_eval_on_a_local_checkpoint(env):
-    exp = write_exp(env, variants=[{"name": "grpo", "preset": "grpo"}], train={"steps": 2})
+def test_harness_eval_on_a_local_checkpoint(env, tiny_experiment):
+    exp = tiny_experiment(variants=[{"name": "grpo", "preset": "grpo"}], train={"steps": 2})
     cli("run", str(exp), "--results", str(env / "res"), "--jobs", "1", "--cache-dir", str(env / "cache"))
     (run_dir,) = results.find_run_dirs(env / "res")
     bench = env / "mc.jsonl"
@@ -141,9 +123,9 @@ def test_harness_eval_on_a_local_checkpoint(env):
     assert e.value.code == 2 and not (env / "ev2").exists()
 
 
-def test_sweep_runs_trials_and_refuses_meaningless_eps_sweeps(env, capsys):
+def test_sweep_runs_trials_and_refuses_meaningless_eps_sweeps(env, capsys, tiny_experiment):
     pytest.importorskip("optuna")
-    exp = write_exp(env, variants=[{"name": "ngrpo", "preset": "ngrpo"}], train={"steps": 2})
+    exp = tiny_experiment(variants=[{"name": "ngrpo", "preset": "ngrpo"}], train={"steps": 2})
     sweep = env / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({"experiment": exp.name, "variant": "ngrpo", "benchmark": "easy", "trials": 2,
                                      "pruner": "none", "params": {"eps_pos": {"low": 0.1, "high": 0.3}}}))
@@ -154,7 +136,7 @@ def test_sweep_runs_trials_and_refuses_meaningless_eps_sweeps(env, capsys):
     assert eps[0] != eps[1] and all(0.1 <= e <= 0.3 for e in eps)
     cli("sweep", str(sweep), "--results", str(env / "res"), "--cache-dir", str(env / "cache"))  # resumes: nothing new
     assert len(results.find_run_dirs(env / "res" / "tiny_sweep_ngrpo")) == 2
-    one_mb = write_exp(env, variants=[{"name": "ngrpo", "preset": "ngrpo"}], train={"mini_batches": 1})
+    one_mb = tiny_experiment(variants=[{"name": "ngrpo", "preset": "ngrpo"}], train={"mini_batches": 1})
     bad = env / "bad_sweep.yaml"
     for exp_file, params, msg in [(one_mb, {"eps_neg": {"low": 0.1, "high": 0.2}}, "no clip bound can bind"),
                                   (exp, {"eps_typo": {"low": 0.1, "high": 0.2}}, "unknown knob 'eps_typo'")]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.errors import UserError
 from harness.backends.local.model import CharTokenizer, ModelConfig, TinyGPT
 from harness.tasks import modchain
 
@@ -74,6 +75,25 @@ def train_problems(spec: dict, n: int, min_ops: int, max_ops: int, *seed_parts: 
     while len(out) < n:
         out.extend(p for p in modchain.sample_problems(r, n, min_ops, max_ops) if p.prompt not in exclude)
     return out[:n]
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be loaded safely; the message names the file."""
+
+
+def load_checkpoint(path: Path) -> dict:
+    """torch.load with weights_only=True: tensors and plain containers only, never arbitrary pickled code
+    (a results folder may come from someone else). Anything else -> CheckpointError naming the file."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: refused to load: it holds more than tensors and plain containers, which could run code "
+            f"when loaded ({first}); only load checkpoints written by this harness, or delete it to start the run over"
+        ) from None
 
 
 def atomic_torch_save(obj: object, path: Path) -> None:

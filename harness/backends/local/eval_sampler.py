@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import yaml
 
 from harness import results
@@ -35,8 +34,9 @@ class LocalSampler:
         common.pin_threads(self.spec["train"]["threads"])
         self.tok = common.tokenizer()
         self.model = common.build_model(self.spec)
-        self.model.load_state_dict(torch.load(ckpt, weights_only=False)["policy"])
-        self.step = int(torch.load(ckpt, weights_only=False)["step"])
+        state = common.load_checkpoint(ckpt)  # once, and never executing pickled code
+        self.model.load_state_dict(state["policy"])
+        self.step = int(state["step"])
 
     def render(self, problem: str, system: str) -> str:
         """The problem text itself (no system prompt); refuses characters outside the model's vocabulary."""

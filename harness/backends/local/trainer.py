@@ -24,12 +24,13 @@ import algorithms
 from algorithms.advantages import gae_advantages_and_returns
 from algorithms.losses import aggregate, kl_estimate, value_loss
 from harness import metrics as hm
-from harness import results
+from harness import results, tracking
 from harness.backends.local import common
 from harness.backends.local.rollout import Batch, collect_batch
 from harness.backends.local.sampler import chunked_forward, sample, sequence_forward
 from harness.backends.local.warmstart import load_warm_start
 from harness.config import import_plugins
+from harness.errors import StopRequested
 from harness.tasks import modchain
 
 MICRO = 64  # sequences per forward: one 512-sequence forward is erratic on a 2-core VM, chunks of 64 are not
@@ -183,7 +184,7 @@ def train(spec: dict, run_dir: Path, cache_dir: Path, progress: Progress | None 
     trainer = LocalTrainer(spec, cache_dir)
     start = 0
     if ckpt_path.exists():
-        start = trainer.load(torch.load(ckpt_path, weights_only=False))
+        start = trainer.load(common.load_checkpoint(ckpt_path))
     # Drop anything logged after the checkpoint (a killed run may have gone further before dying);
     # with no checkpoint, start clean (the step-0 evaluation is redone).
     keep = (lambda r: r.get("step", 0) <= start) if start else (lambda r: False)
@@ -193,12 +194,19 @@ def train(spec: dict, run_dir: Path, cache_dir: Path, progress: Progress | None 
         results.write_samples(run_dir, samples[samples["step"] <= start] if start else samples.iloc[:0])
     steps, ev = spec["train"]["steps"], spec["eval"]
     results.write_status(run_dir, "running", step=start, total_steps=steps, threads=torch.get_num_threads())
+    tracker = tracking.start(spec, run_dir)  # the experiment's `loggers:` get every metrics.jsonl record; never fails the run
 
     def do_eval(step: int) -> None:
         t0 = time.perf_counter()
         rows = evaluate(trainer.policy, spec, step)
         results.append_samples(run_dir, rows)
-        results.append_metrics(run_dir, {"kind": "eval", "step": step, "time/eval_s": time.perf_counter() - t0, **hm.eval_summary(rows, ev["k_max"])})
+        rec = {"kind": "eval", "step": step, "time/eval_s": time.perf_counter() - t0, **hm.eval_summary(rows, ev["k_max"])}
+        results.append_metrics(run_dir, rec)
+        tracker.log(rec)
+
+    def checkpoint(step: int) -> None:
+        common.atomic_torch_save(trainer.state(step), ckpt_path)
+        results.write_status(run_dir, "running", step=step, total_steps=steps, threads=torch.get_num_threads())
 
     if start == 0:
         do_eval(0)
@@ -210,11 +218,18 @@ def train(spec: dict, run_dir: Path, cache_dir: Path, progress: Progress | None 
             rec.update(trainer.update(batch, step))
         rec.update({"kind": "train", "step": step, "time/sample_s": t1 - t0, "time/train_s": time.perf_counter() - t1})
         results.append_metrics(run_dir, rec)
+        tracker.log(rec)
         if step % ev["every"] == 0 or step == steps:
             do_eval(step)
-        if step % spec["train"]["checkpoint_every"] == 0 or step == steps:
-            common.atomic_torch_save(trainer.state(step), ckpt_path)
-            results.write_status(run_dir, "running", step=step, total_steps=steps, threads=torch.get_num_threads())
+        saved = step % spec["train"]["checkpoint_every"] == 0 or step == steps
+        if saved:
+            checkpoint(step)
         if progress is not None:
-            progress(step, steps, rec)
+            try:
+                progress(step, steps, rec)
+            except StopRequested:  # Ctrl-C / SIGTERM: keep this step, then stop
+                if not saved:
+                    checkpoint(step)
+                raise
     results.write_status(run_dir, "done", step=steps, total_steps=steps, threads=torch.get_num_threads())
+    tracker.close()

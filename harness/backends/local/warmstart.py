@@ -66,4 +66,4 @@ def ensure_warm_start(spec: dict, cache_dir: Path, progress=None) -> Path:
 
 
 def load_warm_start(spec: dict, cache_dir: Path) -> dict:
-    return torch.load(warm_start_path(spec, cache_dir), weights_only=True)["state_dict"]
+    return common.load_checkpoint(warm_start_path(spec, cache_dir))["state_dict"]

@@ -1,0 +1,380 @@
+"""`verl: {mode: inproc}`: one RL run through verl's real engine, in this process, on the CPU.
+
+The step mirrors verl 0.9.1's v1 trainer (`PPOTrainer._step_once`) stage by stage, on verl's own
+objects: ActorRolloutRefWorker (actor, and a second one as reference), the critic TrainingWorker,
+FSDP2, `compute_advantage` with the registered estimators, the `ppo_loss`/`vanilla` policy loss,
+verl's reward manager, its validation-dump writer and its file logger. Only the rollout is the
+harness's (harness.backends.verl.rollout; verl cannot select a CPU rollout engine), and the
+TransferQueue/Ray plumbing is replaced by direct calls. The config is the one `compose()` builds,
+so a config that runs here is the one cluster mode would pass to `main_ppo`.
+
+    sample B prompts x n (rollout temperature/top-p) -> reward manager -> group filter (verl's rule,
+    refilling up to train.max_sample_rounds rounds) -> old log-probs (+entropy) -> ref log-probs ->
+    values -> in-reward KL -> advantages -> critic update -> actor update -> weight sync
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from algorithms.filters import group_outcomes
+from harness import results
+from harness.errors import StopRequested
+from harness.backends.local.common import derive_seed, pin_threads
+from harness.backends.verl import compat, ingest
+from harness.backends.verl import rollout as ro
+
+
+def _td(gen: ro.Generated, **extra):
+    """Padded batch -> the no-padding TensorDict verl's workers take (as ray_trainer v0 prepares it)."""
+    from tensordict import TensorDict
+    from verl.workers.utils.padding import left_right_2_no_padding
+
+    input_ids = torch.cat([gen.prompts, gen.responses], dim=1)
+    attn = torch.cat([gen.prompt_mask, gen.response_mask], dim=1)
+    pos = torch.clip(torch.cumsum(attn, dim=-1) - 1, min=0)
+    td = TensorDict({"input_ids": input_ids, "attention_mask": attn, "position_ids": pos, "prompts": gen.prompts,
+                     "responses": gen.responses, "response_mask": gen.response_mask, **extra}, batch_size=input_ids.shape[0])
+    return left_right_2_no_padding(td)
+
+
+def _select(gen: ro.Generated, idx: np.ndarray) -> ro.Generated:
+    t = torch.as_tensor(idx, dtype=torch.long)
+    return ro.Generated(gen.prompts[t], gen.prompt_mask[t], gen.responses[t], gen.response_mask[t], gen.truncated[t])
+
+
+def _concat(parts: list[ro.Generated], pad: int) -> ro.Generated:
+    P = max(p.prompts.shape[1] for p in parts)
+    T = max(p.responses.shape[1] for p in parts)
+    lp = lambda x, w, v: torch.nn.functional.pad(x, (w - x.shape[1], 0), value=v)  # noqa: E731
+    rp = lambda x, w, v: torch.nn.functional.pad(x, (0, w - x.shape[1]), value=v)  # noqa: E731
+    return ro.Generated(
+        torch.cat([lp(p.prompts, P, pad) for p in parts]), torch.cat([lp(p.prompt_mask, P, 0) for p in parts]),
+        torch.cat([rp(p.responses, T, pad) for p in parts]), torch.cat([rp(p.response_mask, T, 0) for p in parts]),
+        torch.cat([p.truncated for p in parts]),
+    )
+
+
+class InprocTrainer:
+    """verl's workers for one run, built from a composed config."""
+
+    def __init__(self, spec: dict, cfg, run_dir: Path, model_path: str) -> None:
+        compat.activate()
+        from omegaconf import OmegaConf
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls  # noqa: F401 (registers)
+        from verl.trainer.ppo import core_algos
+        from verl.trainer.ppo.reward import load_reward_manager
+        from verl.trainer.ppo.utils import need_critic, need_reference_policy
+        from verl.utils.config import omega_conf_to_dataclass
+        from verl.workers.config import TrainingWorkerConfig
+        from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
+        from verl.workers.utils.losses import value_loss
+
+        self.spec, self.cfg, self.run_dir = spec, cfg, Path(run_dir)
+        pin_threads(spec["train"]["threads"])
+        torch.manual_seed(derive_seed("verl-init", spec["seed"]))  # the critic's fresh value head
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        # each worker gets its own copy, as each Ray worker does (init_model edits its config in place)
+        self.actor = ActorRolloutRefWorker(copy.deepcopy(cfg.actor_rollout_ref), role="actor")
+        self.actor.init_model()
+        self.ref = None
+        if need_reference_policy(cfg):
+            self.ref = ActorRolloutRefWorker(copy.deepcopy(cfg.actor_rollout_ref), role="ref")
+            self.ref.init_model()
+        self.critic = None
+        if need_critic(cfg):
+            ccfg = omega_conf_to_dataclass(copy.deepcopy(cfg.critic))
+            ccfg.engine.infer_max_token_len_per_gpu = ccfg.ppo_infer_max_token_len_per_gpu
+            ccfg.engine.max_token_len_per_gpu = ccfg.ppo_infer_max_token_len_per_gpu
+            self.critic = TrainingWorker(TrainingWorkerConfig(
+                model_type="value_model", model_config=ccfg.model, engine_config=ccfg.engine,
+                optimizer_config=ccfg.optim, checkpoint_config=ccfg.checkpoint))
+            self.critic.reset()
+            self.critic.set_loss_fn(partial(value_loss, config=ccfg))
+        self.kl_ctrl = core_algos.get_kl_controller(cfg.algorithm.kl_ctrl) if cfg.algorithm.use_kl_in_reward else None
+        self.reward = load_reward_manager(cfg, self.tokenizer)
+        self.policy = AutoModelForCausalLM.from_pretrained(model_path, attn_implementation="eager", dtype=torch.float32).eval()
+        ro.sync_weights(self.actor.actor.engine, self.policy)
+        self.train_rows = pd.read_parquet(cfg.data.train_files[0]).to_dict(orient="records")
+        self.val_rows = {Path(f).stem.removeprefix("val_"): pd.read_parquet(f).to_dict(orient="records") for f in cfg.data.val_files}
+        self.cursor = 0  # next training row (verl's dataloader position)
+        self.OmegaConf = OmegaConf
+
+    # ------------------------------------------------------------------ prompts
+    def next_rows(self, k: int) -> list[dict]:
+        """The next k training rows: file order (modchain, data.shuffle=false) or a seeded permutation per epoch."""
+        n = len(self.train_rows)
+        out = []
+        for _ in range(k):
+            epoch, pos = divmod(self.cursor, n)
+            if self.cfg.data.shuffle:
+                perm = np.random.default_rng(derive_seed("verl-data", self.spec["seed"], epoch)).permutation(n)
+                pos = int(perm[pos])
+            out.append(self.train_rows[pos])
+            self.cursor += 1
+        return out
+
+    # ------------------------------------------------------------------ one step
+    def collect(self, step: int) -> tuple[ro.Generated | None, torch.Tensor, list[dict], list[dict], dict]:
+        """Sample, score and filter until B groups are kept or train.max_sample_rounds rounds were drawn."""
+        tr, r = self.spec["train"], self.cfg.actor_rollout_ref.rollout
+        B, G = self.cfg.data.train_batch_size, r.n
+        fg = self.cfg.algorithm.filter_groups
+        kept, scores, infos, rows_kept, metrics = [], [], [], [], {}
+        n_kept, rounds = 0, 0
+        while n_kept < B and rounds < tr["max_sample_rounds"]:
+            rows = self.next_rows(B)
+            gen = ro.generate(self.policy, self.tokenizer, ro.render(self.tokenizer, rows), G, r.temperature, r.top_p,
+                              self.cfg.data.max_response_length, derive_seed("verl-rollout", self.spec["seed"], step, rounds))
+            sc, info = ro.score(self.reward, self.tokenizer, rows, gen, G)
+            acc = torch.tensor([bool(i["acc"]) for i in info])
+            gid = np.repeat(np.arange(B), G)
+            if rounds == 0:
+                metrics.update({f"groups/{k}": v for k, v in group_outcomes(acc, torch.as_tensor(gid)).items()})
+                metrics.update({"train/acc": acc.float().mean().item(), "train/reward": sc.mean().item(),
+                                "train/response_length": gen.lengths.float().mean().item(),
+                                "train/truncated_frac": gen.truncated.float().mean().item()})
+            keep = np.ones(B * G, dtype=bool)
+            if fg.enable:
+                metric = sc.numpy() if fg.metric == "reward" else np.array([float(i[fg.metric]) for i in info])
+                keep = ro.filter_keep(metric, gid)
+            groups = [g for g in range(B) if keep[g * G]][: B - n_kept]
+            if groups:
+                idx = np.concatenate([np.arange(g * G, (g + 1) * G) for g in groups])
+                kept.append(_select(gen, idx))
+                scores.append(sc[idx])
+                infos += [info[i] for i in idx]
+                rows_kept += [rows[g] for g in groups]
+                n_kept += len(groups)
+            rounds += 1
+        metrics.update({"groups/kept": n_kept, "groups/sample_rounds": rounds, "groups/rounds_capped": float(n_kept < B)})
+        if not kept:
+            return None, torch.empty(0), [], [], metrics
+        return _concat(kept, self.pad), torch.cat(scores), infos, rows_kept, metrics
+
+    def advantages(self, gen: ro.Generated, scores: torch.Tensor):
+        """verl's stages up to the advantages: old log-probs (+entropy), ref log-probs, values, in-reward KL,
+        `compute_advantage` with the configured estimator. -> (DataProto with advantages [N, T], metrics)."""
+        from tensordict import TensorDict
+        from verl import DataProto
+        from verl.trainer.ppo.core_algos import agg_loss
+        from verl.trainer.ppo.ray_trainer import apply_kl_penalty
+        from verl.trainer.ppo.v1.utils import compute_advantage_for_multi_trajectories
+        from verl.utils import tensordict_utils as tu
+        from verl.workers.utils.padding import no_padding_2_padding
+
+        cfg, G = self.cfg, self.cfg.actor_rollout_ref.rollout.n
+        temp = cfg.actor_rollout_ref.rollout.temperature
+        N = gen.responses.shape[0]
+        metrics = {}
+        td = _td(gen)
+        tu.assign_non_tensor(td, calculate_entropy=True, compute_loss=False, temperature=temp)
+        out = self.actor.compute_log_prob(td)
+        old = no_padding_2_padding(tu.get(out, "log_probs"), td).float()
+        ent = no_padding_2_padding(tu.get(out, "entropy"), td).float()
+        actor_cfg = cfg.actor_rollout_ref.actor
+        metrics["actor/entropy"] = agg_loss(loss_mat=ent, loss_mask=gen.response_mask, loss_agg_mode=actor_cfg.loss_agg_mode,
+                                            loss_scale_factor=actor_cfg.loss_scale_factor).item()
+        batch = {"response_mask": gen.response_mask, "old_log_probs": old}
+        if self.ref is not None:
+            td = _td(gen)
+            tu.assign_non_tensor(td, calculate_entropy=False, compute_loss=False, temperature=temp)
+            batch["ref_log_prob"] = no_padding_2_padding(tu.get(self.ref.compute_ref_log_prob(td), "log_probs"), td).float()
+        if self.critic is not None:
+            td = _td(gen)
+            tu.assign_non_tensor(td, compute_loss=False, temperature=temp)
+            batch["values"] = no_padding_2_padding(tu.get(self.critic.infer_batch(td), "values"), td).float()
+        # token-level scores: the sequence reward on its last response token (verl's reward loop layout)
+        tok = torch.zeros(gen.responses.shape, dtype=torch.float32)
+        tok[torch.arange(N), gen.lengths - 1] = scores.float()
+        batch["token_level_scores"] = tok
+        keys = [f"p{i // G}_{i % G}_0" for i in range(N)]
+        data = DataProto(batch=TensorDict(batch, batch_size=N),
+                         non_tensor_batch={"uid": np.array([k.split("_")[0] for k in keys], dtype=object)})
+        if cfg.algorithm.use_kl_in_reward:
+            data, kl_metrics = apply_kl_penalty(data, kl_ctrl=self.kl_ctrl, kl_penalty=cfg.algorithm.kl_penalty)
+            metrics.update(kl_metrics)
+        else:
+            data.batch["token_level_rewards"] = data.batch["token_level_scores"]
+        data = compute_advantage_for_multi_trajectories(
+            data, batch_keys=keys, adv_estimator=cfg.algorithm.adv_estimator, gamma=cfg.algorithm.gamma,
+            lam=cfg.algorithm.lam, num_repeat=G, norm_adv_by_std_in_grpo=cfg.algorithm.get("norm_adv_by_std_in_grpo", True),
+            config=cfg.algorithm,
+        )
+        adv = data.batch["advantages"]
+        metrics["actor/adv_mean"] = float((adv * gen.response_mask).sum() / gen.response_mask.sum())
+        return data, metrics
+
+    def update(self, gen: ro.Generated, scores: torch.Tensor, step: int) -> dict:
+        """One training step on a kept batch: advantages, critic update, actor update, weight sync."""
+        from verl.utils import tensordict_utils as tu
+        from verl.utils.metric import reduce_metrics
+
+        cfg = self.cfg
+        temp = cfg.actor_rollout_ref.rollout.temperature
+        data, metrics = self.advantages(gen, scores)
+        mb = self._mini_batch(gen.responses.shape[0])
+        if self.critic is not None:
+            td = _td(gen, values=data.batch["values"], returns=data.batch["returns"])
+            tu.assign_non_tensor(td, global_batch_size=mb, mini_batch_size=mb, epochs=cfg.critic.ppo_epochs,
+                                 seed=cfg.critic.data_loader_seed + step, dataloader_kwargs={"shuffle": cfg.critic.shuffle},
+                                 temperature=temp)
+            out = tu.get(self.critic.train_mini_batch(td), "metrics")
+            metrics.update({f"critic/{k}".replace("critic/critic/", "critic/"): v for k, v in reduce_metrics(out).items()
+                            if not k.startswith("perf/")})
+        actor_cfg = cfg.actor_rollout_ref.actor
+        extra = {"ref_log_prob": data.batch["ref_log_prob"]} if "ref_log_prob" in data.batch.keys() else {}
+        td = _td(gen, old_log_probs=data.batch["old_log_probs"], advantages=data.batch["advantages"], **extra)
+        tu.assign_non_tensor(td, calculate_entropy=actor_cfg.entropy_coeff != 0 or actor_cfg.calculate_entropy,
+                             distillation_use_topk=False, distillation_only=False, global_batch_size=mb, mini_batch_size=mb,
+                             epochs=actor_cfg.ppo_epochs, seed=actor_cfg.data_loader_seed + step,
+                             dataloader_kwargs={"shuffle": actor_cfg.shuffle}, compute_loss=True, temperature=temp)
+        out = tu.get(self.actor.update_actor(td), "metrics")
+        metrics.update({(k if k.startswith("actor/") else f"actor/{k}"): v for k, v in reduce_metrics(out).items()
+                        if not k.startswith("perf/") and k != "mfu"})
+        ro.sync_weights(self.actor.actor.engine, self.policy)
+        return metrics
+
+    def _mini_batch(self, n_samples: int) -> int:
+        """Samples per mini-batch: ppo_mini_batch_size prompts x n; a capped (partial) batch uses the largest
+        whole number of groups per mini-batch that divides it, at most train.mini_batches mini-batches."""
+        G = self.cfg.actor_rollout_ref.rollout.n
+        groups, M = n_samples // G, self.spec["train"]["mini_batches"]
+        full = self.cfg.actor_rollout_ref.actor.ppo_mini_batch_size
+        if groups == self.cfg.data.train_batch_size:
+            return full * G
+        m = next(m for m in range(min(M, groups), 0, -1) if groups % m == 0)
+        return groups // m * G
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, step: int) -> dict:
+        """n samples per validation prompt, scored, dumped with verl's own writer to {validation_data_dir}/{step}.jsonl."""
+        from verl.trainer.ppo.metric_utils import process_validation_metrics
+        from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+        vk = self.cfg.actor_rollout_ref.rollout.val_kwargs
+        n = vk.n
+        dump = {k: [] for k in ("inputs", "outputs", "gts", "scores")}
+        extra: dict[str, list] = {}
+        sources, uids = [], []
+        for bench, rows in self.val_rows.items():
+            prompts = ro.render(self.tokenizer, rows)
+            gen = ro.generate(self.policy, self.tokenizer, prompts, n, vk.temperature, vk.top_p,
+                              self.cfg.data.max_response_length, derive_seed("verl-eval", self.spec["seed"], step, bench))
+            sc, info = ro.score(self.reward, self.tokenizer, rows, gen, n)
+            for i in range(len(info)):
+                row = rows[i // n]
+                p = gen.prompts[i][gen.prompt_mask[i].bool()]
+                dump["inputs"].append(self.tokenizer.decode(p, skip_special_tokens=True))
+                dump["outputs"].append(self.tokenizer.decode(gen.responses[i][gen.response_mask[i].bool()], skip_special_tokens=True))
+                dump["gts"].append(row["reward_model"]["ground_truth"])
+                dump["scores"].append(float(sc[i]))
+                rec = {"reward": float(sc[i]), **info[i], "uid": f"{bench}-{i // n}_{i % n}_0",
+                       "harness_length": int(gen.lengths[i]), "harness_truncated": bool(gen.truncated[i])}
+                for k, v in rec.items():
+                    extra.setdefault(k, []).append(v)
+                sources.append(row["data_source"])
+                uids.append(f"{bench}-{i // n}")
+        PPOTrainer._write_generations(dump["inputs"], dump["outputs"], dump["gts"], dump["scores"], extra,
+                                      self.cfg.trainer.validation_data_dir, step)
+        val = process_validation_metrics(sources, uids, {k: extra[k] for k in ("reward", "acc")})
+        return {f"val-core/{src}/{var}/{name}": v for src, d in val.items() for var, m in d.items() for name, v in m.items()
+                if name.startswith("mean@")}
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, step: int) -> None:
+        """verl's layout: {default_local_dir}/global_step_{N}/{actor,critic} + latest_checkpointed_iteration.txt."""
+        root = Path(self.cfg.trainer.default_local_dir)
+        folder = root / f"global_step_{step}"
+        self.actor.save_checkpoint(str(folder / "actor"), None, step, max_ckpt_to_keep=1)
+        if self.critic is not None:
+            self.critic.save_checkpoint(str(folder / "critic"), None, step, max_ckpt_to_keep=1)
+        results.write_json(folder / "harness_state.json", {"step": step, "cursor": self.cursor})
+        results.atomic_write_text(root / "latest_checkpointed_iteration.txt", str(step))
+        for old in root.glob("global_step_*"):
+            if old != folder and old.is_dir():
+                import shutil
+
+                shutil.rmtree(old, ignore_errors=True)
+
+    def load_latest(self) -> int:
+        """Resume from the latest checkpoint (0 when there is none)."""
+        from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
+
+        folder = find_latest_ckpt_path(str(self.cfg.trainer.default_local_dir))
+        if folder is None:
+            return 0
+        folder = Path(folder)
+        self.actor.load_checkpoint(str(folder / "actor"))
+        if self.critic is not None:
+            self.critic.load_checkpoint(str(folder / "critic"))
+        state = json.loads((folder / "harness_state.json").read_text())
+        self.cursor = int(state["cursor"])
+        ro.sync_weights(self.actor.actor.engine, self.policy)
+        return int(state["step"])
+
+
+def train(spec: dict, cfg, run_dir: Path, model_path: str, progress=None) -> None:
+    """Run or resume one RunSpec in-process; metrics and samples are ingested from verl's own outputs."""
+    from verl.utils.tracking import Tracking
+
+    run_dir = Path(run_dir)
+    trainer = InprocTrainer(spec, cfg, run_dir, model_path)
+    start = trainer.load_latest()
+    steps, every = spec["train"]["steps"], spec["eval"]["every"]
+    os.environ["VERL_FILE_LOGGER_PATH"] = str(ingest.new_metrics_file(run_dir, start))
+    tracker = Tracking(project_name=cfg.trainer.project_name, experiment_name=cfg.trainer.experiment_name,
+                       default_backend=[b for b in cfg.trainer.logger if b != "console"],
+                       config=trainer.OmegaConf.to_container(cfg, resolve=True))
+    results.write_status(run_dir, "running", step=start, total_steps=steps, threads=torch.get_num_threads())
+    try:
+        if start == 0:
+            t0 = time.perf_counter()
+            tracker.log({**trainer.validate(0), "timing_s/testing": time.perf_counter() - t0}, step=0)
+            ingest.sync(run_dir, spec)
+        for step in range(start + 1, steps + 1):
+            t0 = time.perf_counter()
+            gen, scores, _, _, rec = trainer.collect(step)
+            t1 = time.perf_counter()
+            if gen is not None:
+                rec.update(trainer.update(gen, scores, step))
+            rec.update({"time/sample_s": t1 - t0, "time/train_s": time.perf_counter() - t1, "training/global_step": step})
+            evaluated = step % every == 0 or step == steps
+            if evaluated:
+                t2 = time.perf_counter()
+                rec.update(trainer.validate(step))
+                rec["timing_s/testing"] = time.perf_counter() - t2
+            tracker.log(rec, step=step)
+            if evaluated:  # the run folder holds every evaluation as soon as it exists (sweeps prune on it)
+                ingest.sync(run_dir, spec)
+
+            def checkpoint() -> None:
+                trainer.save(step)
+                ingest.sync(run_dir, spec)
+                results.write_status(run_dir, "running", step=step, total_steps=steps, threads=torch.get_num_threads())
+
+            saved = step % spec["train"]["checkpoint_every"] == 0 or step == steps
+            if saved:
+                checkpoint()
+            if progress is not None:
+                try:
+                    progress(step, steps, rec)
+                except StopRequested:  # Ctrl-C / SIGTERM: keep this step, then stop
+                    if not saved:
+                        checkpoint()
+                    raise
+    finally:
+        tracker.finish()
+    ingest.sync(run_dir, spec)
+    results.write_status(run_dir, "done", step=steps, total_steps=steps, threads=torch.get_num_threads())
