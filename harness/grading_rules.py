@@ -13,7 +13,7 @@ is a convention, it follows Qwen2.5-Math's evaluation code (``evaluation/parser.
    parenthesised ``(X)``, else a lone letter, else (Qwen's ``choice_answer_clean``) the last
    stand-alone capital A-E. ``(D) (2,0)`` and ``\\text{(D) } 2`` both give D.
 3. **Percent** (``percent_forms``): a ``%`` on either side makes two readings of that side, the
-   number itself and the number / 100, so ``17.5\\%`` matches ``17.5`` and ``0.175``. Qwen's
+   number itself and the number / 100 (both written without the sign), so ``17.5\\%`` matches ``17.5`` and ``0.175``. Qwen's
    ``math_equal(include_percentage=True)`` accepts g/100, g and 100 g for every numeric gold, with
    or without a percent sign; we apply it only when a ``%`` is written (a bare 0.05 is not 5).
 4. **Scientific notation** (``normalize_scientific``): ``1e-3``, ``2.5E+4`` written with digits on
@@ -84,9 +84,13 @@ _PERCENT_RE = re.compile(r"\s*(?:\\%|%|\\text\{\s*\\?%\s*\}|(?:\\,)?\\text\{\s*p
 
 
 def percent_forms(answer: str) -> list[str]:
-    """[answer] or, when it ends in a percent sign, [answer, answer without it] (x% and x)."""
-    stripped = _PERCENT_RE.sub("", answer)
-    return [answer, stripped] if stripped != answer and stripped.strip() else [answer]
+    """[answer] or, when it ends in a percent sign, [x, x/100] written without the sign.
+
+    The sign never reaches math-verify: its reading of ``\\%`` depends on the installed
+    latex2sympy2_extended/antlr4 (with verl's antlr4 4.9.3, ``17.5\\%`` stays an unparsed string).
+    """
+    stripped = _PERCENT_RE.sub("", answer).strip()
+    return [stripped, f"\\frac{{{stripped}}}{{100}}"] if stripped and stripped != answer.strip() else [answer]
 
 
 # ----------------------------------------------------------------------------- 4. scientific notation

@@ -33,8 +33,8 @@ def test_choice_letter(pred: str, letter: str | None) -> None:
 
 
 def test_percent_forms_and_scientific() -> None:
-    assert rules.percent_forms(r"17.5\%") == [r"17.5\%", "17.5"] and rules.percent_forms("17.5") == ["17.5"]
-    assert rules.percent_forms(r"40\text{ percent}") == [r"40\text{ percent}", "40"] and rules.percent_forms("%") == ["%"]
+    assert rules.percent_forms(r"17.5\%") == ["17.5", r"\frac{17.5}{100}"] and rules.percent_forms("17.5") == ["17.5"]
+    assert rules.percent_forms(r"40\text{ percent}") == ["40", r"\frac{40}{100}"] and rules.percent_forms("%") == ["%"]
     assert rules.normalize_scientific("1e-3") == r"1\times10^{-3}" and rules.normalize_scientific("2.5E+4") == r"2.5\times10^{4}"
     assert [rules.normalize_scientific(s) for s in ("2e", "e^{-3}", "x2e3", "3e")] == ["2e", "e^{-3}", "x2e3", "3e"]
 
