@@ -1,20 +1,36 @@
 """Answer grading: exact match for synthetic tasks, math-verify for competition math.
 
-Model outputs are hostile input (huge expressions, endless nesting, power towers), so math
-grading never runs sympy in the caller's process:
+Model outputs are hostile input (huge expressions, endless nesting, power towers), and in RL a
+grader that says "correct" for a wrong answer is a reward hack, so math grading never runs sympy
+in the caller's process and every doubt ends as *incorrect*:
 
 1. ``extract_answer`` (pure, linear time) takes the last ``\\boxed{}``/``\\fbox{}`` of the
-   response, else "final answer is X", else the last number in the response's tail.
+   response, else the answer after the last "the answer is"/"final answer is", else the last
+   number in the response's tail (Qwen2.5-Math's order).
 2. ``precheck`` rejects, as incorrect, answers over ``max_answer_chars``, nested deeper than
    ``max_depth`` or holding a numeric power tower, without starting any parser.
-3. math-verify (gold parsed first, ``verify(gold, pred)``) runs in worker *subprocesses*
-   (``python -c``; not multiprocessing, so it also works inside daemonic processes and from any
-   thread). A worker applies a soft ``setitimer`` timeout; the parent enforces the hard
-   per-answer timeout by killing a worker that has not answered and starting a fresh one.
-   math-verify's own signal timeouts are disabled (they fail outside the main thread).
+3. Answer-form conventions (multiple-choice letters, percent, ``1e-3``, a.m./p.m., whitespace in
+   unparsed strings) are applied as described in ``harness.grading_rules``.
+4. Each distinct gold is parsed **once**, with its own time budget (``gold_timeout``), and cached
+   by the pool; the parsed gold is shipped to the workers pickled. A gold is parsed *as a whole*
+   (math-verify's first ``\\boxed`` match only, never a number pulled out of it): a gold that does
+   not parse that way is ``unparsed`` and compared as a normalised string (status
+   ``gold_unparsed``); a gold whose parse times out or fails makes every answer against it
+   incorrect (``gold_timeout`` / ``gold_error``). ``MathGrader.gold_info(gold)`` tells which.
+5. math-verify (``verify(gold, pred)``) runs in worker *subprocesses* (``python -c``; not
+   multiprocessing, so it also works inside daemonic processes and from any thread). A worker
+   applies a soft ``setitimer`` timeout whose exception is a ``BaseException`` (math-verify's
+   ``except Exception`` fallbacks cannot swallow it) and, if it fired at all during a task, the
+   task ends as ``timeout`` whatever was computed; the parent enforces the hard per-answer
+   timeout by killing a worker that has not answered and starting a fresh one. math-verify's own
+   signal timeouts are disabled (they fail outside the main thread).
+
+Statuses: ``ok``, ``no_answer``, ``rejected`` (pre-check), ``timeout``, ``error: ...``,
+``gold_unparsed`` (graded by string comparison), ``gold_timeout``, ``gold_error``. Only ``ok`` and
+``gold_unparsed`` can be correct.
 
 Public API: ``grade_math(response, gold, timeout=5.0) -> bool``, ``MathGrader.grade_many``,
-``grade_exact``, ``extract_answer``.
+``MathGrader.gold_info``, ``grade_exact``, ``extract_answer``.
 """
 
 from __future__ import annotations
@@ -34,12 +50,13 @@ from typing import Sequence
 
 import numpy as np
 
+from harness import grading_rules as rules
+
 MAX_ANSWER_CHARS = 1000
 MAX_DEPTH = 50
 TAIL_CHARS = 4000  # fallbacks (final-answer phrase, last number) only look at the response's tail
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*")
-_FINAL_RE = re.compile(r"final answer is\s*:?\s*\$?([^$\n]{1,200}?)\$?\s*(?:\.\s|\.$|$|\n|I hope)", re.IGNORECASE)
 # a numeric power tower (9^{9^9}, 10^{-10^{10}}) or an exponent with 5+ digits: sympy would try to
 # evaluate it exactly. None of the 13,100 MATH/AMC/AIME gold answers matches.
 _HUGE_POWER_RE = re.compile(r"\d\s*\^\s*\{?\s*-?\s*\d+\s*\^|\^\s*\{?\s*-?\s*\d{5,}")
@@ -53,7 +70,8 @@ class GradeResult:
     correct: the verdict (False for anything that could not be graded).
     extracted: the answer string taken from the response (None if none was found).
     parsed: math-verify's parse of the prediction, as a string (None if not parsed).
-    status: "ok", "no_answer", "rejected" (pre-check), "timeout" (worker killed) or "error".
+    status: "ok", "no_answer", "rejected" (pre-check), "timeout", "error: ...", "gold_unparsed",
+        "gold_timeout" or "gold_error" (see the module docstring).
     """
 
     correct: bool
@@ -94,14 +112,14 @@ def extract_boxed(text: str, attempts: int = 3) -> str | None:
 
 
 def extract_answer(response: str, last_number_fallback: bool = True) -> str | None:
-    """The final answer in a response: last boxed, else "final answer is X", else the last number."""
+    """The final answer in a response: last boxed, else the "the answer is X" phrase, else the last number."""
     boxed = extract_boxed(response)
     if boxed is not None:
         return boxed
     tail = response[-TAIL_CHARS:]
-    finals = _FINAL_RE.findall(tail)
-    if finals:
-        return finals[-1].strip()
+    phrase = rules.answer_phrase(tail)
+    if phrase is not None:
+        return phrase
     if last_number_fallback:
         numbers = _NUMBER_RE.findall(tail)
         if numbers:
@@ -145,51 +163,12 @@ def grade_exact(response: str, gold: str, extract: bool = True) -> bool:
     return pred is not None and normalize_exact(pred) == normalize_exact(str(gold))
 
 
-# ----------------------------------------------------------------------------- worker side
-def _worker_main() -> None:  # pragma: no cover - runs in the worker subprocess
-    """Worker loop: read JSON tasks from stdin, write JSON verdicts to stdout, one per line."""
-    import logging
-    import signal
-
-    logging.disable(logging.WARNING)
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
-
-    configs = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
-
-    def on_alarm(signum, frame):
-        raise TimeoutError("soft timeout")
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    out = sys.stdout
-    out.write("ready\n")
-    out.flush()
-    for line in sys.stdin:
-        task = json.loads(line)
-        signal.setitimer(signal.ITIMER_REAL, max(0.05, 0.9 * task["timeout"]))
-        try:
-            gold = parse("\\boxed{" + task["gold"] + "}", configs, parsing_timeout=None)
-            pred = parse("\\boxed{" + task["pred"] + "}", configs, parsing_timeout=None)
-            ok = bool(gold) and bool(pred) and bool(verify(gold, pred, timeout_seconds=None))
-            res = {"correct": ok, "parsed": str(pred[0]) if pred else None, "status": "ok"}
-        except TimeoutError:
-            res = {"correct": False, "parsed": None, "status": "timeout"}
-        except BaseException as e:  # noqa: BLE001 - any failure is an incorrect answer
-            res = {"correct": False, "parsed": None, "status": f"error: {type(e).__name__}"}
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        try:
-            text = json.dumps(res)
-        except Exception:  # noqa: BLE001
-            text = json.dumps({"correct": res["correct"], "parsed": None, "status": res["status"]})
-        out.write(text + "\n")
-        out.flush()
-
-
-_WORKER_CODE = "from harness.grading import _worker_main; _worker_main()"
+# ----------------------------------------------------------------------------- pool
+_WORKER_CODE = "from harness.grading_worker import worker_main; worker_main()"
 
 
 class _Worker:
-    """One grading subprocess, with a line buffer and the task it is working on."""
+    """One grading subprocess, with a line buffer, the task it is working on and the golds it holds."""
 
     def __init__(self, memory_limit_mb: int | None) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
@@ -211,6 +190,7 @@ class _Worker:
         self.ready = False
         self.task: int | None = None
         self.deadline = float("inf")
+        self.golds: set[str] = set()  # golds whose parse this worker has been sent
 
     def read_lines(self) -> list[str] | None:
         """Lines now available (non-blocking after select); None on EOF (the worker died)."""
@@ -237,29 +217,46 @@ class _Worker:
         self.proc.wait()
 
 
+@dataclass(frozen=True)
+class GoldInfo:
+    """A gold answer parsed once: status "ok" | "unparsed" | "timeout" | "error: ...", its parse as text."""
+
+    status: str
+    parsed: str | None
+    blob: str | None  # pickled math-verify parse (base64), shipped to workers
+
+
+_GOLD_STATUS = {"ok": "ok", "unparsed": "gold_unparsed", "timeout": "gold_timeout"}
+
+
 class MathGrader:
     """A reusable pool of math-verify worker subprocesses with a hard per-answer timeout.
 
     ``MathGrader(processes=2, timeout=5.0).grade_many(responses, golds) -> list[GradeResult]``.
     A worker that exceeds ``timeout`` seconds on one answer is killed and replaced; that answer
-    is graded incorrect with status "timeout". Safe from the main thread, worker threads (calls
-    are serialised by a lock) and subprocesses. Use as a context manager or call ``close()``.
+    is graded incorrect with status "timeout". Each distinct gold is parsed once (budget
+    ``gold_timeout`` seconds) and cached for the grader's lifetime. Safe from the main thread,
+    worker threads (calls are serialised by a lock) and subprocesses. Use as a context manager or
+    call ``close()``.
     """
 
     def __init__(
         self, processes: int = 2, timeout: float = 5.0, max_answer_chars: int = MAX_ANSWER_CHARS,
         max_depth: int = MAX_DEPTH, memory_limit_mb: int | None = 4096, last_number_fallback: bool = True,
+        gold_timeout: float = 10.0,
     ) -> None:
         if processes < 1:
             raise ValueError(f"MathGrader: processes must be >= 1, got {processes}")
-        if timeout <= 0:
-            raise ValueError(f"MathGrader: timeout must be > 0 seconds, got {timeout}")
-        self.processes, self.timeout = processes, float(timeout)
+        if timeout <= 0 or gold_timeout <= 0:
+            raise ValueError(f"MathGrader: timeout and gold_timeout must be > 0 seconds, got {timeout}, {gold_timeout}")
+        self.processes, self.timeout, self.gold_timeout = processes, float(timeout), float(gold_timeout)
         self.max_answer_chars, self.max_depth = max_answer_chars, max_depth
         self.memory_limit_mb, self.last_number_fallback = memory_limit_mb, last_number_fallback
         self.workers: list[_Worker] = []
         self.spare: _Worker | None = None  # started after the first kill, so a replacement is warm
         self.restarts = 0
+        self.golds: dict[str, GoldInfo] = {}
+        self._start_failures = 0
         self._lock = threading.Lock()
 
     def __enter__(self) -> "MathGrader":
@@ -275,6 +272,10 @@ class MathGrader:
                 w.kill()
             self.workers, self.spare = [], None
 
+    def gold_info(self, gold: str) -> GoldInfo | None:
+        """How a gold parsed (None if it was never needed: every answer against it was settled earlier)."""
+        return self.golds.get(str(gold))
+
     def _ensure_workers(self) -> None:
         self.workers = [w for w in self.workers if w.proc.poll() is None]
         while len(self.workers) < self.processes:
@@ -289,20 +290,26 @@ class MathGrader:
         self.restarts += 1
 
     def prepare(self, response: str, gold: str) -> GradeResult | tuple[str, str]:
-        """Extraction and pre-checks: a final GradeResult, or the (pred, gold) pair to verify."""
+        """Extraction, pre-checks and the string-level conventions: a final GradeResult, or the (pred, gold) pair to verify."""
         pred = extract_answer(response, self.last_number_fallback)
         if pred is None:
             return GradeResult(False, None, None, "no_answer")
         if not precheck(pred, self.max_answer_chars, self.max_depth):
             return GradeResult(False, pred[:100], None, "rejected")
-        return pred, str(gold)
+        gold = str(gold)
+        letter = rules.choice_gold(gold)
+        if letter is not None:  # multiple choice: compare option letters, no parser
+            picked = rules.choice_letter(pred)
+            return GradeResult(picked == letter, pred, picked, "ok")
+        if rules.time_mismatch(pred, gold):
+            return GradeResult(False, pred, None, "ok")
+        return pred, gold
 
     def grade_many(self, responses: Sequence[str], golds: Sequence[str]) -> list[GradeResult]:
         """Grade responses[i] against golds[i]; order is preserved."""
         if len(responses) != len(golds):
             raise ValueError(f"grade_many: {len(responses)} responses but {len(golds)} golds")
         results: list[GradeResult | None] = [None] * len(responses)
-        pending: deque[int] = deque()
         pairs: dict[int, tuple[str, str]] = {}
         for i, (r, g) in enumerate(zip(responses, golds)):
             prep = self.prepare(r, g)
@@ -310,22 +317,51 @@ class MathGrader:
                 results[i] = prep
             else:
                 pairs[i] = prep
-                pending.append(i)
-        if pending:
+        if pairs:
             with self._lock:
-                self._run(pending, pairs, results)
+                self._ensure_workers()
+                self._parse_golds({g for _, g in pairs.values()})
+                todo = {}
+                for i, (pred, gold) in pairs.items():
+                    info = self.golds[gold]
+                    if info.status in ("ok", "unparsed"):
+                        todo[i] = {"op": "grade", "pred": pred, "gold": gold}
+                    else:
+                        results[i] = GradeResult(False, pred, None, _GOLD_STATUS.get(info.status, "gold_error"))
+                for i, msg in self._run(todo, self.timeout).items():
+                    status = msg["status"]
+                    if status == "ok" and self.golds[pairs[i][1]].status == "unparsed":
+                        status = "gold_unparsed"
+                    results[i] = GradeResult(bool(msg["correct"]) and status in ("ok", "gold_unparsed"),
+                                             pairs[i][0], msg.get("parsed"), status)
         return results  # type: ignore[return-value]
 
-    def _run(self, pending: deque[int], pairs: dict[int, tuple[str, str]], results: list) -> None:
-        self._ensure_workers()
+    def _parse_golds(self, golds: set[str]) -> None:
+        """Parse every gold not yet cached, each once, with its own budget."""
+        new = sorted(g for g in golds if g not in self.golds)
+        done = self._run({i: {"op": "gold", "gold": g} for i, g in enumerate(new)}, self.gold_timeout)
+        for i, g in enumerate(new):
+            msg = done[i]
+            self.golds[g] = GoldInfo(msg["status"], msg.get("parsed"), msg.get("blob"))
+
+    def _payload(self, w: _Worker, task: dict) -> dict:
+        """The task as sent to worker w: a grade task carries the gold's parse the first time w sees that gold."""
+        if task["op"] == "grade" and task["gold"] not in w.golds:
+            w.golds.add(task["gold"])
+            return {**task, "gold_blob": self.golds[task["gold"]].blob}
+        return task
+
+    def _run(self, tasks: dict[int, dict], timeout: float) -> dict[int, dict]:
+        """Run tasks on the pool; each gets a reply dict or {"status": "timeout"/"error: worker died"}."""
+        pending: deque[int] = deque(tasks)
+        replies: dict[int, dict] = {}
         busy = 0
         while pending or busy:
             for w in self.workers:  # dispatch to idle, ready workers
                 if w.ready and w.task is None and pending:
                     i = pending.popleft()
-                    pred, gold = pairs[i]
                     try:
-                        w.send(i, {"pred": pred, "gold": gold, "timeout": self.timeout}, self.timeout)
+                        w.send(i, {**self._payload(w, tasks[i]), "timeout": timeout}, timeout)
                         busy += 1
                     except OSError:  # died between tasks: retry on a fresh worker
                         pending.appendleft(i)
@@ -336,9 +372,13 @@ class MathGrader:
             for w in list(self.workers):
                 if w.fd in readable:
                     lines = w.read_lines()
-                    if lines is None:  # crashed (e.g. memory limit): its answer is incorrect
+                    if lines is None:  # crashed (e.g. memory limit): its task is incorrect
+                        self._start_failures = 0 if w.ready else self._start_failures + 1
+                        if self._start_failures >= 3:
+                            raise RuntimeError(f"grading workers exit at start-up (3 in a row); run {sys.executable} -c "
+                                               f"{_WORKER_CODE!r} to see why")
                         if w.task is not None:
-                            results[w.task] = GradeResult(False, pairs[w.task][0], None, "error: worker died")
+                            replies[w.task] = {"status": "error: worker died", "correct": False}
                             busy -= 1
                         self._replace(w)
                         continue
@@ -346,13 +386,13 @@ class MathGrader:
                         if line == "ready":
                             w.ready = True
                         elif w.task is not None:
-                            msg = json.loads(line)
-                            results[w.task] = GradeResult(msg["correct"], pairs[w.task][0], msg["parsed"], msg["status"])
+                            replies[w.task] = json.loads(line)
                             w.task, w.deadline, busy = None, float("inf"), busy - 1
                 elif w.task is not None and time.monotonic() >= w.deadline:
-                    results[w.task] = GradeResult(False, pairs[w.task][0], None, "timeout")
+                    replies[w.task] = {"status": "timeout", "correct": False}
                     busy -= 1
                     self._replace(w)
+        return replies
 
 
 # ----------------------------------------------------------------------------- one-shot API

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -114,3 +115,59 @@ def test_eval_with_registered_sampler(tmp_path: Path, monkeypatch: pytest.Monkey
     assert per_problem.to_dict() == expected
     assert (df["truncated"] == (df["sample_idx"] == 0)).all() and (df["step"] == 3).all()
     assert isinstance(df, pd.DataFrame) and len(df) == len(probs) * 4
+
+
+class TextSampler:
+    """A fake backend whose completions are fixed texts per prompt; raises if told to."""
+
+    texts: dict[str, list[str]] = {}
+
+    def __init__(self, model: str, device: str = "auto") -> None:
+        self.model = model
+
+    def render(self, problem: str, system: str) -> str:
+        return problem
+
+    def generate(self, prompts, n, temperature, top_p, max_new_tokens, seed):
+        if "boom" in self.model:
+            raise RuntimeError("sampler crashed")
+        return [[Completion(t, 7, False) for t in self.texts[p][:n]] for p in prompts]
+
+
+@pytest.mark.e2e
+def test_eval_keeps_texts_answers_statuses_and_status_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import results
+
+    bench = tmp_path / "b.jsonl"
+    matrix = r"\begin{pmatrix}\frac{18}{5}\-\frac{9}{5}\end{pmatrix}"  # a real gold that does not parse as a whole
+    bench.write_text("\n".join(json.dumps(r) for r in [
+        {"problem": "p1", "answer": "5", "unique_id": "q1"}, {"problem": "p2", "answer": matrix, "unique_id": "q2"}]))
+    monkeypatch.setattr(TextSampler, "texts", {
+        "p1": [r"so \boxed{5}", "no answer here", r"the answer is $6$. Then 5."], "p2": [r"\boxed{-\frac{9}{5}}", r"\boxed{" + matrix + "}", "x"]})
+    monkeypatch.setitem(evaluate.SAMPLERS, "texts", TextSampler)
+    states: list[str] = []
+    real_write_status = results.write_status
+    monkeypatch.setattr(evaluate, "write_status", lambda d, s, **kw: (states.append(s), real_write_status(d, s, **kw)))
+    args = ["eval", "m", "-b", f"b={bench}", "--n", "3", "--backend", "texts", "--out", str(tmp_path), "--experiment", "x",
+            "--run-id", "r", "--grading-processes", "1"]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code in (0, None)
+    run_dir = tmp_path / "x" / "r"
+    assert states[0] == "pending" and states[-1] == "done" and "running" in states
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "done" and status["gold_warnings"] == {"b": [{"problem_id": "q2", "gold": matrix, "status": "unparsed"}]}
+    samples = read_samples(run_dir)
+    assert list(samples.columns) == list(SAMPLE_COLUMNS) and len(samples) == 6  # samples.parquet keeps its schema
+    comp = evaluate.read_completions(run_dir).sort_values(["problem_id", "sample_idx"]).reset_index(drop=True)
+    assert comp["text"].tolist() == TextSampler.texts["p1"] + TextSampler.texts["p2"]
+    assert [None if pd.isna(x) else x for x in comp["extracted"]] == ["5", None, "6", r"-\frac{9}{5}", matrix, None]
+    assert comp["status"].tolist() == ["ok", "no_answer", "ok", "gold_unparsed", "gold_unparsed", "no_answer"]
+    merged = samples.merge(comp, on=["step", "benchmark", "problem_id", "sample_idx"])
+    assert merged.sort_values(["problem_id", "sample_idx"])["correct"].tolist() == [True, False, False, False, True, False]
+
+    states.clear()  # a sampler that fails leaves status failed with the error
+    with pytest.raises(RuntimeError):
+        main(["eval", "boom"] + args[2:-2] + ["--run-id", "r2"])
+    status = json.loads((tmp_path / "x" / "r2" / "status.json").read_text())
+    assert states == ["pending", "running", "failed"] and status["error"] == "RuntimeError: sampler crashed"
