@@ -21,9 +21,6 @@ from harness import results
 from harness.backends.verl.overrides import VerlMappingError
 from harness.errors import UserError
 
-def _variant_error(spec: dict, e: Exception) -> UserError:
-    return UserError(f"variant {spec['variant']!r} (backend verl): {e}")
-
 
 class VerlBackend:
     name = "verl"
@@ -46,7 +43,7 @@ class VerlBackend:
 
         model, critic = self.model_paths(spec, cache_dir)
         paths = data_paths(run_dir, list(spec["eval"]["benchmarks"]))
-        trackers, _ = verl_logger_settings(spec.get("loggers", []), run_dir, spec["experiment"], spec["run_id"])
+        trackers, _ = verl_logger_settings(spec["loggers"], run_dir, spec["experiment"], spec["run_id"])
         loggers = (["console"] if spec["verl"]["mode"] == "cluster" else []) + ["file"] + trackers
         return overrides(spec, spec["verl"]["mode"], run_dir, model, critic, paths.train, paths.val_files, loggers)
 
@@ -79,18 +76,15 @@ class VerlBackend:
         specs = expand(exp)
         data.check_sources(specs[0])
         runs, estimators, losses = [], set(), set()
+        model_local = vc.model is not None and Path(vc.model).is_dir() and (vc.critic_model is None or Path(vc.critic_model).is_dir())
         for spec in specs:
             run_dir = Path(results_dir) / exp.name / spec["run_id"]
             try:
                 ov = self.overrides(spec, run_dir, cache_dir)
                 cfg = compose.compose(ov)
-            except VerlMappingError as e:
-                raise _variant_error(spec, e) from None
-            model_local = vc.model is not None and Path(vc.model).is_dir() and (vc.critic_model is None or Path(vc.critic_model).is_dir())
-            try:
                 compose.check_quietly(cfg, ov, model_is_local=model_local)
             except VerlMappingError as e:
-                raise _variant_error(spec, e) from None
+                raise UserError(f"variant {spec['variant']!r} (backend verl): {e}") from None
             estimators.add(str(cfg.algorithm.adv_estimator))
             losses.add(str(cfg.actor_rollout_ref.actor.policy_loss.loss_mode))
             runs.append({"spec": spec, "overrides": ov, "run_dir": run_dir})
