@@ -34,20 +34,25 @@ def run_command(
     results_dir: Path = typer.Option(Path("results"), "--results", help="Results root; runs go to <results>/<experiment>/<run_id>/."),
     jobs: int = typer.Option(0, "--jobs", "-j", help="Parallel runs (processes). 0 = CPU cores / train.threads."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Warm-start cache (default $NGRPO_HARNESS_CACHE or ~/.cache/ngrpo-harness)."),
+    executor: str = typer.Option("process", "--executor", help="process (local processes) or ray (Ray tasks: a local instance, or a cluster with --address)."),
+    address: str = typer.Option(None, "--address", help="Ray cluster address for --executor ray (e.g. auto, ray://HEAD:10001); shared results and cache folders needed."),
 ) -> None:
     """Run every (variant, seed) of an experiment: finished runs are skipped, interrupted ones resumed.
 
     The file is validated completely before anything is written. Ctrl-C stops cleanly: rerunning
     the same command resumes from the last checkpoint and ends with identical results.
     """
+    from harness.executors import check_executor
     from harness.runner import DEFAULT_CACHE, run_experiment
 
     exp = _load_with_warnings(file)
     if jobs < 0:
         raise UserError("--jobs: must be >= 0 (0 = automatic)")
+    check_executor(executor, address)
     jobs = jobs or max(1, (os.cpu_count() or 1) // exp.train.threads)
     try:
-        states = run_experiment(exp, results_dir, jobs, cache_dir or DEFAULT_CACHE, err_console, source=file.read_text())
+        states = run_experiment(exp, results_dir, jobs, cache_dir or DEFAULT_CACHE, err_console, source=file.read_text(),
+                                executor=executor, address=address)
     except KeyboardInterrupt:
         sys.exit(130)
     failed = [r for r, s in states.items() if s != "done"]

@@ -10,11 +10,10 @@ shown as rich progress bars with ETA. A run folder is locked while a worker owns
 from __future__ import annotations
 
 import fcntl
-import multiprocessing as mp
 import os
 import queue as queue_mod
 import traceback
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from harness import results
 from harness.backends import get_backend
 from harness.config import Experiment, expand
+from harness.executors import WorkerDied, open_executor
 
 DEFAULT_CACHE = Path(os.environ.get("NGRPO_HARNESS_CACHE", Path.home() / ".cache" / "ngrpo-harness"))
 
@@ -110,8 +110,12 @@ def _run_worker(spec: dict, run_dir: str, cache_dir: str, q) -> tuple[str, str, 
 
 
 def run_experiment(exp: Experiment, results_dir: Path, jobs: int, cache_dir: Path = DEFAULT_CACHE,
-                   console: Console | None = None, source: str | None = None) -> dict[str, str]:
-    """Run every unfinished RunSpec of exp; returns run_id -> final state."""
+                   console: Console | None = None, source: str | None = None,
+                   executor: str = "process", address: str | None = None) -> dict[str, str]:
+    """Run every unfinished RunSpec of exp; returns run_id -> final state.
+
+    executor: "process" (local processes) or "ray" (Ray tasks; `address` = a cluster, default a new
+    local instance); see harness.executors. The workers are the same, so are skip/resume/lock."""
     console = console or Console(stderr=True)
     get_backend(exp.backend).check(exp)  # before anything is written
     exp_dir = Path(results_dir) / exp.name
@@ -131,12 +135,11 @@ def run_experiment(exp: Experiment, results_dir: Path, jobs: int, cache_dir: Pat
         key = get_backend(s["backend"]).shared_key(s, cache_dir)
         if key is not None:
             shared.setdefault(key, s)
-    ctx = mp.get_context("spawn")
-    with mp.Manager() as manager, ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool, Progress(
+    with open_executor(executor, jobs, threads=exp.train.threads, address=address) as pool, Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
     ) as progress:
-        q = manager.Queue()
+        q = pool.queue
         bars: dict[str, int] = {}
 
         def pump(futs) -> set:
@@ -156,9 +159,13 @@ def run_experiment(exp: Experiment, results_dir: Path, jobs: int, cache_dir: Pat
         try:
             for fut in pump([pool.submit(_prepare_worker, s, str(cache_dir), q) for s in shared.values()]):
                 fut.result()
-            futs = [pool.submit(_run_worker, s, str(exp_dir / s["run_id"]), str(cache_dir), q) for s in plan.todo]
+            futs = {pool.submit(_run_worker, s, str(exp_dir / s["run_id"]), str(cache_dir), q): s["run_id"] for s in plan.todo}
             for fut in pump(futs):
-                run_id, state, err = fut.result()
+                try:
+                    run_id, state, err = fut.result()
+                except WorkerDied as e:  # its process was killed (OOM, SIGKILL): this run fails, the others go on
+                    run_id, state, err = futs[fut], "failed", f"run process {e}"
+                    results.write_status(exp_dir / run_id, "failed", error=err)
                 states[run_id] = state
                 if err:
                     console.print(f"[red]{run_id}: {state}[/] — {err}")
