@@ -39,7 +39,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness import results
 from harness.backends import get_backend
-from harness.config import Experiment, expand
+from harness.config import Experiment, canonical_hash, expand
 from harness.errors import UserError
 from harness.executors import WorkerDied, open_executor
 from harness.metrics import objective_from_samples
@@ -93,7 +93,9 @@ def open_storage(url: str | None, out: Path) -> Storage:
 
 
 def dashboard_command(store_url: str) -> str:
-    return f"optuna-dashboard {store_url}   # pip install optuna-dashboard; then open http://127.0.0.1:8080/"
+    """The one line that opens the study in optuna-dashboard (journal files need the storage-class hint)."""
+    hint = "" if "://" in store_url else "--storage-class JournalFileStorage "
+    return f"optuna-dashboard {hint}{store_url}"
 
 
 # ------------------------------------------------------------------------------------------ sampler
@@ -150,15 +152,17 @@ def make_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=3) if cfg.pruner == "median" else optuna.pruners.NopPruner()
 
 
-def open_study(cfg: SweepConfig, store: Storage, name: str) -> optuna.Study:
+def open_study(cfg: SweepConfig, exp: Experiment, store: Storage, name: str) -> optuna.Study:
+    """Create or join the study; refuse to mix trials made from other settings (sweep or base experiment)."""
     study = optuna.create_study(study_name=name, storage=store.obj, sampler=make_sampler(cfg), pruner=make_pruner(cfg),
                                 direction=cfg.direction, load_if_exists=True)
+    fingerprint = canonical_hash([cfg.fingerprint(), exp.model_dump()])
     fp = study.user_attrs.get("sweep_fingerprint")
     if fp is None:
-        study.set_user_attr("sweep_fingerprint", cfg.fingerprint())
-    elif fp != cfg.fingerprint():
-        raise UserError(f"study {name!r} in {store.url} was made from different sweep settings (params, sampler, "
-                        f"objective or seeds); use another --results folder or --storage, or restore the old file")
+        study.set_user_attr("sweep_fingerprint", fingerprint)
+    elif fp != fingerprint:
+        raise UserError(f"study {name!r} in {store.url} was made from other settings (sweep params, sampler, objective, "
+                        f"seeds or the base experiment); use another --results folder or --storage, or restore the old files")
     return study
 
 
@@ -500,7 +504,7 @@ def run_sweep(cfg: SweepConfig, exp: Experiment, file: Path, out: Path, store: S
               address: str | None, cache_dir: Path, console: Console | None = None) -> bool:
     """Run (or join, or resume) the study; returns False when it stopped on too many failures."""
     console = console or Console(stderr=True)
-    study = open_study(cfg, store, out.name)
+    study = open_study(cfg, exp, store, out.name)
     out.mkdir(parents=True, exist_ok=True)
     results.atomic_write_text(out / "sweep.yaml", file.read_text())
     results.write_json(out / "sweep.json", {
@@ -539,7 +543,8 @@ def summarize(cfg: SweepConfig, study: optuna.Study, out: Path, store: Storage, 
         best = study.best_trial
         console.print(f"best: trial {best.number}, {cfg.metric}({cfg.benchmark}) {best.value:.2f}, {best.params}")
     console.print(f"{by_state['complete']} complete, {by_state['pruned']} pruned, {by_state['fail']} failed; "
-                  f"`harness report {out}` for the heatmap, importances and best trials; {dashboard_command(store.url)}",
+                  f"`harness report {out}` for the heatmap, importances and best trials; study in a browser: "
+                  f"`{dashboard_command(store.url)}` (pip install optuna-dashboard)",
                   highlight=False)
     if gave_up:
         console.print(f"[red]stopped asking for trials: {cfg.max_failed if cfg.max_failed is not None else cfg.target} "
