@@ -201,7 +201,7 @@ def _check_param_name(path: Path, name: str, cfg: SweepConfig, exp: Experiment) 
         model = Experiment.model_fields.get(section)
         sub = getattr(model.annotation, "model_fields", None) if model else None
         if section in ("seeds", "variants", "name") or not sub or field not in sub:
-            fields = [f"{s}.{f}" for s in ("train", "task", "model", "warm_start") for f in getattr(exp, s).model_fields]
+            fields = [f"{s}.{f}" for s in ("train", "task", "model", "warm_start") for f in type(getattr(exp, s)).model_fields]
             raise UserError(f"{path}: params.{name}: unknown parameter: not an experiment field (e.g. {', '.join(fields[:6])}, ...)")
         return
     base = next(v for v in exp.variants if v.name == cfg.variant)

@@ -83,7 +83,10 @@ def open_storage(url: str | None, out: Path) -> Storage:
     kwargs = {} if parsed.get_backend_name() == "sqlite" else {"connect_args": {"connect_timeout": 10}}
     try:
         store = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    except ModuleNotFoundError as e:
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise UserError(f"--storage {shown}: unknown database kind {parsed.drivername!r}; not a storage URL "
+                        f"(sqlite:///FILE.db, postgresql://USER@HOST/DB, mysql+pymysql://USER@HOST/DB, or a journal file path)") from None
+    except ImportError as e:
         raise UserError(f"--storage {shown}: the database driver is not installed ({e}); install it, e.g. "
                         f"psycopg2-binary for postgresql, pymysql for mysql+pymysql") from None
     except Exception as e:  # noqa: BLE001 - SQLAlchemy raises many types for an unreachable database
