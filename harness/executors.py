@@ -78,6 +78,7 @@ class ProcessExecutor:
         self.queue = self._ctx.Queue()
         self._live: set = set()
         self._lock = threading.Lock()
+        self._closed = False
         self.jobs = jobs
 
     def submit(self, fn: Callable, *args) -> Future:
@@ -114,7 +115,9 @@ class ProcessExecutor:
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         self._threads.shutdown(wait=wait, cancel_futures=cancel_futures)
-        self.queue.close()
+        if wait and not self._closed:
+            self._closed = True
+            self.queue.close()
 
 
 # ----------------------------------------------------------------------------------------- ray
@@ -168,9 +171,13 @@ class RayExecutor:
             self._ray.cancel(ref, force=True)
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        if not self._ray.is_initialized():
+            return  # already shut down
         if cancel_futures:
             for ref in self._refs:
-                self._ray.cancel(ref)
+                self._ray.cancel(ref)  # the task gets KeyboardInterrupt: its run is left resumable
+        if wait and cancel_futures:
+            self._ray.wait(self._refs, num_returns=len(self._refs), timeout=60)
         try:
             self._ray.kill(self.queue.actor)
         except Exception:  # noqa: BLE001 - already gone with the instance
@@ -211,6 +218,9 @@ def open_executor(executor: str, jobs: int, threads: int = 1, address: str | Non
     ex = ProcessExecutor(jobs) if executor == "process" else RayExecutor(jobs, threads, address)
     try:
         yield ex
+    except KeyboardInterrupt:  # the tasks were interrupted too: let them leave their runs resumable
+        ex.shutdown(wait=True, cancel_futures=True)
+        raise
     except BaseException:
         ex.kill_all()
         ex.shutdown(wait=True, cancel_futures=True)

@@ -276,7 +276,7 @@ def sweep_command(
         cfg = cfg.model_copy(update={"trials": trials})
     out = results_dir / f"{exp.name}_sweep_{cfg.variant}"
     store = open_storage(storage, out)  # unreachable or malformed -> UserError, nothing written
-    if jobs == 0 and executor == "process":
+    if jobs == 0 and not address:  # a cluster (--address) is sized by Ray: 0 = its CPUs / train.threads
         jobs = max(1, (os.cpu_count() or 1) // exp.train.threads)
     ok = run_sweep(cfg, exp, file, out, store, jobs=jobs, executor=executor, address=address,
                    cache_dir=cache_dir or DEFAULT_CACHE)
