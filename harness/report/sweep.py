@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -66,14 +67,19 @@ def plot_heatmap(data: SweepData, out: Path) -> dict[str, Path] | None:
         if len(axes) == 1:
             return None  # one parameter: the per-parameter figure says it all
         px, py = axes
-        xs, ys = sorted(c[px].unique()), sorted(c[py].unique())
-        grid = len(xs) <= MAX_GRID_VALUES and len(ys) <= MAX_GRID_VALUES and len(c) >= 0.5 * len(xs) * len(ys)
+        gx, gy = _grid_values(data, px), _grid_values(data, py)
+        if gx and gy:  # a grid study: its full grid, cells not run (yet) left grey
+            xs, ys, grid = gx, gy, True
+        else:
+            xs, ys = sorted(c[px].unique()), sorted(c[py].unique())
+            grid = len(xs) <= MAX_GRID_VALUES and len(ys) <= MAX_GRID_VALUES and len(c) >= 0.5 * len(xs) * len(ys)
         fig, ax = plt.subplots(figsize=(1.1 * len(xs) + 2.6 if grid else 6.4, 0.8 * len(ys) + 1.8 if grid else 5.0))
         best = data.best
         if grid:
             mat = c.pivot_table(index=py, columns=px, values="mean", aggfunc="mean").reindex(index=ys, columns=xs)
             region = c.pivot_table(index=py, columns=px, values="in_best_region", aggfunc="max").reindex(index=ys, columns=xs)
             cmap = "viridis" if data.maximize else "viridis_r"
+            ax.set_facecolor("0.88")  # cells without a complete trial
             sns.heatmap(mat, annot=True, fmt=".1f", cmap=cmap, ax=ax, cbar_kws={"label": data.objective},
                         linewidths=0.5, linecolor="white", annot_kws={"fontsize": 8})
             ax.invert_yaxis()
@@ -90,7 +96,10 @@ def plot_heatmap(data: SweepData, out: Path) -> dict[str, Path] | None:
                 ax.plot(dx + 0.5, dy + 0.5, marker="X", color="white", mec="black", ms=11, ls="",
                         label=f"base setting ({px} {_fmt(data.defaults[px])}, {py} {_fmt(data.defaults[py])})")
                 ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8, frameon=False)
-            ax.set_title(title + "\nred outline: not significantly worse than the best (red star), 95% CI", fontsize=9)
+            done = f"{len(c)} of {len(xs) * len(ys)} cells" + (" (grey: not run or not complete)" if len(c) < len(xs) * len(ys) else "")
+            others = " averaged over the other parameters" if len(data.params) > 2 else ""
+            ax.set_title(f"{title}{others}; {done}\nred outline: not significantly worse than the best (red star), 95% CI",
+                         fontsize=9)
         else:
             x, y, z = c[px].astype(float), c[py].astype(float), c["mean"].astype(float)
             if len(c) >= 4 and x.nunique() > 1 and y.nunique() > 1:
@@ -133,6 +142,10 @@ def plot_params(data: SweepData, out: Path) -> dict[str, Path] | None:
                 ax.plot(bx, by.to_numpy(), color="tab:orange", lw=1.8, marker="s", ms=4, label="mean over other parameters")
             if numeric and data.log_scale.get(p):
                 ax.set_xscale("log")
+                ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            if numeric and _grid_values(data, p):
+                ax.set_xticks(_grid_values(data, p), [_fmt(v) for v in _grid_values(data, p)])
             if not numeric:
                 ax.set_xticks(range(len(cats)), [str(v) for v in cats])
             if p in data.defaults and numeric:
@@ -215,25 +228,52 @@ def build_sweep_report(folder: Path, out: Path) -> tuple[list[Path], list[str]]:
     return files, lines + data.notes
 
 
+def _grid_values(data: SweepData, p: str) -> list | None:
+    """The grid a grid-sampler study visits along p (from sweep.json), else None."""
+    if data.meta.get("sampler") != "grid":
+        return None
+    from harness.sweep import Param
+
+    return Param(**data.meta["params"][p]).grid_values()
+
+
 def _base_in_region(data: SweepData) -> str:
-    """Whether the base setting's grid neighbours (or the point itself) lie in the best region."""
+    """Whether the base setting lies in the best region: the grid cells at or around it (every cell of the
+    bracketing grid values), or for other samplers the complete trial nearest to it."""
     c = data.complete
-    near = c
-    for p, v in data.defaults.items():
-        if p not in data.params or not _numeric(data, p):
-            continue
-        vals = sorted(c[p].unique())
-        lo = [x for x in vals if x <= v]
-        hi = [x for x in vals if x >= v]
-        keep = {lo[-1] if lo else None, hi[0] if hi else None} - {None}
-        near = near[near[p].isin(keep)]
-    if near.empty:
-        return "no trial at or around it"
-    inside = near["in_best_region"].astype(bool)
-    cells = ", ".join("(" + ", ".join(_fmt(r[p]) for p in data.params) + (": in" if r["in_best_region"] else ": out") + ")"
-                      for _, r in near.iterrows())
-    verdict = "inside the best region" if inside.all() else ("outside the best region" if not inside.any() else "on its edge")
-    return f"{verdict} (the trials at or around it: {cells})"
+    params = [p for p in data.params if p in data.defaults and _numeric(data, p)]
+    if len(params) != len(data.params) or c.empty:
+        return "not comparable (a swept parameter has no numeric base value)"
+    grids = {p: _grid_values(data, p) for p in params}
+    if all(grids.values()):
+        axes = []
+        for p in params:
+            v = float(data.defaults[p])
+            lo, hi = [x for x in grids[p] if x <= v], [x for x in grids[p] if x >= v]
+            axes.append(sorted({lo[-1] if lo else hi[0], hi[0] if hi else lo[-1]}))
+        import itertools
+
+        cells, states = [], []
+        for combo in itertools.product(*axes):
+            hit = c
+            for p, v in zip(params, combo):
+                hit = hit[np.isclose(hit[p].astype(float), v)]
+            state = "not run" if hit.empty else ("in" if bool(hit["in_best_region"].iloc[0]) else "out")
+            states.append(state)
+            cells.append("(" + ", ".join(f"{p} {_fmt(v)}" for p, v in zip(params, combo)) + f": {state})")
+        run = [s for s in states if s != "not run"]
+        if not run:
+            return "unknown: no grid cell at or around it has finished (" + ", ".join(cells) + ")"
+        verdict = ("inside the best region" if all(s == "in" for s in run) else
+                   "outside the best region" if not any(s == "in" for s in run) else "on the edge of the best region")
+        return f"{verdict} (grid cells at or around it: {', '.join(cells)})"
+    logs = {p: data.log_scale.get(p, False) for p in params}
+    dist = sum(((np.log(c[p].astype(float)) - np.log(float(data.defaults[p]))) if logs[p] else
+                (c[p].astype(float) - float(data.defaults[p])) / max(1e-12, float(c[p].astype(float).std() or 1))) ** 2
+               for p in params)
+    r = c.loc[dist.idxmin()]
+    where = "inside" if r["in_best_region"] else "outside"
+    return f"nearest complete trial {int(r['number'])} (" + ", ".join(f"{p} {_fmt(r[p])}" for p in params) + f") is {where} the best region"
 
 
 def _html(data: SweepData, out: Path, figs: dict, best: pd.DataFrame, table: pd.DataFrame, lines: list[str]) -> Path:
