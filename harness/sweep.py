@@ -249,6 +249,8 @@ def sweep_command(
     executor: str = typer.Option("process", "--executor", help="process (local processes) or ray (Ray tasks)."),
     address: str = typer.Option(None, "--address", help="Ray cluster address (with --executor ray; default: a new local instance)."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Warm-start cache (default $NGRPO_HARNESS_CACHE or ~/.cache/ngrpo-harness)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Run the parameters of failed trials once more "
+                                      "(e.g. after an OOM kill); their runs resume from their checkpoints."),
 ) -> None:
     """Search a variant's settings with Optuna; the objective is a report metric averaged over seeds.
 
@@ -279,6 +281,6 @@ def sweep_command(
     if jobs == 0 and not address:  # a cluster (--address) is sized by Ray: 0 = its CPUs / train.threads
         jobs = max(1, (os.cpu_count() or 1) // exp.train.threads)
     ok = run_sweep(cfg, exp, file, out, store, jobs=jobs, executor=executor, address=address,
-                   cache_dir=cache_dir or DEFAULT_CACHE)
+                   cache_dir=cache_dir or DEFAULT_CACHE, retry_failed=retry_failed)
     if not ok:
         raise typer.Exit(1)

@@ -174,11 +174,15 @@ def fail_kind(t) -> str:
     return str(t.user_attrs.get("fail_kind", "error"))
 
 
-def counts(t, grid: bool) -> bool:
-    """Whether a trial uses up one unit of the study's budget."""
+def counts(t, grid: bool, retried: frozenset = frozenset()) -> bool:
+    """Whether a trial uses up one unit of the study's budget (`retried`: numbers of failed trials run again)."""
     if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING):
         return True
-    return t.state == TrialState.FAIL and grid and fail_kind(t) in ("error", "killed")
+    return t.state == TrialState.FAIL and grid and fail_kind(t) in ("error", "killed") and t.number not in retried
+
+
+def retried_numbers(trials) -> frozenset:
+    return frozenset(int(t.user_attrs["retry_of"]) for t in trials if "retry_of" in t.user_attrs)
 
 
 def _lock_nb(path: Path) -> int | None:
@@ -225,6 +229,7 @@ class Driver:
         self.by_run: dict[str, tuple[Active, int]] = {}
         self.gave_up = False
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.retry = False
         self.last_reap = 0.0
 
     # --------------------------------------------------------------------------- bookkeeping
@@ -292,11 +297,23 @@ class Driver:
         trials = self.trials()
         if any(t.state == TrialState.WAITING for t in trials):
             return True
-        failed = sum(t.state == TrialState.FAIL and fail_kind(t) in ("error", "killed") for t in trials)
+        retried = retried_numbers(trials)
+        failed = sum(t.state == TrialState.FAIL and fail_kind(t) in ("error", "killed") and t.number not in retried for t in trials)
         if failed >= (self.cfg.max_failed if self.cfg.max_failed is not None else self.cfg.target):
             self.gave_up = True
             return False
-        return sum(counts(t, self.grid) for t in trials) < self.cfg.target
+        return sum(counts(t, self.grid, retried) for t in trials) < self.cfg.target
+
+    def retry_failed(self) -> None:
+        """--retry-failed: enqueue the parameters of every failed trial (error or killed) not retried yet;
+        their runs resume from their checkpoints. Two workers doing this at once are caught by the surplus check."""
+        trials = self.trials()
+        retried = retried_numbers(trials)
+        for t in trials:
+            if t.state == TrialState.FAIL and fail_kind(t) in ("error", "killed") and t.number not in retried \
+                    and len(t.params) == len(self.cfg.params):
+                self.study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number, "retries": int(t.user_attrs.get("retries", 0)) + 1})
+                self.console.print(f"trial {t.number} ({fail_kind(t)}: {t.user_attrs.get('fail_reason', '?')}) enqueued again")
 
     def start_trial(self) -> Active | None:
         trial = self.study.ask()
@@ -305,7 +322,9 @@ class Driver:
             raise UserError(f"{self.locks}: trial {trial.number}'s lock is held by another process: two studies "
                             f"(different --storage) share this results folder; give each its own --results")
         trial.set_user_attr("worker", self.worker)
-        ahead = [t for t in self.trials() if t.number < trial.number and counts(t, self.grid)]
+        trials = self.trials()
+        retried = retried_numbers(trials)
+        ahead = [t for t in trials if t.number < trial.number and counts(t, self.grid, retried)]
         if len(ahead) >= self.cfg.target:
             self._tell_failed(trial, "surplus", "not run: the study already had its trials (workers asked at once)", fd)
             return None
@@ -359,9 +378,9 @@ class Driver:
                 a.values[i] = v
             except (ValueError, results.ResultsError) as e:
                 state, err = "failed", f"objective: {e}"
+        if state == "killed":  # the process could not say so itself
+            results.write_status(self.run_dir(a.specs[i]), "failed", error=err)
         if state in ("failed", "killed") and a.failed is None:
-            if state == "killed":
-                results.write_status(self.run_dir(a.specs[i]), "failed", error=err)
             a.failed = ("killed" if state == "killed" else "error", f"seed {seed}: {err}")
             self.stop_trial(a, "pending", f"stopped: seed {seed} of trial {a.trial.number} failed")
         elif state == "pending" and a.failed is None and not a.pruned:
@@ -476,6 +495,8 @@ class Driver:
         bars: dict[str, int] = {}
         self.prepare_shared(progress)
         self.reap_stale(force=True)
+        if self.retry:
+            self.retry_failed()
         while True:
             self.reap_stale()
             self.fill()
@@ -504,7 +525,7 @@ class Driver:
 
 
 def run_sweep(cfg: SweepConfig, exp: Experiment, file: Path, out: Path, store: Storage, *, jobs: int, executor: str,
-              address: str | None, cache_dir: Path, console: Console | None = None) -> bool:
+              address: str | None, cache_dir: Path, console: Console | None = None, retry_failed: bool = False) -> bool:
     """Run (or join, or resume) the study; returns False when it stopped on too many failures."""
     console = console or Console(stderr=True)
     study = open_study(cfg, exp, store, out.name)
@@ -521,6 +542,7 @@ def run_sweep(cfg: SweepConfig, exp: Experiment, file: Path, out: Path, store: S
         TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
     ) as progress:
         driver = Driver(cfg, exp, out, store, study, ex, cache_dir, console)
+        driver.retry = retry_failed
         console.print(f"[bold]{out.name}[/]: {cfg.sampler} sampler, {cfg.target} trials x {len(cfg.seeds)} seed(s), "
                       f"{ex.jobs} run(s) at once ({executor}); storage {store.url}")
         try:

@@ -184,3 +184,27 @@ def test_best_region_holds_trials_not_significantly_worse(tmp_path):
     data.meta = {"objective": {**meta["objective"], "direction": "minimize"}}
     mark_best_region(data)
     assert data.best["number"] == 2 and data.trials["in_best_region"].tolist() == [False, False, True]
+
+
+def test_retry_failed_enqueues_each_failed_trial_once_with_its_parameters(driver):
+    dist = optuna.distributions.FloatDistribution(0.1, 0.3)
+    driver.study.add_trial(optuna.trial.create_trial(params={"eps_pos": 0.123}, distributions={"eps_pos": dist},
+                                                     state=optuna.trial.TrialState.FAIL,
+                                                     user_attrs={"fail_kind": "killed", "fail_reason": "run process killed by signal SIGKILL"}))
+    failed = driver.study.trials[-1].number
+    driver.retry_failed()
+    driver.retry_failed()  # already retried: nothing more
+    waiting = [t for t in driver.study.trials if t.state == optuna.trial.TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].user_attrs["retry_of"] == failed
+    a = driver.start_trial()
+    assert a.params == {"eps_pos": 0.123} and a.trial.number == waiting[0].number
+
+
+def test_a_killed_grid_point_is_spent_unless_retried():
+    from types import SimpleNamespace
+
+    from harness.sweep_study import counts, retried_numbers
+
+    killed = SimpleNamespace(number=4, state=optuna.trial.TrialState.FAIL, user_attrs={"fail_kind": "killed"})
+    retry = SimpleNamespace(number=9, state=optuna.trial.TrialState.WAITING, user_attrs={"retry_of": 4})
+    assert counts(killed, grid=True) and not counts(killed, grid=True, retried=retried_numbers([killed, retry]))
