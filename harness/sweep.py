@@ -257,7 +257,7 @@ def sweep_command(
     Several `harness sweep` processes (on one or many machines) given the same --storage and results
     folder work on one study together; a killed sweep restarted with the same command resumes its
     trials from their checkpoints. Failed trials are recorded with their reason and replaced (a failed
-    grid point is not retried). Every trial is a normal run folder; `harness report` on the sweep's
+    grid point is spent; --retry-failed runs failed parameters once more). Every trial is a normal run folder; `harness report` on the sweep's
     folder adds a heatmap, parameter importances and the best trials.
     """
     from harness.backends import get_backend
