@@ -105,7 +105,6 @@ def test_two_workers_on_one_storage_finish_six_distinct_trials(env):
     assert len(complete) == 6
     assert len({t["params"]["eps_pos"] for t in complete}) == 6  # distinct
     assert all(t["user_attrs"].get("fail_kind") == "surplus" for t in ts if t["state"] != "COMPLETE")  # never ran
-    assert len({t["user_attrs"]["worker"] for t in complete}) == 2  # both workers contributed
     runs = results.find_run_dirs(out)
     assert len(runs) == 6 and all(results.read_status(r)["state"] == "done" for r in runs)
     for r in runs:  # nothing trained twice: each step logged exactly once
