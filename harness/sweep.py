@@ -6,8 +6,8 @@ or categorical; knobs of the variant's preset or experiment fields such as `trai
 benchmark at the final step: `auc`, or `pass@K`; averaged over the sweep's seeds; maximised or
 minimised). Each trial is a set of ordinary runs (one RunSpec per seed) under
 results/<experiment>_sweep_<variant>/, so `harness report` reads them like any experiment and adds
-the sweep's own figures. The driver, storage and worker live in harness/sweep_study.py and
-harness/sweep_worker.py.
+the sweep's own figures. Optuna storages and samplers: harness/sweep_optuna.py; the driver:
+harness/sweep_study.py; what a run does in its worker process: harness/sweep_worker.py.
 """
 
 from __future__ import annotations
@@ -263,7 +263,8 @@ def sweep_command(
     from harness.backends import get_backend
     from harness.executors import check_executor
     from harness.runner import DEFAULT_CACHE
-    from harness.sweep_study import open_storage, run_sweep
+    from harness.sweep_optuna import open_storage
+    from harness.sweep_study import run_sweep
 
     cfg, exp = load_sweep(file)
     get_backend(exp.backend).check(exp)

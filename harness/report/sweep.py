@@ -191,7 +191,7 @@ def best_table(data: SweepData) -> pd.DataFrame:
 
 
 def dashboard_line(data: SweepData) -> str:
-    from harness.sweep_study import dashboard_command
+    from harness.sweep_optuna import dashboard_command
 
     return dashboard_command(data.meta["storage"])
 

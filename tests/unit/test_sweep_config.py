@@ -123,10 +123,10 @@ def test_objective_from_samples_on_hand_computed_values():
 
 
 def test_budget_counts_running_complete_pruned_and_spent_grid_points():
-    from harness.sweep_study import counts
+    from harness.sweep_optuna import counts
 
     def t(state, kind=None):
-        return SimpleNamespace(state=state, user_attrs={"fail_kind": kind} if kind else {})
+        return SimpleNamespace(number=0, state=state, user_attrs={"fail_kind": kind} if kind else {})
 
     for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING):
         assert counts(t(state), grid=False) and counts(t(state), grid=True)
@@ -140,7 +140,7 @@ def test_two_workers_with_one_seed_never_draw_the_same_parameters(tmp_path):
     """Per-trial reseeding: trial n's draw depends on (seed, n) only, so workers do not repeat each other."""
     import optuna
 
-    from harness.sweep_study import make_sampler
+    from harness.sweep_optuna import make_sampler
 
     cfg = SweepConfig.model_validate({**SWEEP, "sampler": "random"})
     url = f"sqlite:///{tmp_path / 's.db'}"
