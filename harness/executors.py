@@ -209,6 +209,23 @@ def check_executor(executor: str, address: str | None) -> None:
             import ray  # noqa: F401
         except ImportError:
             raise UserError("--executor ray: ray is not installed (pip install 'ray==2.60.0', or the verl extra)") from None
+        if address:
+            _check_reachable(address)
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) address must accept a TCP connection (Ray itself retries for minutes)."""
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    if address in ("auto", "local") or ":" not in hostport:
+        return
+    host, _, port = hostport.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        raise UserError(f"--address {address}: no Ray cluster reachable there ({e}); start one with `ray start --head` "
+                        f"or omit --address for a local instance") from None
 
 
 @contextmanager

@@ -391,23 +391,38 @@ class Driver:
             self._retire(self.study._storage.get_trial(a.trial._trial_id), "interrupted (Ctrl-C)")
 
 
+def base_values(cfg: SweepConfig, exp: Experiment) -> dict:
+    """Each swept parameter's value without the sweep (the base variant's knob, or the experiment field)."""
+    import algorithms
+
+    base = next(v for v in exp.variants if v.name == cfg.variant)
+    knobs = algorithms.get_preset(base.preset, **base.overrides).knobs
+    out = {}
+    for k in cfg.params:
+        section, _, field_ = k.partition(".")
+        v = getattr(getattr(exp, section), field_) if field_ else knobs.get(k, base.overrides.get(k))
+        if v is not None:
+            out[k] = v
+    return out
+
+
 def run_sweep(cfg: SweepConfig, exp: Experiment, file: Path, out: Path, store: Storage, *, jobs: int, executor: str,
               address: str | None, cache_dir: Path, console: Console | None = None, retry_failed: bool = False) -> bool:
     """Run (or join, or resume) the study; returns False when it stopped on too many failures."""
     console = console or Console(stderr=True)
-    study = open_study(cfg, exp, store, out.name)
-    out.mkdir(parents=True, exist_ok=True)
-    results.atomic_write_text(out / "sweep.yaml", file.read_text())
-    results.write_json(out / "sweep.json", {
-        "study": out.name, "storage": store.url, "sweep_file": str(file), "experiment": exp.name, "variant": cfg.variant,
-        "objective": {"benchmark": cfg.benchmark, "metric": cfg.metric, "direction": cfg.direction},
-        "params": {k: p.model_dump(exclude_none=True) for k, p in cfg.params.items()}, "sampler": cfg.sampler,
-        "seeds": list(cfg.seeds), "trials": cfg.target,
-    })
     with open_executor(executor, jobs, threads=exp.train.threads, address=address) as ex, Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
     ) as progress:
+        study = open_study(cfg, exp, store, out.name)  # after the executor: a Ray that cannot start leaves no study
+        out.mkdir(parents=True, exist_ok=True)
+        results.atomic_write_text(out / "sweep.yaml", file.read_text())
+        results.write_json(out / "sweep.json", {
+            "study": out.name, "storage": store.url, "sweep_file": str(file), "experiment": exp.name, "variant": cfg.variant,
+            "objective": {"benchmark": cfg.benchmark, "metric": cfg.metric, "direction": cfg.direction},
+            "params": {k: p.model_dump(exclude_none=True) for k, p in cfg.params.items()}, "sampler": cfg.sampler,
+            "seeds": list(cfg.seeds), "trials": cfg.target, "defaults": base_values(cfg, exp),
+        })
         driver = Driver(cfg, exp, out, store, study, ex, cache_dir, console)
         driver.retry = retry_failed
         console.print(f"[bold]{out.name}[/]: {cfg.sampler} sampler, {cfg.target} trials x {len(cfg.seeds)} seed(s), "

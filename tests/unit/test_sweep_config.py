@@ -97,8 +97,11 @@ def test_unreachable_or_malformed_storage_exits_2_and_writes_nothing(tmp_path, c
     (["--executor", "dask"], "--executor 'dask'"),
     (["--address", "auto"], "--address: only meaningful with --executor ray"),
     (["--jobs", "-1"], "--jobs"),
+    (["--executor", "ray", "--address", "127.0.0.1:1"], "--address 127.0.0.1:1: no Ray cluster reachable there"),
 ])
 def test_bad_executor_options(tmp_path, capsys, args, msg):
+    if "ray" in args:
+        pytest.importorskip("ray")
     f = write(tmp_path)
     with pytest.raises(SystemExit) as e:
         main(["sweep", str(f), "--results", str(tmp_path / "res"), *args])
