@@ -3,6 +3,7 @@ pruner, the study (refusing to mix settings), and the budget rule shared by ever
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def open_storage(url: str | None, out: Path) -> Storage:
     shown = parsed.render_as_string(hide_password=True)
     kwargs = {} if parsed.get_backend_name() == "sqlite" else {"connect_args": {"connect_timeout": 10}}
     try:
-        store = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        store = _rdb_storage(url, kwargs)
     except sqlalchemy.exc.NoSuchModuleError:
         raise UserError(f"--storage {shown}: unknown database kind {parsed.drivername!r}; not a storage URL "
                         f"(sqlite:///FILE.db, postgresql://USER@HOST/DB, mysql+pymysql://USER@HOST/DB, or a journal file path)") from None
@@ -56,6 +57,21 @@ def open_storage(url: str | None, out: Path) -> Storage:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"--storage {shown}: unreachable ({first})") from None
     return Storage(store, shown)
+
+
+def _rdb_storage(url: str, engine_kwargs: dict, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """RDBStorage, retried when another worker is creating the same fresh database's tables right now."""
+    import sqlalchemy
+
+    for i in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except sqlalchemy.exc.OperationalError as e:
+            racing = "already exists" in str(e) or "database is locked" in str(e)
+            if not racing or i == attempts - 1:
+                raise
+            time.sleep(1.0 + i)
+    raise AssertionError("unreachable")
 
 
 def dashboard_command(store_url: str) -> str:
