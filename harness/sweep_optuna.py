@@ -44,7 +44,8 @@ def open_storage(url: str | None, out: Path) -> Storage:
         raise UserError(f"--storage {url!r}: not a storage URL (sqlite:///FILE.db, postgresql://USER@HOST/DB, "
                         f"mysql+pymysql://USER@HOST/DB, or a journal file path)") from None
     shown = parsed.render_as_string(hide_password=True)
-    kwargs = {} if parsed.get_backend_name() == "sqlite" else {"connect_args": {"connect_timeout": 10}}
+    # SQLite: wait up to 60 s for another worker's write lock (its default, 5 s, is short on a loaded machine)
+    kwargs = {"connect_args": {"timeout": 60}} if parsed.get_backend_name() == "sqlite" else {"connect_args": {"connect_timeout": 10}}
     try:
         store = _rdb_storage(url, kwargs)
     except sqlalchemy.exc.NoSuchModuleError:

@@ -101,10 +101,11 @@ def test_two_workers_on_one_storage_finish_six_distinct_trials(env):
     assert [p.returncode for p in procs] == [0, 0], errs
     out = env / "res" / "tiny_sweep_ngrpo"
     ts = trials(out)
+    seen = [(t["number"], t["state"], t["params"], t["user_attrs"]) for t in ts]
     complete = [t for t in ts if t["state"] == "COMPLETE"]
-    assert len(complete) == 6
-    assert len({t["params"]["eps_pos"] for t in complete}) == 6  # distinct
-    assert all(t["user_attrs"].get("fail_kind") == "surplus" for t in ts if t["state"] != "COMPLETE")  # never ran
+    assert len(complete) == 6, (seen, errs)
+    assert len({t["params"]["eps_pos"] for t in complete}) == 6, seen  # distinct
+    assert all(t["user_attrs"].get("fail_kind") == "surplus" for t in ts if t["state"] != "COMPLETE"), seen  # never ran
     runs = results.find_run_dirs(out)
     assert len(runs) == 6 and all(results.read_status(r)["state"] == "done" for r in runs)
     for r in runs:  # nothing trained twice: each step logged exactly once
