@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("harness.commands:validate_command",
                  "Check an experiment or sweep file without running it, or print the schema (--schema)."),
     "sweep": ("harness.sweep:sweep_command",
-              "Search a variant's knobs with Optuna (TPE + median pruning), maximising final Pass@k AUC."),
+              "Search a variant's settings with Optuna; the objective is a report metric averaged over seeds."),
     "report": ("harness.report.cli:report_command",
                "Render Pass@k curves, Pass@k AUC tables (with seed CIs), comparisons and training diagnostics."),
     "eval": ("harness.evaluate:eval_command",

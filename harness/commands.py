@@ -40,6 +40,8 @@ def run_command(
     no_wait: bool = typer.Option(False, "--no-wait", help="Skip runs that another live `harness run` is training (default: wait for them)."),
     summary_every: float = typer.Option(30.0, "--summary-every", help="When output is not a terminal: seconds between progress summary lines (0 = none)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate, then print what each run would execute (for verl: the exact `main_ppo` command and Hydra overrides) and start nothing."),
+    executor: str = typer.Option("process", "--executor", help="process (local processes) or ray (Ray tasks: a new local instance, or a cluster with --address)."),
+    address: str = typer.Option(None, "--address", help="Ray cluster address for --executor ray (auto, HOST:PORT or ray://HOST:10001); every node must see the results and cache folders at the same paths."),
 ) -> None:
     """Run every (variant, seed) of an experiment: finished runs are skipped, interrupted ones resumed.
 
@@ -51,6 +53,7 @@ def run_command(
     held by the other is waited for (or skipped with --no-wait), the warm start is built once.
     Exit code 0 when every run is done, whoever ran it; 1 otherwise. On a terminal progress is
     shown as bars; otherwise (nohup, CI, a pipe) as one line per event plus periodic summaries.
+    With --executor ray the runs are Ray tasks, with the same skip / resume / lock semantics.
     """
     from harness.runner import DEFAULT_CACHE, run_experiment
 
@@ -64,9 +67,13 @@ def run_command(
         raise UserError("--jobs: must be >= 0 (0 = automatic)")
     if summary_every < 0:
         raise UserError("--summary-every: must be >= 0 seconds (0 = no summaries)")
-    jobs = jobs or max(1, (os.cpu_count() or 1) // exp.train.threads)
+    from harness.executor import check_executor
+
+    check_executor(executor, address)
+    if not (jobs == 0 and address):  # on a Ray cluster, 0 = its CPUs / train.threads
+        jobs = jobs or max(1, (os.cpu_count() or 1) // exp.train.threads)
     states = run_experiment(exp, results_dir, jobs, cache_dir or DEFAULT_CACHE, err_console, source=file.read_text(),
-                            wait=not no_wait, summary_every=summary_every)
+                            wait=not no_wait, summary_every=summary_every, executor=executor, address=address)
     failed = [r for r, s in states.items() if s != "done"]
     err_console.print(f"{len(states) - len(failed)}/{len(states)} runs done under {results_dir / exp.name}")
     if failed:
@@ -122,10 +129,12 @@ def _validate_sweep(file: Path) -> None:
     from harness.sweep import load_sweep
 
     cfg, exp = load_sweep(file)
-    params = ", ".join(f"{k} in [{r.low:g}, {r.high:g}]{' (log)' if r.log else ''}" for k, r in cfg.params.items())
-    Console().print(f"sweep over variant {cfg.variant!r} of {exp.name} ({cfg.experiment}): {params}; objective: final "
-                    f"Pass@k AUC on {cfg.benchmark!r}; {cfg.trials} trials x {len(cfg.seeds)} seed(s); "
-                    f"results in {exp.name}_sweep_{cfg.variant}/")
+    params = ", ".join(f"{k} in {{{', '.join(map(str, p.choices))}}}" if p.kind == "categorical" else
+                       f"{k} in [{p.low:g}, {p.high:g}]{' (log)' if p.log else ''}{' (int)' if p.kind == 'int' else ''}"
+                       for k, p in cfg.params.items())
+    Console().print(f"sweep over variant {cfg.variant!r} of {exp.name} ({cfg.experiment}): {params}; objective: "
+                    f"{cfg.direction} final {cfg.metric} on {cfg.benchmark!r}; {cfg.sampler} sampler, {cfg.target} trials x "
+                    f"{len(cfg.seeds)} seed(s); results in {exp.name}_sweep_{cfg.variant}/", highlight=False)
     Console().print(f"[green]ok[/]: {file} (sweep file; run it with `harness sweep {file}`)")
 
 

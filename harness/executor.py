@@ -3,14 +3,16 @@
     pool = WorkerPool(jobs)              # spawned processes (torch and fork do not mix), started lazily
     pool.submit(tag, fn, *args)          # only to an idle worker: nothing is queued ahead in a worker
     for ev in pool.poll(0.25): ...       # ("progress", key, step, total) | ("note", key, text)
-                                         # | ("done", tag, value) | ("crash", tag, error)
+                                         # | ("done", tag, value) | ("crash", tag, error, died)
     pool.request_stop()                  # every running task's progress callback raises StopRequested
     pool.kill()                          # SIGKILL now (second Ctrl-C); returns the tags that were running
 
 A task is `fn(ctx, *args)` with a TaskContext: `ctx.progress(key)` is the Progress callback handed to
 a backend (it raises StopRequested once a stop is requested, so the backend checkpoints the current
 step and stops), `ctx.note(key, text)` sends a line to the parent, `ctx.stop_requested()` polls.
-Another executor (e.g. Ray) only has to provide the same four calls and the same context.
+A "crash" is a task that raised (died=False, error = its traceback) or whose process died (died=True).
+Another executor only has to provide the same calls and the same context: harness/executor_ray.py
+runs the tasks as Ray tasks; `make_pool` picks one (`--executor process|ray`).
 
 Workers ignore SIGINT (a terminal's Ctrl-C reaches the whole process group; the parent decides and
 forwards one stop request), treat SIGTERM as a stop request (what a cluster scheduler sends to every
@@ -31,7 +33,7 @@ from contextlib import contextmanager
 from multiprocessing.connection import wait as conn_wait
 from typing import Any, Callable, Iterator
 
-from harness.errors import Interrupted, StopRequested
+from harness.errors import Interrupted, StopRequested, UserError
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -96,7 +98,7 @@ def _worker_main(task_conn, event_conn, parent_pid: int) -> None:
         try:
             send(("done", tag, fn(ctx, *args)))
         except BaseException:  # noqa: BLE001 - reported to the parent, the worker stays usable
-            send(("crash", tag, traceback.format_exc()[-4000:]))
+            send(("crash", tag, traceback.format_exc()[-4000:], False))
 
 
 # ----------------------------------------------------------------------------------- parent side
@@ -167,7 +169,7 @@ class WorkerPool:
             if w.tag is not None and not w.proc.is_alive():
                 events.extend(self._drain(w))
                 if w.tag is not None:
-                    events.append(("crash", w.tag, f"worker process {w.proc.pid} died (exit code {w.proc.exitcode})"))
+                    events.append(("crash", w.tag, f"worker process {w.proc.pid} died ({describe_exit(w.proc.exitcode)})", True))
                     w.tag = None
         return events
 
@@ -214,6 +216,41 @@ class WorkerPool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def describe_exit(code: int | None) -> str:
+    """A dead process's exit status in words: 'exit code 3', 'killed by signal SIGKILL'."""
+    if code is not None and code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+# ----------------------------------------------------------------------------------- choosing one
+EXECUTORS = ("process", "ray")
+
+
+def check_executor(executor: str, address: str | None) -> None:
+    """Bad --executor / --address values -> UserError, before anything is written."""
+    if executor not in EXECUTORS:
+        raise UserError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    if address and executor != "ray":
+        raise UserError("--address: only meaningful with --executor ray")
+    if executor == "ray":
+        from harness.executor_ray import check_ray
+
+        check_ray(address)
+
+
+def make_pool(executor: str, jobs: int, threads: int = 1, address: str | None = None):
+    """A WorkerPool (local processes) or a RayPool (Ray tasks; jobs 0 = the cluster's CPUs / threads)."""
+    if executor == "ray":
+        from harness.executor_ray import RayPool
+
+        return RayPool(jobs, threads, address)
+    return WorkerPool(jobs)
 
 
 # ----------------------------------------------------------------------------------- signals

@@ -201,3 +201,29 @@ def bootstrap_diff_ci(
                 int(min(a_arr.size, b_arr.size)))
     u = stats.mannwhitneyu(a_arr, b_arr, alternative="two-sided").statistic
     return ci, float(u / (a_arr.size * b_arr.size))
+
+
+def objective_from_samples(samples: pd.DataFrame, benchmark: str, metric: str, step: int | None = None) -> float:
+    """One number from raw samples, as the report computes it: `auc` (Pass@k AUC over k = 1, 2, ..., <= n)
+    or `pass@K` (unbiased, any K <= n) on `benchmark` at `step` (default: the last evaluated step).
+
+    samples: rows with step, benchmark, problem_id, correct. Raises ValueError when nothing matches.
+    """
+    rows = samples[samples["benchmark"] == benchmark]
+    if rows.empty:
+        raise ValueError(f"no samples of benchmark {benchmark!r}")
+    step = int(rows["step"].max()) if step is None else step
+    rows = rows[rows["step"] == step]
+    if rows.empty:
+        raise ValueError(f"benchmark {benchmark!r} was not evaluated at step {step}")
+    per_problem = rows.groupby("problem_id", observed=True)["correct"].agg(n="size", c="sum")
+    n, c = per_problem["n"].to_numpy(), per_problem["c"].to_numpy()
+    if metric == "auc":
+        ks, vals = pass_at_k_curve(n, c)
+        return pass_at_k_auc(ks, vals).auc
+    if metric.startswith("pass@") and metric[5:].isdigit():
+        k = int(metric[5:])
+        if k > n.min():
+            raise ValueError(f"{metric}: k must be <= the samples per problem ({int(n.min())})")
+        return float(np.mean(pass_at_k(n, c, k)))
+    raise ValueError(f"unknown metric {metric!r}: use auc or pass@K")

@@ -5,7 +5,7 @@
         metrics.jsonl    one JSON object per line (training steps and evaluations; namespaced keys)
         samples.parquet  one row per evaluated sample (SAMPLE_COLUMNS)
         checkpoints/     latest resumable state (backend-specific)
-        status.json      {"state": pending|running|done|failed, "error": str|None, ...}
+        status.json      {"state": pending|running|done|failed|pruned, "error": str|None, ...}
 
 Every writer here is crash-safe: files are written to a temporary name, fsynced and renamed, so a
 killed run leaves either the old or the new file, never half of one. metrics.jsonl is append-only;
@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-STATES = ("pending", "running", "done", "failed")
+STATES = ("pending", "running", "done", "failed", "pruned")  # pruned: stopped early by a sweep's pruner
 SAMPLE_COLUMNS = ("step", "benchmark", "problem_id", "sample_idx", "correct", "length", "truncated")
 SAMPLES_SCHEMA = pa.schema(
     [

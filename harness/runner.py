@@ -27,7 +27,7 @@ from harness import results
 from harness.backends import get_backend
 from harness.config import Experiment, expand
 from harness.errors import Interrupted, StopRequested
-from harness.executor import StopSignals, TaskContext, WorkerPool
+from harness.executor import StopSignals, TaskContext, WorkerPool, make_pool
 from harness.locks import FileLock, describe, owner_info
 from harness.progress import fmt_seconds, make_view
 
@@ -149,9 +149,11 @@ def _remaining_steps(spec: dict, run_dir: Path) -> int:
 
 def run_experiment(exp: Experiment, results_dir: Path, jobs: int, cache_dir: Path = DEFAULT_CACHE,
                    console: Console | None = None, source: str | None = None, wait: bool = True,
-                   summary_every: float = 30.0) -> dict[str, str]:
+                   summary_every: float = 30.0, executor: str = "process", address: str | None = None) -> dict[str, str]:
     """Run every unfinished RunSpec of exp; returns run_id -> final state (done | failed | held).
 
+    executor: "process" (WorkerPool) or "ray" (RayPool: a new local instance, or the cluster at
+    `address`); the tasks are the same, so are skip / resume / locks and the results.
     Raises Interrupted after a stop request (every run checkpointed and resumable)."""
     console = console or Console(stderr=True)
     get_backend(exp.backend).check(exp)  # before anything is written
@@ -159,11 +161,14 @@ def run_experiment(exp: Experiment, results_dir: Path, jobs: int, cache_dir: Pat
     plan = plan_runs(exp, Path(results_dir))
     console.print(
         f"[bold]{exp.name}[/]: {len(plan.todo) + len(plan.done)} runs — {len(plan.done)} done (skipped), "
-        f"{len(plan.resumed)} to resume, {len(plan.todo) - len(plan.resumed)} new; {jobs} parallel job(s)"
+        f"{len(plan.resumed)} to resume, {len(plan.todo) - len(plan.resumed)} new; "
+        + (f"{jobs} parallel job(s)" if jobs else "as many parallel jobs as the Ray cluster has CPUs / train.threads")
+        + (" as Ray tasks" if executor == "ray" else "")
     )
     states = {s["run_id"]: "done" for s in plan.done}
     if not plan.todo:
         return states
+    pool = make_pool(executor, jobs, exp.train.threads, address)  # a Ray that cannot start: nothing written yet
     exp_dir.mkdir(parents=True, exist_ok=True)
     if source is not None:
         results.atomic_write_text(exp_dir / "experiment.yaml", source)
@@ -177,7 +182,6 @@ def run_experiment(exp: Experiment, results_dir: Path, jobs: int, cache_dir: Pat
             needs[s["run_id"]] = key
     ses = _Session(exp_dir, Path(cache_dir), wait, list(plan.todo), needs, prepares, states)
     ses.remaining = {s["run_id"]: _remaining_steps(s, ses.run_dir(s)) for s in plan.todo}
-    pool = WorkerPool(jobs)
     with StopSignals() as sig, make_view(console, summary_every) as view:
         view.overall.runs_total = len(plan.todo) + len(plan.done)
         view.overall.runs_done = len(plan.done)

@@ -1,55 +1,155 @@
-"""`harness sweep`: Optuna search over a variant's knobs (e.g. NGRPO's eps_pos / eps_neg).
+"""`harness sweep`: an Optuna study over a variant's knobs (e.g. NGRPO's eps_pos / eps_neg).
 
-A sweep file names a base experiment and variant, the knobs to search and the objective (final
-Pass@k AUC on one held-out benchmark, averaged over the sweep's seeds). Each trial is a set of
-ordinary runs (RunSpecs with the suggested overrides) under results/<experiment>_sweep_<variant>/,
-so `harness report` reads them like any experiment. Intermediate AUCs (every eval.every steps)
-feed Optuna's pruner; the study lives in a journal file next to the runs, so an interrupted sweep
-continues where it stopped.
+A sweep file names a base experiment and variant, the parameters to search (float, log-float, int
+or categorical; knobs of the variant's preset or experiment fields such as `train.lr`), the sampler
+(tpe, random, grid, cmaes) and the objective (any metric the report computes on one held-out
+benchmark at the final step: `auc`, or `pass@K`; averaged over the sweep's seeds; maximised or
+minimised). Each trial is a set of ordinary runs (one RunSpec per seed) under
+results/<experiment>_sweep_<variant>/, so `harness report` reads them like any experiment and adds
+the sweep's own figures. Optuna storages and samplers: harness/sweep_optuna.py; the driver:
+harness/sweep_study.py; what a run does in its worker process: harness/sweep_worker.py.
 """
 
 from __future__ import annotations
 
-import logging
-import signal
-import sys
-import threading
+import math
+import os
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Union
 
+import numpy as np
 import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from harness import results
-from harness.config import CLIP_KNOBS, Experiment, Name, clip_cannot_bind, expand, load_experiment, read_yaml, validation_message
-from harness.errors import Interrupted, StopRequested, UserError
-from harness.executor import StopSignals
+import algorithms
+from harness.config import (CLIP_KNOBS, Experiment, Name, canonical_hash, clip_cannot_bind, expand, load_experiment, read_yaml,
+                            validation_message)
+from harness.errors import UserError
+
+Choice = Union[bool, int, float, str]
+SAMPLERS = ("tpe", "random", "grid", "cmaes")
+_METRIC = re.compile(r"^(auc|pass@[1-9][0-9]*)$")
 
 
-class Range(BaseModel):
+class Param(BaseModel):
+    """One searched parameter: a numeric range (float or int, optionally log) or a list of choices."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
-    low: float = Field(description="lower end of the range")
-    high: float = Field(description="upper end of the range")
-    log: bool = Field(False, description="sample on a log scale")
+    type: Literal["float", "int", "categorical"] | None = Field(
+        None, description="float | int | categorical (default: categorical when `choices` is given, else float)")
+    low: float | None = Field(None, description="lower bound (inclusive)")
+    high: float | None = Field(None, description="upper bound (inclusive)")
+    log: bool = Field(False, description="sample on a log scale (needs low > 0)")
+    step: float | None = Field(None, gt=0, description="discretisation step (not with log)")
+    choices: list[Choice] | None = Field(None, description="categorical values")
+    grid: int | None = Field(None, ge=2, description="grid sampler: this many points from low to high (log-spaced when log)")
+    values: list[Choice] | None = Field(None, description="grid sampler: explicit values instead of `grid`")
 
     @model_validator(mode="after")
-    def _order(self) -> "Range":
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be < high ({self.high})")
+    def _check(self) -> "Param":
+        kind = self.kind
+        if kind == "categorical":
+            if not self.choices:
+                raise ValueError("choices: empty; list at least one value")
+            if self.low is not None or self.high is not None or self.log or self.grid or self.values:
+                raise ValueError("a categorical parameter takes only `choices`")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"`choices` is for categorical parameters; this one is {kind}")
+        if self.low is None or self.high is None:
+            raise ValueError("a numeric range needs both low and high (or give `choices`)")
+        if self.low == self.high:
+            raise ValueError(f"empty range (low = high = {self.low}); widen it or drop the parameter")
+        if self.low > self.high:
+            raise ValueError(f"inverted range (low {self.low} > high {self.high}); swap them")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log range with a non-positive bound (low = {self.low}); a log scale needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be combined (Optuna); drop one")
+        if kind == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError("an int range needs integer low and high")
+        for v in self.values or []:
+            if isinstance(v, (bool, str)) or not self.low <= float(v) <= self.high:
+                raise ValueError(f"values: {v!r} is outside [{self.low}, {self.high}]")
         return self
+
+    @property
+    def kind(self) -> str:
+        return self.type or ("categorical" if self.choices is not None else "float")
+
+    def grid_values(self) -> list[Choice] | None:
+        """The finite list a grid sampler visits, or None when the parameter has none."""
+        if self.kind == "categorical":
+            return list(self.choices)
+        if self.values:
+            return [int(v) if self.kind == "int" else float(v) for v in self.values]
+        if self.kind == "int" and not self.log:
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        if self.grid:
+            pts = np.geomspace(self.low, self.high, self.grid) if self.log else np.linspace(self.low, self.high, self.grid)
+            return sorted({int(round(p)) for p in pts}) if self.kind == "int" else [float(f"{p:.10g}") for p in pts]
+        return None
+
+    def suggest(self, trial, name: str) -> Choice:
+        if self.kind == "categorical":
+            return trial.suggest_categorical(name, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
 
 
 class SweepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     experiment: str = Field(description="base experiment file (relative to the sweep file)")
-    variant: Name = Field(description="variant of the base experiment whose knobs are searched")
-    params: dict[str, Range] = Field(min_length=1, description="knob -> search range, e.g. eps_pos: {low: 0.1, high: 0.4}")
-    benchmark: str = Field(description="held-out benchmark whose final Pass@k AUC is maximised")
-    trials: int = Field(12, gt=0, description="number of trials (more can be added by running again)")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="seeds per trial (objective = mean AUC)")
-    sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna sampler: TPE or uniform random")
-    pruner: Literal["median", "none"] = Field("median", description="prune trials whose intermediate AUC is below the median")
-    seed: int = Field(0, description="Optuna sampler seed")
+    variant: Name = Field(description="variant of the base experiment whose settings are searched")
+    params: dict[str, Param] = Field(
+        min_length=1, description="name -> Param: a knob of the variant's preset (eps_pos) or an experiment field (train.lr)")
+    benchmark: str = Field(description="held-out benchmark the objective is computed on")
+    metric: str = Field("auc", description="objective metric at the final step: auc (Pass@k AUC) or pass@K (K <= eval.n)")
+    direction: Literal["maximize", "minimize"] = Field("maximize", description="optimisation direction")
+    trials: int | None = Field(None, gt=0, description="complete trials wanted (default: every grid point for grid, else 12)")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="seeds per trial (objective = mean)")
+    sampler: Literal["tpe", "random", "grid", "cmaes"] = Field("tpe", description="Optuna sampler (grid: exact, reproducible)")
+    pruner: Literal["median", "none"] = Field("median", description="prune trials whose intermediate value is worse than the median")
+    seed: int = Field(0, description="sampler seed (trial n draws from seed and n, so parallel workers never repeat each other)")
+    max_failed: int | None = Field(None, ge=0, description="stop asking for new trials after this many failed ones (default: trials)")
+
+    @model_validator(mode="after")
+    def _cross(self) -> "SweepConfig":
+        if not _METRIC.match(self.metric):
+            raise ValueError(f"metric: {self.metric!r} is not auc or pass@K (e.g. pass@1, pass@8)")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds: duplicates")
+        if self.sampler == "grid":
+            missing = [k for k, p in self.params.items() if p.grid_values() is None]
+            if missing:
+                raise ValueError(f"sampler grid: give `grid: N` or `values: [...]` for {', '.join(missing)}")
+            if self.trials and self.trials > self.grid_size:
+                raise ValueError(f"trials ({self.trials}) exceeds the grid's {self.grid_size} points")
+        if self.sampler == "cmaes":
+            cat = [k for k, p in self.params.items() if p.kind == "categorical"]
+            if cat or len(self.params) < 2:
+                raise ValueError("sampler cmaes needs at least two numeric parameters and no categorical one "
+                                 f"({'categorical: ' + ', '.join(cat) if cat else 'only one parameter'}); use tpe")
+        return self
+
+    @property
+    def grid_space(self) -> dict[str, list[Choice]]:
+        return {k: p.grid_values() for k, p in self.params.items()}
+
+    @property
+    def grid_size(self) -> int:
+        return math.prod(len(v) for v in self.grid_space.values())
+
+    @property
+    def target(self) -> int:
+        """Trials wanted: complete or pruned ones (failed ones are replaced; a failed grid point is spent)."""
+        return self.trials or (self.grid_size if self.sampler == "grid" else 12)
+
+    def fingerprint(self) -> str:
+        """Identity of the study: everything except how many trials and failures to allow."""
+        return canonical_hash(self.model_dump(exclude={"trials", "max_failed"}))
 
 
 def load_sweep(path: Path) -> tuple[SweepConfig, Experiment]:
@@ -67,150 +167,137 @@ def load_sweep(path: Path) -> tuple[SweepConfig, Experiment]:
         raise UserError(f"{path}: variant: {cfg.variant!r} is not in {cfg.experiment} (variants: {', '.join(v.name for v in exp.variants)})")
     if cfg.benchmark not in exp.eval.benchmarks:
         raise UserError(f"{path}: benchmark: {cfg.benchmark!r} is not one of {sorted(exp.eval.benchmarks)}")
+    if cfg.metric != "auc" and int(cfg.metric[5:]) > exp.eval.n:
+        raise UserError(f"{path}: metric: {cfg.metric} needs k <= eval.n ({exp.eval.n}); lower k or raise eval.n")
+    for name in cfg.params:
+        _check_param_name(path, name, cfg, exp)
     eps = CLIP_KNOBS & set(cfg.params)
     if eps and clip_cannot_bind(exp):
         raise UserError(f"{path}: params: sweeping {sorted(eps)} is meaningless with train.mini_batches = 1 and "
                         f"train.epochs = 1 (the ratio is identically 1, no clip bound can bind); raise mini_batches")
-    trial_exp(cfg, exp, {k: r.low for k, r in cfg.params.items()})  # unknown knob / bad range -> UserError now
+    for name, p in cfg.params.items():  # every bound / choice must make a valid experiment
+        base = {k: _probe(q) for k, q in cfg.params.items()}
+        for v in (p.choices if p.kind == "categorical" else [p.low, p.high]):
+            try:
+                trial_exp(cfg, exp, {**base, name: int(v) if p.kind == "int" else v})
+            except UserError as e:
+                raise UserError(f"{path}: params.{name}: {v!r} is not a valid setting ({e})") from None
     return cfg, exp
 
 
-def trial_exp(cfg: SweepConfig, exp: Experiment, params: dict[str, float]) -> Experiment:
-    """The base experiment reduced to the swept variant with the trial's overrides."""
+def _probe(p: Param) -> Choice:
+    return p.choices[0] if p.kind == "categorical" else (int(p.low) if p.kind == "int" else p.low)
+
+
+def _check_param_name(path: Path, name: str, cfg: SweepConfig, exp: Experiment) -> None:
+    """A knob or piece of the variant's preset, or a `section.field` of the experiment."""
+    if "." in name:
+        section, _, field = name.partition(".")
+        model = Experiment.model_fields.get(section)
+        sub = getattr(model.annotation, "model_fields", None) if model else None
+        if section in ("seeds", "variants", "name") or not sub or field not in sub:
+            fields = [f"{s}.{f}" for s in ("train", "task", "model", "warm_start") for f in type(getattr(exp, s)).model_fields]
+            raise UserError(f"{path}: params.{name}: unknown parameter: not an experiment field (e.g. {', '.join(fields[:6])}, ...)")
+        return
     base = next(v for v in exp.variants if v.name == cfg.variant)
-    tag = "_".join(f"{k}{v:.4g}" for k, v in sorted(params.items()))
+    preset = algorithms.get_preset(base.preset)
+    valid = sorted(set(preset.knobs) | set(preset.pieces))
+    if name not in valid:
+        raise UserError(f"{path}: params.{name}: unknown parameter: not a knob of preset {base.preset!r} "
+                        f"(knobs: {', '.join(valid)}) nor an experiment field such as train.lr")
+
+
+def _fmt(v: Choice) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else re.sub(r"[^A-Za-z0-9_.-]", "-", str(v))
+
+
+def trial_exp(cfg: SweepConfig, exp: Experiment, params: dict[str, Choice]) -> Experiment:
+    """The base experiment reduced to the swept variant with the trial's settings (same params -> same run ids)."""
+    base = next(v for v in exp.variants if v.name == cfg.variant)
+    tag = "_".join(f"{k}{_fmt(v)}" for k, v in sorted(params.items()))
     raw = exp.model_dump(exclude={"verl"} if exp.backend == "local" else set())  # `verl:` only on verl experiments
+    knobs = {k: v for k, v in params.items() if "." not in k}
+    for k, v in params.items():
+        if "." in k:
+            section, _, field = k.partition(".")
+            raw[section] = {**raw[section], field: v}
     raw.update(name=f"{exp.name}_sweep_{cfg.variant}", seeds=list(cfg.seeds),
-               variants=[{"name": f"{cfg.variant}__{tag}", "preset": base.preset, "overrides": {**base.overrides, **params}}])
+               variants=[{"name": f"{cfg.variant}__{tag}", "preset": base.preset, "overrides": {**base.overrides, **knobs}}])
     try:
         out = Experiment.model_validate(raw)
         expand(out)
-    except (ValidationError, UserError) as e:
-        raise UserError(f"sweep params {params}: {e}") from None
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise UserError(f"{'.'.join(map(str, err['loc']))}: {err['msg'].removeprefix('Value error, ')}") from None
     return out
 
 
-def run_trial(trial, cfg: SweepConfig, exp: Experiment, results_dir: Path, cache_dir: Path,
-              stop: threading.Event | None = None, current: dict | None = None) -> float:
-    """Train the trial's runs one after another; report intermediate AUCs; return the mean final AUC.
+def base_values(cfg: SweepConfig, exp: Experiment) -> dict:
+    """Each swept parameter's value without the sweep (the base variant's knob, or the experiment field)."""
+    import algorithms
 
-    Once `stop` is set, the running run checkpoints its current step and StopRequested propagates;
-    `current` records the trial's number, params and run folder so the caller can re-queue it."""
-    import optuna
-
-    from harness.backends import get_backend
-
-    stop = stop or threading.Event()
-
-    def check_stop(*_args) -> None:
-        if stop.is_set():
-            raise StopRequested()
-
-    check_stop()
-    params = {k: trial.suggest_float(k, r.low, r.high, log=r.log) for k, r in cfg.params.items()}
-    texp = trial_exp(cfg, exp, params)
-    finals = []
-    for i, spec in enumerate(expand(texp)):
-        rd = results_dir / texp.name / spec["run_id"]
-        if current is not None:
-            current.update(number=trial.number, params=params, run_dir=rd)
-        rd.mkdir(parents=True, exist_ok=True)
-        results.write_spec(rd, spec)
-        backend = get_backend(spec["backend"])
-        if backend.shared_key(spec, cache_dir) is not None:
-            backend.prepare(spec, cache_dir, progress=check_stop)
-        key = f"eval/{cfg.benchmark}/auc"
-
-        def report(step: int, total: int, rec: dict, _i: int = i, _rd: Path = rd) -> None:
-            check_stop()
-            if step % spec["eval"]["every"] == 0 and _i == 0:
-                evals = [r for r in results.read_metrics_records(_rd) if r.get("kind") == "eval" and key in r]
-                trial.report(evals[-1][key], step)
-                if trial.should_prune():
-                    results.write_status(_rd, "failed", step=step, error="pruned by the Optuna sweep")
-                    raise optuna.TrialPruned()
-
-        if results.read_status(rd).get("state") != "done":
-            backend.train(spec, rd, cache_dir, progress=report)
-        last = [r for r in results.read_metrics_records(rd) if r.get("kind") == "eval" and key in r][-1]
-        finals.append(last[key])
-    trial.set_user_attr("run_ids", [s["run_id"] for s in expand(texp)])
-    return float(sum(finals) / len(finals))
-
-
-def _quiet_stop(record: logging.LogRecord) -> bool:
-    """Logging filter: drop Optuna's "Trial N failed" record (and traceback) for a stop request."""
-    exc = record.exc_info[1] if record.exc_info else None
-    return not isinstance(exc, (StopRequested, KeyboardInterrupt)) and "StopRequested()" not in record.getMessage()
-
-
-def _requeue_interrupted(study, current: dict) -> None:
-    """Queue the interrupted trial's params again (same run ids: its runs resume from their checkpoints)."""
-    if not current:
-        print("stopped before a trial started; rerun the same command to continue the sweep", file=sys.stderr)
-        return
-    study.enqueue_trial(current["params"], user_attrs={"resumes_trial": current["number"]})
-    rd = current["run_dir"]
-    st = results.read_status(rd)
-    if st.get("state") != "done":
-        results.write_status(rd, "pending", step=st.get("step", 0), total_steps=st.get("total_steps"),
-                             error="interrupted; run `harness sweep` again to resume this trial from its checkpoint")
-    print(f"stopped: trial {current['number']} checkpointed at step {st.get('step', 0)} ({rd.name}); "
-          f"rerun the same command to resume it", file=sys.stderr)
+    base = next(v for v in exp.variants if v.name == cfg.variant)
+    knobs = algorithms.get_preset(base.preset, **base.overrides).knobs
+    out = {}
+    for k in cfg.params:
+        section, _, field_ = k.partition(".")
+        v = getattr(getattr(exp, section), field_) if field_ else knobs.get(k, base.overrides.get(k))
+        if v is not None:
+            out[k] = v
+    return out
 
 
 def sweep_command(
-    file: Path = typer.Argument(..., help="Sweep YAML (see experiments/eps_sweep.yaml)."),
+    file: Path = typer.Argument(..., help="Sweep YAML (see experiments/eps_sweep.yaml, experiments/clip_grid.yaml)."),
     results_dir: Path = typer.Option(Path("results"), "--results", help="Results root; trials go to <results>/<experiment>_sweep_<variant>/."),
     trials: int = typer.Option(0, "--trials", help="Override the file's number of trials (0 = use the file)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Runs at once in this process (the seeds of a trial run side by side). "
+                             "0 = CPU cores / train.threads (Ray: cluster CPUs / train.threads)."),
+    storage: str = typer.Option(None, "--storage", help="Optuna storage: a journal file path (default "
+                                "<results>/<experiment>_sweep_<variant>/optuna.journal), sqlite:///FILE.db, or a "
+                                "PostgreSQL/MySQL SQLAlchemy URL. Workers on several machines share one study through it."),
+    executor: str = typer.Option("process", "--executor", help="process (local processes) or ray (Ray tasks: a new local instance, or a cluster with --address)."),
+    address: str = typer.Option(None, "--address", help="Ray cluster address for --executor ray (auto, HOST:PORT or ray://HOST:10001); every node must see the results and cache folders at the same paths."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Warm-start cache (default $NGRPO_HARNESS_CACHE or ~/.cache/ngrpo-harness)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Run the parameters of failed trials once more "
+                                      "(e.g. after an OOM kill); their runs resume from their checkpoints."),
+    summary_every: float = typer.Option(30.0, "--summary-every", help="When output is not a terminal: seconds between progress summary lines (0 = none)."),
 ) -> None:
-    """Search a variant's knobs with Optuna (TPE + median pruning), maximising final Pass@k AUC.
+    """Search a variant's settings with Optuna; the objective is a report metric averaged over seeds.
 
-    Resumable: the study is stored in <results>/<experiment>_sweep_<variant>/optuna.journal and
-    every trial is a normal run folder, so `harness report` shows the trials as variants.
-    Ctrl-C or SIGTERM: the running trial saves a checkpoint of its current step and is queued
-    again, exit 130 (143); rerunning the same command resumes it (a second Ctrl-C quits at once).
+    Several `harness sweep` processes (on one or many machines) given the same --storage and results
+    folder work on one study together; a killed sweep restarted with the same command resumes its
+    trials from their checkpoints. Failed trials are recorded with their reason and replaced (a failed
+    grid point is spent; --retry-failed runs failed parameters once more). Every trial is a normal run
+    folder; `harness report` on the sweep's folder adds a heatmap, parameter importances and the best
+    trials. Ctrl-C (or SIGTERM): running runs save a checkpoint of their current step and their trials
+    are queued again, exit 130 (143); rerunning the same command resumes them (a second Ctrl-C quits
+    at once). Exit code 1 when the sweep stopped on too many failed trials.
     """
-    import optuna
-
-    from harness.runner import DEFAULT_CACHE
-
     from harness.backends import get_backend
+    from harness.executor import check_executor
+    from harness.runner import DEFAULT_CACHE
+    from harness.sweep_optuna import open_storage
+    from harness.sweep_study import run_sweep
 
     cfg, exp = load_sweep(file)
     get_backend(exp.backend).check(exp)
     if trials < 0:
-        raise UserError("--trials: must be >= 0")
+        raise UserError("--trials: must be >= 0 (0 = the file's number)")
+    if trials and cfg.sampler == "grid" and trials > cfg.grid_size:
+        raise UserError(f"--trials: {trials} exceeds the grid's {cfg.grid_size} points")
+    if jobs < 0:
+        raise UserError("--jobs: must be >= 0 (0 = automatic)")
+    if summary_every < 0:
+        raise UserError("--summary-every: must be >= 0 seconds (0 = no summaries)")
+    check_executor(executor, address)
+    if trials:
+        cfg = cfg.model_copy(update={"trials": trials})
     out = results_dir / f"{exp.name}_sweep_{cfg.variant}"
-    out.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / "optuna.journal")))
-    sampler = optuna.samplers.TPESampler(seed=cfg.seed) if cfg.sampler == "tpe" else optuna.samplers.RandomSampler(seed=cfg.seed)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=3) if cfg.pruner == "median" else optuna.pruners.NopPruner()
-    study = optuna.create_study(study_name=out.name, storage=storage, sampler=sampler, pruner=pruner,
-                                direction="maximize", load_if_exists=True)
-    if study.trials:  # a continued study: a sampler re-seeded with cfg.seed would repeat the first trials' params
-        seed = cfg.seed + len(study.trials)
-        study.sampler = optuna.samplers.TPESampler(seed=seed) if cfg.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed)
-    ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)  # an interrupted (FAIL) trial is re-queued
-    todo = (trials or cfg.trials) - len([t for t in study.trials if t.state in ended])
-    current: dict = {}
-    logging.getLogger("optuna.study._optimize").addFilter(_quiet_stop)  # an interrupted trial: no traceback
-    with StopSignals() as sig:
-        try:
-            if todo > 0:
-                study.optimize(lambda t: run_trial(t, cfg, exp, results_dir, cache_dir or DEFAULT_CACHE, sig.stop, current),
-                               n_trials=todo, show_progress_bar=True, catch=())
-        except (StopRequested, KeyboardInterrupt) as e:
-            _requeue_interrupted(study, current)
-            raise Interrupted(getattr(e, "signum", None) or sig.signum or signal.SIGINT) from None
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    for t in sorted(done, key=lambda t: -t.value):
-        print(f"trial {t.number:3d}  AUC({cfg.benchmark}) {t.value:7.2f}  " + "  ".join(f"{k}={v:.4g}" for k, v in t.params.items()))
-    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
-    if done:
-        best = study.best_trial
-        print(f"best: trial {best.number}, AUC {best.value:.2f}, {best.params} ({len(done)} complete, {pruned} pruned); "
-              f"`harness report {out}` for curves")
-    else:
-        print(f"no complete trial yet ({pruned} pruned)")
+    store = open_storage(storage, out)  # unreachable or malformed -> UserError, nothing written
+    if jobs == 0 and not address:  # a cluster (--address) is sized by Ray: 0 = its CPUs / train.threads
+        jobs = max(1, (os.cpu_count() or 1) // exp.train.threads)
+    ok = run_sweep(cfg, exp, file, out, store, jobs=jobs, executor=executor, address=address,
+                   cache_dir=cache_dir or DEFAULT_CACHE, retry_failed=retry_failed, summary_every=summary_every)
+    if not ok:
+        raise typer.Exit(1)

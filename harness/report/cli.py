@@ -32,6 +32,7 @@ def run_report(results: Path, out: Path | None = None, reference: str | None = N
     from harness.report.build import build_experiment
     from harness.report.load import load_results
     from harness.report.plots import slug
+    from harness.report.sweep import report_sweeps
 
     console = console or Console(stderr=False)
     out_root = Path(out) if out is not None else Path("reports")
@@ -65,6 +66,7 @@ def run_report(results: Path, out: Path | None = None, reference: str | None = N
         rep.timings = {"load (all experiments)": t_load, **rep.timings}
         reports.append(rep)
         _print_summary(console, rep)
+        rep.files += report_sweeps(exp, dest, console)  # a sweep's folder: heatmap, importances, best trials
     if not reports:
         raise UserError("nothing reported: " + "; ".join(errors))
     skipped = [e.name for e in experiments if e not in reportable]

@@ -158,5 +158,6 @@ def test_interrupted_sweep_trial_is_resumed_not_lost_or_duplicated(setup, tmp_pa
         optuna.storages.journal.JournalFileBackend(str(out_dir / "optuna.journal"))))
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 2
-    resumed = [t for t in complete if t.user_attrs.get("resumes_trial") == 0]
+    resumed = [t for t in complete if t.user_attrs.get("retry_of") == 0]  # the interrupted trial 0, enqueued again
     assert len(resumed) == 1 and resumed[0].params == study.trials[0].params
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL and study.trials[0].user_attrs["fail_kind"] == "interrupted"

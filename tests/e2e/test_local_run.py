@@ -139,7 +139,7 @@ def test_sweep_runs_trials_and_refuses_meaningless_eps_sweeps(env, capsys, tiny_
     one_mb = tiny_experiment(variants=[{"name": "ngrpo", "preset": "ngrpo"}], train={"mini_batches": 1})
     bad = env / "bad_sweep.yaml"
     for exp_file, params, msg in [(one_mb, {"eps_neg": {"low": 0.1, "high": 0.2}}, "no clip bound can bind"),
-                                  (exp, {"eps_typo": {"low": 0.1, "high": 0.2}}, "unknown knob 'eps_typo'")]:
+                                  (exp, {"eps_typo": {"low": 0.1, "high": 0.2}}, "params.eps_typo: unknown parameter")]:
         bad.write_text(yaml.safe_dump({"experiment": exp_file.name, "variant": "ngrpo", "benchmark": "easy", "params": params}))
         with pytest.raises(SystemExit) as e:
             main(["sweep", str(bad), "--results", str(env / "bad")])

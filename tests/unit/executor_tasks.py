@@ -33,3 +33,7 @@ def fail(ctx) -> None:
 
 def die(ctx) -> None:
     os._exit(3)
+
+
+def abort(ctx) -> None:
+    os.abort()  # SIGABRT: the worker process dies by a signal

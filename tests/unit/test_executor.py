@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import Interrupted
-from harness.executor import StopSignals, WorkerPool
+from harness.errors import Interrupted, UserError
+from harness.executor import StopSignals, WorkerPool, check_executor, describe_exit
 
 
 @pytest.fixture()
@@ -50,8 +50,11 @@ def test_crash_dead_worker_and_sigint_ignored(tasks):
         pool.submit("fail", tasks.fail)
         pool.submit("die", tasks.die)
         events = {e[1]: e for e in drain(pool)}
-        assert events["fail"][0] == "crash" and "ValueError: bad task" in events["fail"][2]
-        assert events["die"][0] == "crash" and "died (exit code 3)" in events["die"][2]
+        assert events["fail"][0] == "crash" and "ValueError: bad task" in events["fail"][2] and events["fail"][3] is False
+        assert events["die"][0] == "crash" and "died (exit code 3)" in events["die"][2] and events["die"][3] is True
+        pool.submit("abort", tasks.abort)
+        (ev,) = [e for e in drain(pool) if e[0] == "crash"]
+        assert "died (killed by signal SIGABRT)" in ev[2] and ev[3] is True
         pool.submit("int", tasks.ignore_sigint)
         assert drain(pool)[-1] == ("done", "int", "still here")
         pool.submit("long", tasks.count, 10_000)
@@ -71,3 +74,14 @@ def test_first_signal_sets_stop_second_raises():
             time.sleep(1)
         assert e.value.signum == signal.SIGINT
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_exit_descriptions_and_executor_choice():
+    assert describe_exit(-9) == "killed by signal SIGKILL" and describe_exit(3) == "exit code 3"
+    with pytest.raises(UserError, match="choose one of process, ray"):
+        check_executor("threads", None)
+    with pytest.raises(UserError, match="only meaningful with --executor ray"):
+        check_executor("process", "auto")
+    with pytest.raises(UserError, match="no Ray cluster reachable there"):
+        pytest.importorskip("ray")
+        check_executor("ray", "127.0.0.1:1")  # nothing listens on port 1

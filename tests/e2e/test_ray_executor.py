@@ -1,0 +1,114 @@
+"""`--executor ray` on a local Ray instance: same results as the process pool, and no Ray process left behind."""
+
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from harness import results
+from harness.cli import main
+
+pytestmark = pytest.mark.e2e
+ray = pytest.importorskip("ray")
+
+TINY = {
+    "name": "tiny", "seeds": [0, 1],
+    "model": {"n_layer": 1, "n_head": 2, "d_model": 32},
+    "warm_start": {"steps": 20, "batch_size": 16, "min_ops": 2, "max_ops": 3},
+    "train": {"steps": 3, "prompts_per_step": 4, "group_size": 4, "mini_batches": 2, "max_new_tokens": 12,
+              "lr": 1.0e-3, "checkpoint_every": 2},
+    "eval": {"every": 2, "n": 4, "benchmarks": {"easy": {"min_ops": 2, "max_ops": 3, "problems": 4}}},
+    "variants": [{"name": "grpo", "preset": "grpo"}, {"name": "ngrpo", "preset": "ngrpo"}],
+}
+
+
+def cli(*args: str) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    assert e.value.code in (0, None)
+
+
+def descendants(pid: int) -> set[int]:
+    """Live descendant processes of pid (from /proc; Ray's raylet, GCS and workers are ours)."""
+    parent = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                if fields[0] != "Z":
+                    parent[int(d.name)] = int(fields[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    out, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier} - out
+        out |= frontier
+    return out
+
+
+def no_ray_processes_left(before: set[int], timeout: float = 30.0) -> set[int]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        left = descendants(os.getpid()) - before
+        if not left:
+            return left
+        time.sleep(0.5)
+    return left
+
+
+def same_runs(a: Path, b: Path) -> None:
+    ra, rb = results.find_run_dirs(a), results.find_run_dirs(b)
+    assert [r.name for r in ra] == [r.name for r in rb] and ra
+    for x, y in zip(ra, rb):
+        assert results.read_status(y)["state"] == "done"
+        pd.testing.assert_frame_equal(results.read_samples(x), results.read_samples(y))
+        strip = lambda recs: [{k: v for k, v in r.items() if not k.startswith("time/")} for r in recs]  # noqa: E731
+        assert strip(results.read_metrics_records(x)) == strip(results.read_metrics_records(y))
+
+
+def test_harness_run_on_ray_matches_the_process_pool_and_cleans_up(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    exp = tmp_path / "tiny.yaml"
+    exp.write_text(yaml.safe_dump(TINY))
+    common = ["--cache-dir", str(tmp_path / "cache"), "--jobs", "2"]
+    cli("run", str(exp), "--results", str(tmp_path / "proc"), *common)
+    before = descendants(os.getpid())
+    assert not ray.is_initialized()
+    cli("run", str(exp), "--results", str(tmp_path / "ray"), "--executor", "ray", *common)  # starts and stops a local instance
+    assert not ray.is_initialized()
+    assert no_ray_processes_left(before) == set()
+    same_runs(tmp_path / "proc" / "tiny", tmp_path / "ray" / "tiny")
+    # skip semantics are the process pool's: a second run on Ray rewrites nothing
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "ray").rglob("samples.parquet")}
+    cli("run", str(exp), "--results", str(tmp_path / "ray"), "--executor", "ray", *common)
+    assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "ray").rglob("samples.parquet")}
+    assert no_ray_processes_left(before) == set()
+
+
+def test_harness_sweep_on_ray_matches_the_process_pool(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    exp = {**TINY, "seeds": [0], "variants": [{"name": "ngrpo", "preset": "ngrpo"}]}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(exp))
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"experiment": "tiny.yaml", "variant": "ngrpo", "benchmark": "easy", "pruner": "none",
+                                     "sampler": "grid", "seeds": [0, 1],
+                                     "params": {"eps_pos": {"values": [0.1, 0.3], "low": 0.1, "high": 0.3}}}))
+    before = descendants(os.getpid())
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False)
+    try:  # an already running instance is used as it is (and left running)
+        cli("sweep", str(sweep), "--results", str(tmp_path / "ray"), "--executor", "ray", "--jobs", "2",
+            "--cache-dir", str(tmp_path / "cache"))
+        assert ray.is_initialized()
+    finally:
+        ray.shutdown()
+    assert no_ray_processes_left(before) == set()
+    cli("sweep", str(sweep), "--results", str(tmp_path / "proc"), "--jobs", "2", "--cache-dir", str(tmp_path / "cache"))
+    same_runs(tmp_path / "proc" / "tiny_sweep_ngrpo", tmp_path / "ray" / "tiny_sweep_ngrpo")
+    import json
+
+    values = {d: sorted((t["params"]["eps_pos"], t["value"]) for t in json.loads((tmp_path / d / "tiny_sweep_ngrpo" / "trials.json").read_text()))
+              for d in ("proc", "ray")}
+    assert values["proc"] == values["ray"] and len(values["ray"]) == 2
