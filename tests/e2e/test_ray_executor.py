@@ -1,6 +1,9 @@
-"""`--executor ray` on a local Ray instance: same results as the process pool, and no Ray process left behind."""
+"""`--executor ray` on a local Ray instance: the process pool's results, skip / resume / Ctrl-C semantics,
+and no Ray process left behind."""
 
+import importlib.util
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -13,6 +16,9 @@ from harness.cli import main
 
 pytestmark = pytest.mark.e2e
 ray = pytest.importorskip("ray")
+_spec = importlib.util.spec_from_file_location("cli_helpers", Path(__file__).with_name("cli_helpers.py"))
+h = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(h)
 
 TINY = {
     "name": "tiny", "seeds": [0, 1],
@@ -65,27 +71,60 @@ def same_runs(a: Path, b: Path) -> None:
     for x, y in zip(ra, rb):
         assert results.read_status(y)["state"] == "done"
         pd.testing.assert_frame_equal(results.read_samples(x), results.read_samples(y))
-        strip = lambda recs: [{k: v for k, v in r.items() if not k.startswith("time/")} for r in recs]  # noqa: E731
-        assert strip(results.read_metrics_records(x)) == strip(results.read_metrics_records(y))
+        assert h.strip_times(results.read_metrics_records(x)) == h.strip_times(results.read_metrics_records(y))
 
 
-def test_harness_run_on_ray_matches_the_process_pool_and_cleans_up(tmp_path, monkeypatch):
+def in_session(sid: int) -> set[int]:
+    """Live processes of session sid (Ray's raylet, GCS and workers stay in the session of the harness
+    that started them: Ray blocks SIGINT in them but does not call setsid)."""
+    out = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                if fields[0] != "Z" and int(fields[3]) == sid:
+                    out.add(int(d.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def test_harness_run_on_ray_resumes_after_ctrl_c_like_the_process_pool(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     exp = tmp_path / "tiny.yaml"
-    exp.write_text(yaml.safe_dump(TINY))
+    exp.write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "steps": 16, "checkpoint_every": 100}}))
     common = ["--cache-dir", str(tmp_path / "cache"), "--jobs", "2"]
     cli("run", str(exp), "--results", str(tmp_path / "proc"), *common)
+    # Ctrl-C to a `harness run --executor ray` job: running Ray tasks checkpoint their step, exit 130
+    proc = h.Harness("run", exp, "--results", tmp_path / "ray", "--executor", "ray", *common, cwd=tmp_path)
+    dirs = [tmp_path / "ray" / "tiny" / r.name for r in results.find_run_dirs(tmp_path / "proc" / "tiny")]
+    deadline = time.time() + 300
+    while not any(d.exists() and 2 <= len(h.train_steps(d)) < 16 for d in dirs if (d / "metrics.jsonl").exists()):
+        assert proc.proc.poll() is None and time.time() < deadline, proc.output
+        time.sleep(0.05)
+    proc.signal_group(signal.SIGINT)
+    assert proc.finish() == 130, proc.output
+    assert "Traceback" not in proc.output and "stopped:" in proc.output
+    stopped = [d for d in dirs if d.exists() and results.read_status(d).get("state") == "pending"]
+    assert stopped, proc.output
+    for d in stopped:  # each saved the step it was on: nothing lost
+        st = results.read_status(d)
+        assert "interrupted" in st["error"] and 1 <= st["step"] == max(h.train_steps(d)) < 16, (d.name, st)
+    deadline = time.time() + 30
+    while in_session(proc.proc.pid) and time.time() < deadline:  # the local instance went with the command
+        time.sleep(0.5)
+    assert in_session(proc.proc.pid) == set()
+    # the same command resumes (in this process: the instance it starts is stopped again)
     before = descendants(os.getpid())
-    assert not ray.is_initialized()
-    cli("run", str(exp), "--results", str(tmp_path / "ray"), "--executor", "ray", *common)  # starts and stops a local instance
+    cli("run", str(exp), "--results", str(tmp_path / "ray"), "--executor", "ray", *common)
     assert not ray.is_initialized()
     assert no_ray_processes_left(before) == set()
     same_runs(tmp_path / "proc" / "tiny", tmp_path / "ray" / "tiny")
-    # skip semantics are the process pool's: a second run on Ray rewrites nothing
+    # skip semantics are the process pool's: a finished experiment starts no Ray and rewrites nothing
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "ray").rglob("samples.parquet")}
     cli("run", str(exp), "--results", str(tmp_path / "ray"), "--executor", "ray", *common)
     assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "ray").rglob("samples.parquet")}
-    assert no_ray_processes_left(before) == set()
+    assert not ray.is_initialized()
 
 
 def test_harness_sweep_on_ray_matches_the_process_pool(tmp_path, monkeypatch):
