@@ -279,7 +279,7 @@ class Driver:
             a.failed = ("killed" if state == "killed" else "error", f"seed {seed}: {err}")
             self.stop_trial(a, "pending", f"stopped: seed {seed} of trial {a.trial.number} failed")
         elif state == "pending" and a.failed is None and not a.pruned:  # Ctrl-C / SIGTERM: resumable
-            a.failed = ("interrupted", f"seed {seed}: {err}")
+            a.failed = ("interrupted", f"seed {seed} stopped by a stop signal")
             self.stopped.append(f"trial {a.trial.number} checkpointed at step {results.read_status(rd).get('step', 0)} "
                                 f"({spec['run_id']})")
         self.maybe_finish(a)
@@ -416,7 +416,7 @@ class Driver:
                 self.stopped.append(f"trial {a.trial.number} at its last checkpoint ({a.specs[i]['run_id']})")
         for a in list(self.active.values()):
             self._close(a)
-            self._retire(self.study._storage.get_trial(a.trial._trial_id), "interrupted (stop signal)", always=True)
+            self._retire(self.study._storage.get_trial(a.trial._trial_id), "stop signal", always=True)
 
 
 def run_sweep(cfg: SweepConfig, exp: Experiment, file: Path, out: Path, store: Storage, *, jobs: int, executor: str,
@@ -467,14 +467,16 @@ def summarize(cfg: SweepConfig, study: optuna.Study, out: Path, store: Storage, 
               aborted: str | None = None) -> bool:
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state == TrialState.COMPLETE]
-    by_state = {s.name.lower(): sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
-    for t in trials:
-        if t.state == TrialState.FAIL and fail_kind(t) != "surplus":
-            console.print(f"[red]trial {t.number} failed[/] ({fail_kind(t)}): {t.user_attrs.get('fail_reason', '?')}", highlight=False)
+    fails = {k: [t for t in trials if t.state == TrialState.FAIL and fail_kind(t) == k] for k in ("error", "killed", "interrupted", "surplus")}
+    for t in fails["error"] + fails["killed"]:
+        console.print(f"[red]trial {t.number} failed[/] ({fail_kind(t)}): {t.user_attrs.get('fail_reason', '?')}", highlight=False)
     if done:
         best = study.best_trial
         console.print(f"best: trial {best.number}, {cfg.metric}({cfg.benchmark}) {best.value:.2f}, {best.params}")
-    console.print(f"{by_state['complete']} complete, {by_state['pruned']} pruned, {by_state['fail']} failed; "
+    others = "".join(f", {len(fails[k])} {k} ({what})" for k, what in (("interrupted", "enqueued again"), ("surplus", "never run"))
+                     if fails[k])
+    console.print(f"{len(done)} complete, {sum(t.state == TrialState.PRUNED for t in trials)} pruned, "
+                  f"{len(fails['error']) + len(fails['killed'])} failed{others}; "
                   f"`harness report {out}` for the heatmap, importances and best trials; study in a browser: "
                   f"`{dashboard_command(store.url)}` (pip install optuna-dashboard)",
                   highlight=False)

@@ -182,3 +182,25 @@ def test_sweep_report_heatmap_importances_best_trials(env):
     ts = {t["number"]: t for t in trials(env / "res" / "tiny_sweep_ngrpo")}
     for r in table.itertuples():  # the report's recomputed objective is the study's value
         assert r.mean == pytest.approx(ts[r.number]["value"], abs=1e-3)
+
+
+def test_a_sweep_on_the_verl_backend_reports_and_scores_its_evaluations(env):
+    """`backend: verl` (in-process): a trial is the backend's train(); pruning reads each evaluation as the
+    run syncs it, the objective is the run's final evaluation."""
+    pytest.importorskip("verl", reason="the verl backend needs the verl extra (make test installs it)")
+    base = {"name": "verl_tiny", "backend": "verl", "verl": {"mode": "inproc"}, "seeds": [0],
+            "task": {"name": "modchain", "min_ops": 1, "max_ops": 2, "grader": "strict"},
+            "model": {"n_layer": 1, "n_head": 2, "d_model": 32},
+            "warm_start": {"steps": 20, "batch_size": 16, "min_ops": 1, "max_ops": 2},
+            "train": {"steps": 4, "prompts_per_step": 8, "group_size": 4, "mini_batches": 2, "max_new_tokens": 8, "checkpoint_every": 4},
+            "eval": {"every": 2, "n": 4, "benchmarks": {"easy": {"min_ops": 1, "max_ops": 2, "problems": 8}}},
+            "variants": [{"name": "ngrpo", "preset": "ngrpo"}]}
+    f = write(env, {"sampler": "grid", "pruner": "median", "params": {"eps_neg": {"values": [0.2], "low": 0.1, "high": 0.3}}}, **base)
+    cli("sweep", str(f), "--results", str(env / "res"), "--cache-dir", str(env / "cache"))
+    out = env / "res" / "verl_tiny_sweep_ngrpo"
+    (t,) = trials(out)
+    (rid,) = t["user_attrs"]["run_ids"]
+    auc = {r["step"]: r["eval/easy/auc"] for r in results.read_metrics_records(out / rid) if r.get("kind") == "eval"}
+    assert t["state"] == "COMPLETE" and results.read_status(out / rid)["state"] == "done"
+    assert (out / rid / "verl" / "overrides.txt").is_file()  # trained by verl's engine
+    assert t["intermediate"] == {"2": pytest.approx(auc[2])} and t["value"] == pytest.approx(auc[4])
