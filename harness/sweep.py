@@ -198,6 +198,9 @@ def _check_param_name(path: Path, name: str, cfg: SweepConfig, exp: Experiment) 
         if section in ("seeds", "variants", "name") or not sub or field not in sub:
             fields = [f"{s}.{f}" for s in ("train", "task", "model", "warm_start") for f in type(getattr(exp, s)).model_fields]
             raise UserError(f"{path}: params.{name}: unknown parameter: not an experiment field (e.g. {', '.join(fields[:6])}, ...)")
+        if section == "verl" and exp.backend != "verl":
+            raise UserError(f"{path}: params.{name}: the base experiment is `backend: {exp.backend}`; verl.* settings "
+                            f"apply only to `backend: verl` experiments")
         return
     base = next(v for v in exp.variants if v.name == cfg.variant)
     preset = algorithms.get_preset(base.preset)

@@ -58,6 +58,7 @@ def test_trial_exp_sets_knobs_and_experiment_fields(tmp_path):
 @pytest.mark.parametrize("params, sampler, msg", [
     ({"eps_typo": {"low": 0.1, "high": 0.2}}, "tpe", "params.eps_typo: unknown parameter"),
     ({"train.nope": {"low": 0.1, "high": 0.2}}, "tpe", "params.train.nope: unknown parameter"),
+    ({"verl.max_prompt_length": {"type": "int", "low": 64, "high": 128}}, "tpe", "verl.* settings apply only to `backend: verl`"),
     ({"eps_pos": {"low": 0.2, "high": 0.2}}, "tpe", "empty range"),
     ({"eps_pos": {"low": 0.3, "high": 0.1}}, "tpe", "inverted range"),
     ({"eps_pos": {"choices": []}}, "tpe", "choices: empty"),
