@@ -86,8 +86,10 @@ class TrainConfig(_Strict):
     lr: float = Field(3e-4, gt=0, description="actor AdamW learning rate (paper: 1e-6 for a 7B model)")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (paper: 0.01)")
     grad_clip: float = Field(1.0, gt=0, description="gradient-norm clip (paper: 1.0)")
-    temperature: float = Field(1.0, gt=0, description="rollout temperature (paper: 1.0)")
-    top_p: float = Field(1.0, gt=0, le=1, description="rollout top-p")
+    temperature: float = Field(1.0, gt=0, description="rollout temperature (paper: 1.0); the trainer's old/new/reference "
+                               "log-probs and entropy use it too (the policy that was sampled, as verl)")
+    top_p: float = Field(1.0, gt=0, le=1, description="rollout top-p (default 1.0 = off); truncates sampling only: the "
+                         "trainer's log-probs are of the tempered, untruncated policy, as verl (logged gap: actor/rollout_logp_gap)")
     max_new_tokens: int = Field(24, gt=0, description="response length limit")
     max_sample_rounds: int = Field(4, gt=0, description="cap on sampling rounds to fill a filtered batch (DAPO dynamic sampling)")
     threads: int = Field(1, gt=0, description="torch intra-op threads per run (pinned and recorded: results depend on it)")
