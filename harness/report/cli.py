@@ -67,6 +67,10 @@ def run_report(results: Path, out: Path | None = None, reference: str | None = N
         _print_summary(console, rep)
     if not reports:
         raise UserError("nothing reported: " + "; ".join(errors))
+    from harness.report.html import write_root_index
+
+    root_index = write_root_index(out_root, reports)
+    console.print(f"[green]wrote[/] {root_index} (links every report under {out_root})", highlight=False)
     skipped = [e.name for e in experiments if e not in reportable]
     if skipped:
         console.print(f"[yellow]not reported (no finished runs):[/] {', '.join(skipped)}")
@@ -109,17 +113,29 @@ def _variant_table(title: str, frame, benches: list, cell) -> Table:
     return t
 
 
+def _auc_cell(r) -> str:
+    ci = "(one seed, no CI)" if r.n_seeds < 2 else f"[{r.ci_low:.2f}, {r.ci_high:.2f}]"
+    return f"{'*' if r.best else ''}{r.auc_mean:.2f} {ci} n={int(r.n_seeds)}"
+
+
+def _diff_cell(r) -> str:
+    from harness.report.tables import signed
+
+    if r["ci_low"] != r["ci_low"]:  # NaN: one seed on a side
+        return f"{signed(r['diff'])} (one seed: no CI, no P)"
+    return f"{signed(r['diff'])} [{signed(r.ci_low)}, {signed(r.ci_high)}] P={r.p_improve:.2f}"
+
+
 def _print_summary(console: Console, rep) -> None:
-    benches = list(dict.fromkeys(rep.table["benchmark"]))
+    benches = rep.benchmarks or list(dict.fromkeys(rep.table["benchmark"]))
     console.print(_variant_table(
-        f"Pass@k AUC — {rep.name} (mean [95% CI], n seeds; * = best)", rep.table, benches,
-        lambda r: f"{'*' if r.best else ''}{r.auc_mean:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}] n={int(r.n_seeds)}",
-    ))
+        f"Pass@k AUC — {rep.name} (mean [95% CI], n seeds; * = best)", rep.table, benches, _auc_cell))
+    if rep.vs_start is not None and len(rep.vs_start):
+        console.print(_variant_table(
+            f"AUC change from the policy before RL (mean [95% CI], P(better))", rep.vs_start, benches, _diff_cell))
     if rep.comparison is not None and len(rep.comparison):
         console.print(_variant_table(
-            f"AUC difference vs {rep.reference} (mean [95% CI], P(better))", rep.comparison, benches,
-            lambda r: f"{r['diff']:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}] P={r.p_improve:.2f}",
-        ))
+            f"AUC difference vs {rep.reference} (mean [95% CI], P(better))", rep.comparison, benches, _diff_cell))
     for n in rep.notes:
         console.print(f"[yellow]note:[/] {n}", highlight=False)
     timing = ", ".join(f"{k} {v:.2f}s" for k, v in rep.timings.items())
