@@ -1,4 +1,4 @@
-"""`harness` command line: run, validate, sweep, report, eval, list.
+"""`harness` command line: run, validate, sweep, report, eval, list, probe.
 
 Each command's implementation lives next to what it drives; this module only wires them into one
 typer app and turns a UserError into a one-line message with exit code 2.
@@ -27,6 +27,7 @@ app = typer.Typer(
 def _register() -> None:
     from harness.commands import list_command, run_command, validate_command
     from harness.evaluate import eval_command
+    from harness.probe import probe_command
     from harness.report.cli import report_command
     from harness.sweep import sweep_command
 
@@ -36,6 +37,7 @@ def _register() -> None:
     app.command("report")(report_command)
     app.command("eval")(eval_command)
     app.command("list")(list_command)
+    app.command("probe")(probe_command)
 
 
 _register()

@@ -28,26 +28,34 @@ def report_command(
 
 def run_report(results: Path, out: Path | None = None, reference: str | None = None, step: int | None = None,
                console: Console | None = None) -> list:
-    """Load, render every experiment, print a summary. Raises UserError when nothing can be reported."""
+    """Load, render every experiment (and gradient-dynamics probe), print a summary. Raises UserError when
+    nothing can be reported."""
     from harness.report.build import build_experiment
     from harness.report.load import load_results
     from harness.report.plots import slug
+    from harness.report.probe import find_probe_dirs, render_probes
 
     console = console or Console(stderr=False)
     out_root = Path(out) if out is not None else Path("reports")
     t_start = time.perf_counter()
+    probe_dirs = find_probe_dirs(results)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task("loading runs", total=None)
-        experiments, warnings = load_results(
-            results, progress=lambda i, n, _p: progress.update(task, completed=i, total=n))
+        try:
+            experiments, warnings = load_results(
+                results, progress=lambda i, n, _p: progress.update(task, completed=i, total=n))
+        except UserError:
+            if not probe_dirs:  # no run folder and no probe: the loader's message says why
+                raise
+            experiments, warnings = [], []
     t_load = time.perf_counter() - t_start
     for w in warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     for exp in experiments:
         _print_runs(console, exp)
     reportable = [e for e in experiments if e.reported.shape[0] and len(e.aucs)]
-    if not reportable:
+    if not reportable and not probe_dirs:
         states = ", ".join(f"{e.name}: {e.runs['state'].value_counts().to_dict()}" for e in experiments)
         raise UserError(f"{results}: nothing to report — no finished run with readable samples ({states})")
     reports, errors = [], []
@@ -65,11 +73,12 @@ def run_report(results: Path, out: Path | None = None, reference: str | None = N
         rep.timings = {"load (all experiments)": t_load, **rep.timings}
         reports.append(rep)
         _print_summary(console, rep)
-    if not reports:
-        raise UserError("nothing reported: " + "; ".join(errors))
+    probes = render_probes(results, out_root, console)
+    if not reports and not probes:
+        raise UserError("nothing reported: " + ("; ".join(errors) or f"no finished run or probe under {results}"))
     from harness.report.html import write_root_index
 
-    root_index = write_root_index(out_root, reports)
+    root_index = write_root_index(out_root, [*reports, *probes])
     console.print(f"[green]wrote[/] {root_index} (links every report under {out_root})", highlight=False)
     skipped = [e.name for e in experiments if e not in reportable]
     if skipped:

@@ -178,7 +178,7 @@ def write_root_index(out_root: Path, built: list) -> Path:
     for index in sorted(out_root.glob("*/index.html")):
         folder = index.parent
         rep = by_dir.get(folder.resolve())
-        if rep is not None and rep.table is not None and len(rep.table):
+        if rep is not None and getattr(rep, "table", None) is not None and len(rep.table):
             best = rep.table[rep.table["best"]]
             summary = "; ".join(f"{b}: {', '.join(best[best['benchmark'] == b]['variant'])}" for b in rep.benchmarks)
             what = f"{rep.table['variant'].nunique()} rows · best AUC per benchmark — {summary}"
