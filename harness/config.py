@@ -72,6 +72,10 @@ class WarmStartConfig(_Strict):
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the warm start")
     min_ops: int = Field(2, gt=0, description="fewest operations in warm-start examples")
     max_ops: int = Field(4, gt=0, description="most operations in warm-start examples (shorter than RL's: RL must extend)")
+    misconception: float = Field(
+        0.0, ge=0, le=1, description="probability that each multiplication step of a warm-start solution is written off "
+        "by one ((v + 1) mod 10), the chain continuing from the written value: a base policy that has seen the right rule "
+        "and a systematic error, so RL has a latent skill to elicit (0 = clean solutions; see docs/findings.md)")
     seed: int | None = Field(
         0, description="warm-start seed: one warm start shared by every run of the experiment (seed-to-seed spread "
         "then measures RL alone); null = one warm start per run seed, shared by all variants of that seed")
