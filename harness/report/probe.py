@@ -52,8 +52,8 @@ def load_probe_results(folder: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, 
         raise ValueError(f"probe not finished (status {status.get('state', 'missing')})")
     settings = yaml.safe_load((folder / PROBE_FILE).read_text())
     recs = [json.loads(line) for line in (folder / PROBE_METRICS).read_text().splitlines() if line.strip()]
-    upd = pd.DataFrame([r for r in recs if r["kind"] == "update"])
-    cos = pd.DataFrame([r for r in recs if r["kind"] == "cosine"])
+    upd = pd.DataFrame([r for r in recs if r["kind"] == "update"]).drop(columns="kind")
+    cos = pd.DataFrame([r for r in recs if r["kind"] == "cosine"]).drop(columns="kind")
     base = upd[upd["update"] == 0].set_index(["group_type", "algorithm"])
     for key in ("logp_wrong", "logp_correct", "entropy"):
         upd[f"d_{key}"] = upd[key] - upd.set_index(["group_type", "algorithm"]).index.map(base[key]).to_numpy()
