@@ -11,8 +11,8 @@ import pandas as pd
 from harness.report import html as html_mod
 from harness.report import plots
 from harness.report.load import ExperimentData, select_step
-from harness.report.tables import (START, auc_table, comparison_table, grid_label, resolve_reference,
-                                   start_aucs, write_tables)
+from harness.report.tables import (START, auc_table, before_rl, comparison_table, grid_label, passk_table,
+                                   resolve_reference, start_aucs, write_passk, write_tables)
 
 
 @dataclass
@@ -24,6 +24,7 @@ class ExperimentReport:
     reference: str | None = None
     comparison: pd.DataFrame | None = None
     vs_start: pd.DataFrame | None = None  # every variant vs the policy before RL
+    passk: pd.DataFrame | None = None  # pass@1 and pass@k_max per variant (and before RL)
     benchmarks: list[str] = field(default_factory=list)  # in the experiment file's order
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -49,6 +50,9 @@ def build_experiment(data: ExperimentData, out: Path, reference: str | None = No
         rep.notes.append("no reference variant (no 'grpo' variant or grpo preset); comparison skipped — pass --reference")
     rep.table, rep.reference, rep.comparison, rep.vs_start, rep.benchmarks = table, ref, comp, vs_start, benches
     paths = write_tables(out, table, comp, ref, data.name, step_label, vs_start, benches)
+    start_curves = before_rl(data.curves, aucs, ("benchmark", "k"))
+    rep.passk = passk_table(pd.concat([start_curves, curves], ignore_index=True) if len(start_curves) else curves, rows, benches)
+    paths.update(write_passk(out, rep.passk, data.name, step_label, benches))
     aucs_by_step = data.aucs
     aucs_by_step.to_csv(out / "auc_by_run_step.csv", index=False, float_format="%.4f")
     rep.timings["tables"] = time.perf_counter() - t0
@@ -70,7 +74,7 @@ def build_experiment(data: ExperimentData, out: Path, reference: str | None = No
     index = html_mod.write_index(out, experiment=data.name, source=source, step_label=step_label,
                                  grid=grid_label(table), runs=data.runs, table=table, comp=comp, reference=ref,
                                  figures=figures, specs=data.specs, notes=rep.notes, vs_start=vs_start,
-                                 benchmarks=benches)
+                                 benchmarks=benches, passk=rep.passk)
     rep.timings["html"] = time.perf_counter() - t0
     rep.files = [*paths.values(), out / "auc_by_run_step.csv", index]
     for f in figures.values():

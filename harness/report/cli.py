@@ -139,6 +139,17 @@ def _print_summary(console: Console, rep) -> None:
     benches = rep.benchmarks or list(dict.fromkeys(rep.table["benchmark"]))
     console.print(_variant_table(
         f"Pass@k AUC — {rep.name} (mean [95% CI], n seeds; * = best)", rep.table, benches, _auc_cell))
+    if rep.passk is not None and len(rep.passk):
+        t = Table(title=f"pass@1 / pass@k before and after RL — {rep.name} (mean ± sd over seeds)", title_justify="left")
+        p = rep.passk.assign(col=[f"{b} @{k}" for b, k in zip(rep.passk["benchmark"], rep.passk["k"])])
+        cols = list(dict.fromkeys(c for b in benches for c in p.loc[p["benchmark"] == b, "col"]))
+        t.add_column("variant")
+        for c in cols:
+            t.add_column(c)
+        for v, grp in p.groupby("variant", sort=False):
+            cell = {r.col: f"{r.mean:.3f}" + ("" if r.n_seeds < 2 else f" ± {r.sd:.3f}") for r in grp.itertuples()}
+            t.add_row(str(v), *(cell.get(c, "–") for c in cols))
+        console.print(t)
     if rep.vs_start is not None and len(rep.vs_start):
         console.print(_variant_table(
             f"AUC change from the policy before RL (mean [95% CI], P(better))", rep.vs_start, benches, _diff_cell))

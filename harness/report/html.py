@@ -113,8 +113,8 @@ def _unflatten(d: dict) -> dict:
 def write_index(out: Path, *, experiment: str, source: str, step_label: str, grid: str, runs: pd.DataFrame,
                 table: pd.DataFrame, comp: pd.DataFrame | None, reference: str | None, figures: dict,
                 specs: dict[str, dict], notes: list[str], vs_start: pd.DataFrame | None = None,
-                benchmarks=None) -> Path:
-    from harness.report.tables import CONFIDENCE, START, comparison_wide
+                benchmarks=None, passk: pd.DataFrame | None = None) -> Path:
+    from harness.report.tables import CONFIDENCE, START, comparison_wide, passk_wide
 
     ci = f"{int(CONFIDENCE * 100)}%"
     n_rep, n_all = int(runs["reported"].sum()), len(runs)
@@ -133,6 +133,12 @@ def write_index(out: Path, *, experiment: str, source: str, step_label: str, gri
               f"<p class='caption'>Mean Pass@k AUC (0-100) over seeds [{ci} CI] (n = number of seeds; one seed has no "
               f"CI); best per benchmark highlighted. Row '{START}': the policy's first evaluation, before any RL step "
               f"(once per seed). {_e(grid)}.</p>", auc_html(table, benchmarks)]
+    if passk is not None and len(passk):
+        pw = passk_wide(passk, benchmarks)
+        pw.index.name = "variant"
+        parts += ["<h2>pass@1 and pass@k before and after RL</h2>",
+                  f"<p class='caption'>mean ± sd over seeds [min, max] (n = seeds); row '{START}': the first evaluation.</p>",
+                  html_table(pw)]
     if vs_start is not None and len(vs_start):
         sw = comparison_wide(vs_start, benchmarks)
         sw.index.name = "variant"

@@ -48,23 +48,59 @@ def ordered_benchmarks(present, benchmarks: Sequence[str] | None = None) -> list
     return order + sorted(present - set(order))
 
 
-def start_aucs(aucs_all: pd.DataFrame, selected: pd.DataFrame) -> pd.DataFrame:
-    """AUCs of the policy before RL: each run's first evaluation, when it precedes the selected step.
+def before_rl(frame: pd.DataFrame, selected: pd.DataFrame, by: Sequence[str] = ("benchmark",)) -> pd.DataFrame:
+    """Rows of the policy before RL: each run's first evaluation, when it precedes the run's selected step.
 
-    One value per (seed, benchmark): runs that share a warm start and a seed evaluate the identical
-    policy with identical draws (the embedded backend), so their mean is that value; n is then the
-    number of seeds, as for the variants. Columns as aucs_all, variant = START.
+    frame: per-run rows with run_id, seed, step and `by` (AUCs or pass@k curves, every evaluated step);
+    selected: the rows reported (their step per run). One row per (seed, *by), the mean over runs:
+    runs that share a warm start and a seed evaluate the identical policy with identical draws (the
+    embedded backend), so the mean is that value and n is the number of seeds, as for the variants.
+    variant = START.
     """
-    if aucs_all.empty or selected.empty:
-        return aucs_all.iloc[:0]
-    first = aucs_all[aucs_all["step"] == aucs_all.groupby("run_id")["step"].transform("min")]
+    if frame.empty or selected.empty:
+        return frame.iloc[:0]
+    first = frame[frame["step"] == frame.groupby("run_id")["step"].transform("min")]
     chosen = selected.groupby("run_id")["step"].first()
     first = first[first["step"] < first["run_id"].map(chosen)]
     if first.empty:
-        return aucs_all.iloc[:0]
-    per_seed = first.groupby(["seed", "benchmark"], as_index=False).agg(auc=("auc", "mean"), k_max=("k_max", "min"),
-                                                                       step=("step", "min"))
+        return frame.iloc[:0]
+    per_seed = first.drop(columns=["run_id", "variant"]).groupby(["seed", *by], as_index=False).mean(numeric_only=True)
     return per_seed.assign(variant=START, run_id=[f"{START}-s{s}" for s in per_seed["seed"]])
+
+
+def start_aucs(aucs_all: pd.DataFrame, selected: pd.DataFrame) -> pd.DataFrame:
+    """AUCs of the policy before RL (see before_rl); columns as aucs_all."""
+    return before_rl(aucs_all, selected, ("benchmark",))
+
+
+def passk_table(curves: pd.DataFrame, variants: Sequence[str], benchmarks: Sequence[str] | None = None) -> pd.DataFrame:
+    """pass@1 and pass@k_max per variant x benchmark: mean over seeds, CI, sd, min, max, n (long form).
+
+    curves: the selected step's curves (plus `before_rl` rows); k_max = the largest k of each benchmark.
+    """
+    kmax = curves.groupby("benchmark")["k"].transform("max")
+    sel = curves[(curves["k"] == 1) | (curves["k"] == kmax)]
+    agg = aggregate(sel, ["variant", "benchmark", "k"], "pass_at_k").rename(
+        columns={"low": "ci_low", "high": "ci_high", "n": "n_seeds"})
+    spread = sel.groupby(["variant", "benchmark", "k"])["pass_at_k"].agg(sd="std", min="min", max="max").reset_index()
+    agg = agg.merge(spread, on=["variant", "benchmark", "k"])
+    agg.loc[agg["n_seeds"] < 2, ["ci_low", "ci_high"]] = float("nan")
+    return order_variants(agg, variants, benchmarks).reset_index(drop=True)
+
+
+def passk_wide(table: pd.DataFrame, benchmarks: Sequence[str] | None = None) -> pd.DataFrame:
+    """variant x "benchmark pass@k" cells: mean ± sd over seeds [min, max] (n)."""
+    def cell(r) -> str:
+        if r.n_seeds < 2:
+            return f"{r.mean:.3f} (n=1)"
+        return f"{r.mean:.3f} ± {r.sd:.3f} [{r.min:.3f}, {r.max:.3f}] (n={r.n_seeds})"
+
+    cells = table.assign(col=[f"{b} pass@{k}" for b, k in zip(table["benchmark"], table["k"])],
+                         cell=[cell(r) for r in table.itertuples()])
+    cols = [f"{b} pass@{k}" for b in ordered_benchmarks(table["benchmark"], benchmarks)
+            for k in sorted(table.loc[table["benchmark"] == b, "k"].unique())]
+    return cells.pivot(index="variant", columns="col", values="cell").reindex(
+        index=list(dict.fromkeys(table["variant"])), columns=cols).fillna("–")
 
 
 # ------------------------------------------------------------------------------------------- AUC
@@ -225,6 +261,18 @@ def write_tables(out: Path, table: pd.DataFrame, comp: pd.DataFrame | None, refe
         w = comparison_wide(frame, benchmarks)
         paths[f"{key}_md"].write_text(f"### AUC vs {ref} — {experiment}\n\n{ccap}\n\n" + to_markdown(w))
         paths[f"{key}_tex"].write_text(to_latex(w, ccap, f"tab:{key}-{experiment}"))
+    return paths
+
+
+def write_passk(out: Path, table: pd.DataFrame, experiment: str, step_label: str,
+                benchmarks: Sequence[str] | None = None) -> dict[str, Path]:
+    """passk_table.{md,csv}: pass@1 and pass@k_max before RL and after, per variant and benchmark."""
+    paths = {"passk_csv": out / "passk_table.csv", "passk_md": out / "passk_table.md"}
+    table.to_csv(paths["passk_csv"], index=False, float_format="%.4f")
+    caption = (f"pass@1 and pass@k at the largest k on {experiment}, {step_label}, and for the policy '{START}': "
+               f"mean ± sd over seeds [min, max] (n = seeds).")
+    paths["passk_md"].write_text(f"### pass@k before and after RL — {experiment}\n\n{caption}\n\n"
+                                 + to_markdown(passk_wide(table, benchmarks)))
     return paths
 
 

@@ -99,3 +99,21 @@ def test_root_index_links_every_report(tmp_path):
     run_report(tmp_path / "results" / "exp_a", out=tmp_path / "reports")  # one experiment: the other stays listed
     index = (tmp_path / "reports" / "index.html").read_text()
     assert "href='exp_a/index.html'" in index and "href='exp_b/index.html'" in index and "rendered earlier" in index
+
+
+def test_passk_table_before_and_after(one_seed):
+    """pass@1 and pass@k_max per variant, and for the policy before RL, recomputed by hand from the samples."""
+    tab = pd.read_csv(one_seed / "passk_table.csv")
+    assert set(tab["k"]) == {1, 8} and tab["variant"].iloc[0] == START
+    runs = sorted((one_seed.parents[1] / "results" / "fake").glob("*-s0"))
+    samples = {r.name.split("-")[0]: pd.read_parquet(r / "samples.parquet") for r in runs}
+    start = [s[(s["step"] == 0) & (s["benchmark"] == "aime25")]["correct"].mean() for s in samples.values()]
+    row = tab[(tab["variant"] == START) & (tab["benchmark"] == "aime25") & (tab["k"] == 1)].iloc[0]
+    assert row["mean"] == pytest.approx(sum(start) / len(start), abs=1e-4)
+    s = samples["ngrpo"]
+    final = s[(s["step"] == 4) & (s["benchmark"] == "math500")]
+    p8 = final.groupby("problem_id")["correct"].any().mean()  # n = k = 8: pass@8 = any correct
+    row = tab[(tab["variant"] == "ngrpo") & (tab["benchmark"] == "math500") & (tab["k"] == 8)].iloc[0]
+    assert row["mean"] == pytest.approx(p8, abs=1e-4)
+    md = (one_seed / "passk_table.md").read_text()
+    assert "math500 pass@1" in md and md.index("math500 pass@1") < md.index("aime25 pass@1")
