@@ -68,35 +68,37 @@ def auc_html(table: pd.DataFrame, benchmarks=None) -> str:
     return html_table(wide, classes)
 
 
-def _same_everywhere(col: pd.Series) -> bool:
-    """Shared means present and equal in every run (a knob only some runs have is not shared)."""
-    if col.isna().any():
-        return False
-    return col.map(lambda v: json.dumps(v, sort_keys=True, default=str)).nunique() == 1
+def _flatten(d: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}; None values are kept (a setting set to null), lists are values."""
+    out: dict = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
 
 
 def settings_html(specs: dict[str, dict]) -> str:
-    """Settings shared by every reported run, then what differs per variant (variant, knobs, preset)."""
+    """Settings shared by every reported run (present and equal in all of them), then the rest per
+    variant, with "–" where a run does not have the setting (e.g. a knob of a piece it does not use)."""
     if not specs:
         return "<p>No finished runs.</p>"
-    flat = {rid: pd.json_normalize(s, sep=".").iloc[0].to_dict() for rid, s in specs.items()}
-    frame = pd.DataFrame.from_dict(flat, orient="index")
-    cols = [c for c in frame.columns if c not in ("run_id", "seed")]
-    same = {c: frame[c].iloc[0] for c in cols if _same_everywhere(frame[c])}
-    differ = [c for c in cols if c not in same]
+    flat = [_flatten(s) for s in specs.values()]
+    keys = [k for k in dict.fromkeys(k for f in flat for k in f) if k not in ("run_id", "seed")]
+    canon = lambda v: json.dumps(v, sort_keys=True, default=str)  # noqa: E731
+    same = {k: flat[0][k] for k in keys if all(k in f for f in flat) and len({canon(f[k]) for f in flat}) == 1}
+    differ = [k for k in keys if k not in same]
     shared = yaml.safe_dump(_unflatten(same), sort_keys=False, default_flow_style=False)
     out = [f"<h3>Shared by all {len(specs)} finished runs</h3><pre>{_e(shared)}</pre>"]
     if differ:
-        per = frame[differ].map(lambda v: "–" if _missing(v) else str(v)).drop_duplicates()
+        per = pd.DataFrame([{k: (str(f[k]) if k in f else "–") for k in differ} for f in flat]).drop_duplicates()
         if "variant" in per.columns:
             per = per.set_index("variant")
         out.append("<h3>Per variant</h3><p class='caption'>– = the setting does not exist for that variant "
                    "(e.g. a knob of a piece it does not use).</p>" + html_table(per, index="variant" in differ))
     return "\n".join(out)
-
-
-def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and v != v)
 
 
 def _unflatten(d: dict) -> dict:

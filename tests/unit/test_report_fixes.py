@@ -117,3 +117,13 @@ def test_passk_table_before_and_after(one_seed):
     assert row["mean"] == pytest.approx(p8, abs=1e-4)
     md = (one_seed / "passk_table.md").read_text()
     assert "math500 pass@1" in md and md.index("math500 pass@1") < md.index("aime25 pass@1")
+
+
+def test_settings_null_everywhere_is_shared_and_missing_is_not():
+    specs = {
+        "a": {"variant": "grpo", "seed": 0, "eval": {"k_max": None}, "algorithm": {"knobs": {"clip_c": None}}},
+        "b": {"variant": "ngrpo", "seed": 1, "eval": {"k_max": None}, "algorithm": {"knobs": {"r_max": 1.0}}},
+    }
+    shared, per_variant = settings_html(specs).split("<h3>Per variant</h3>")
+    assert "k_max: null" in shared and "seed" not in shared
+    assert "clip_c" not in shared and "algorithm.knobs.clip_c" in per_variant and "<td>None</td>" in per_variant
