@@ -45,6 +45,14 @@ def drop_all_correct(acc: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor
     return (correct != sizes)[index]
 
 
+@register_group_filter("drop_all_wrong")
+def drop_all_wrong(acc: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """Drop groups where every response is wrong; keep all-correct ones (the mirror of drop_all_correct,
+    for the homogeneous-groups experiment)."""
+    index, correct, sizes = group_correct_counts(acc, group_ids)
+    return (correct != 0)[index]
+
+
 @register_group_filter("drop_homogeneous")
 def drop_homogeneous(acc: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
     """DAPO dynamic sampling (arXiv 2503.14476): drop groups whose acc is all 0 or all 1."""

@@ -1,4 +1,4 @@
-"""`harness` command line: run, validate, sweep, report, eval, list.
+"""`harness` command line: run, validate, sweep, report, eval, list, probe.
 
 Each command's implementation lives next to what it drives and is imported only when that command
 runs, so `harness --help` does not load torch, pandas or matplotlib. A UserError becomes a one-line
@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "Sample n completions per benchmark problem, grade them with math-verify, write samples.parquet."),
     "list": ("harness.commands:list_command",
              "Show the registered pieces (with their knobs) and every preset's settings."),
+    "probe": ("harness.probe:probe_command",
+              "Probe gradient dynamics: 1 and K updates of each algorithm on all-wrong, all-correct and mixed groups."),
 }
 
 

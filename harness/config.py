@@ -113,6 +113,10 @@ class WarmStartConfig(_Strict):
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the warm start")
     min_ops: int = Field(2, gt=0, description="fewest operations in warm-start examples")
     max_ops: int = Field(4, gt=0, description="most operations in warm-start examples (shorter than RL's: RL must extend)")
+    misconception: float = Field(
+        0.0, ge=0, le=1, description="probability that each multiplication step of a warm-start solution is written off "
+        "by one ((v + 1) mod 10), the chain continuing from the written value: a base policy that has seen the right rule "
+        "and a systematic error, so RL has a latent skill to elicit (0 = clean solutions; see docs/findings.md)")
     seed: int | None = Field(
         0, description="warm-start seed: one warm start shared by every run of the experiment (seed-to-seed spread "
         "then measures RL alone); null = one warm start per run seed, shared by all variants of that seed")
@@ -127,8 +131,10 @@ class TrainConfig(_Strict):
     lr: float = Field(3e-4, gt=0, description="actor AdamW learning rate (paper: 1e-6 for a 7B model)")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (paper: 0.01)")
     grad_clip: float = Field(1.0, gt=0, description="gradient-norm clip (paper: 1.0)")
-    temperature: float = Field(1.0, gt=0, description="rollout temperature (paper: 1.0)")
-    top_p: float = Field(1.0, gt=0, le=1, description="rollout top-p")
+    temperature: float = Field(1.0, gt=0, description="rollout temperature (paper: 1.0); the trainer's old/new/reference "
+                               "log-probs and entropy use it too (the policy that was sampled, as verl)")
+    top_p: float = Field(1.0, gt=0, le=1, description="rollout top-p (default 1.0 = off); truncates sampling only: the "
+                         "trainer's log-probs are of the tempered, untruncated policy, as verl (logged gap: actor/rollout_logp_gap)")
     max_new_tokens: int = Field(24, gt=0, description="response length limit")
     max_sample_rounds: int = Field(4, gt=0, description="cap on sampling rounds to fill a filtered batch (DAPO dynamic sampling)")
     threads: int = Field(1, gt=0, description="torch intra-op threads per run (pinned and recorded: results depend on it)")

@@ -11,8 +11,8 @@ import pandas as pd
 from harness.report import html as html_mod
 from harness.report import plots
 from harness.report.load import ExperimentData, select_step
-from harness.report.tables import (auc_table, comparison_table, grid_label, resolve_reference,
-                                   write_tables)
+from harness.report.tables import (START, auc_table, before_rl, comparison_table, grid_label, passk_table,
+                                   resolve_reference, start_aucs, write_passk, write_tables)
 
 
 @dataclass
@@ -23,6 +23,9 @@ class ExperimentReport:
     table: pd.DataFrame | None = None
     reference: str | None = None
     comparison: pd.DataFrame | None = None
+    vs_start: pd.DataFrame | None = None  # every variant vs the policy before RL
+    passk: pd.DataFrame | None = None  # pass@1 and pass@k_max per variant (and before RL)
+    benchmarks: list[str] = field(default_factory=list)  # in the experiment file's order
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -34,24 +37,31 @@ def build_experiment(data: ExperimentData, out: Path, reference: str | None = No
     t0 = time.perf_counter()
     curves, aucs, notes = select_step(data, step)
     rep.notes += notes
-    variants = data.variants
+    variants, benches = data.variants, data.benchmarks
     step_label = f"step {step}" if step is not None else _final_label(aucs)
-    table = auc_table(aucs, variants)
+    start = start_aucs(data.aucs, aucs)
+    rows = ([START] if len(start) else []) + variants
+    with_start = pd.concat([start, aucs], ignore_index=True) if len(start) else aucs
+    table = auc_table(with_start, rows, benches)
     ref = resolve_reference(reference, data.runs, variants)
-    comp = comparison_table(aucs, ref, variants) if ref else None
+    comp = comparison_table(with_start, ref, rows, benches) if ref else None
+    vs_start = comparison_table(with_start, START, variants, benches) if len(start) else None
     if ref is None:
         rep.notes.append("no reference variant (no 'grpo' variant or grpo preset); comparison skipped — pass --reference")
-    rep.table, rep.reference, rep.comparison = table, ref, comp
-    paths = write_tables(out, table, comp, ref, data.name, step_label)
+    rep.table, rep.reference, rep.comparison, rep.vs_start, rep.benchmarks = table, ref, comp, vs_start, benches
+    paths = write_tables(out, table, comp, ref, data.name, step_label, vs_start, benches)
+    start_curves = before_rl(data.curves, aucs, ("benchmark", "k"))
+    rep.passk = passk_table(pd.concat([start_curves, curves], ignore_index=True) if len(start_curves) else curves, rows, benches)
+    paths.update(write_passk(out, rep.passk, data.name, step_label, benches))
     aucs_by_step = data.aucs
     aucs_by_step.to_csv(out / "auc_by_run_step.csv", index=False, float_format="%.4f")
     rep.timings["tables"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     first = data.curves[data.curves["step"] == data.curves.groupby("run_id")["step"].transform("min")]
-    start = first if len(first) and first["step"].max() < curves["step"].min() else None  # a pre-RL evaluation exists
-    figures = {"passk": plots.plot_passk(curves, variants, out, data.name, step_label, start),
-               "auc_vs_step": plots.plot_auc_vs_step(data.aucs, variants, out, data.name)}
+    first_eval = first if len(first) and first["step"].max() < curves["step"].min() else None  # a pre-RL evaluation exists
+    figures = {"passk": plots.plot_passk(curves, variants, out, data.name, step_label, first_eval, benches),
+               "auc_vs_step": plots.plot_auc_vs_step(data.aucs, variants, out, data.name, benches)}
     rep.timings["curve plots"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     figures["diagnostics"] = plots.plot_diagnostics(data.train, variants, out, data.name)
@@ -63,7 +73,8 @@ def build_experiment(data: ExperimentData, out: Path, reference: str | None = No
         rep.notes.append(f"{len(not_reported)} run(s) not reported (not finished or unreadable): see Runs")
     index = html_mod.write_index(out, experiment=data.name, source=source, step_label=step_label,
                                  grid=grid_label(table), runs=data.runs, table=table, comp=comp, reference=ref,
-                                 figures=figures, specs=data.specs, notes=rep.notes)
+                                 figures=figures, specs=data.specs, notes=rep.notes, vs_start=vs_start,
+                                 benchmarks=benches, passk=rep.passk)
     rep.timings["html"] = time.perf_counter() - t0
     rep.files = [*paths.values(), out / "auc_by_run_step.csv", index]
     for f in figures.values():

@@ -28,27 +28,35 @@ def report_command(
 
 def run_report(results: Path, out: Path | None = None, reference: str | None = None, step: int | None = None,
                console: Console | None = None) -> list:
-    """Load, render every experiment, print a summary. Raises UserError when nothing can be reported."""
+    """Load, render every experiment (and gradient-dynamics probe), print a summary. Raises UserError when
+    nothing can be reported."""
     from harness.report.build import build_experiment
     from harness.report.load import load_results
     from harness.report.plots import slug
+    from harness.report.probe import find_probe_dirs, render_probes
     from harness.report.sweep import report_sweeps
 
     console = console or Console(stderr=False)
     out_root = Path(out) if out is not None else Path("reports")
     t_start = time.perf_counter()
+    probe_dirs = find_probe_dirs(results)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task("loading runs", total=None)
-        experiments, warnings = load_results(
-            results, progress=lambda i, n, _p: progress.update(task, completed=i, total=n))
+        try:
+            experiments, warnings = load_results(
+                results, progress=lambda i, n, _p: progress.update(task, completed=i, total=n))
+        except UserError:
+            if not probe_dirs:  # no run folder and no probe: the loader's message says why
+                raise
+            experiments, warnings = [], []
     t_load = time.perf_counter() - t_start
     for w in warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     for exp in experiments:
         _print_runs(console, exp)
     reportable = [e for e in experiments if e.reported.shape[0] and len(e.aucs)]
-    if not reportable:
+    if not reportable and not probe_dirs:
         states = ", ".join(f"{e.name}: {e.runs['state'].value_counts().to_dict()}" for e in experiments)
         raise UserError(f"{results}: nothing to report — no finished run with readable samples ({states})")
     reports, errors = [], []
@@ -67,8 +75,13 @@ def run_report(results: Path, out: Path | None = None, reference: str | None = N
         reports.append(rep)
         _print_summary(console, rep)
         rep.files += report_sweeps(exp, dest, console)  # a sweep's folder: heatmap, importances, best trials
-    if not reports:
-        raise UserError("nothing reported: " + "; ".join(errors))
+    probes = render_probes(results, out_root, console)
+    if not reports and not probes:
+        raise UserError("nothing reported: " + ("; ".join(errors) or f"no finished run or probe under {results}"))
+    from harness.report.html import write_root_index
+
+    root_index = write_root_index(out_root, [*reports, *probes])
+    console.print(f"[green]wrote[/] {root_index} (links every report under {out_root})", highlight=False)
     skipped = [e.name for e in experiments if e not in reportable]
     if skipped:
         console.print(f"[yellow]not reported (no finished runs):[/] {', '.join(skipped)}")
@@ -111,17 +124,40 @@ def _variant_table(title: str, frame, benches: list, cell) -> Table:
     return t
 
 
+def _auc_cell(r) -> str:
+    ci = "(one seed, no CI)" if r.n_seeds < 2 else f"[{r.ci_low:.2f}, {r.ci_high:.2f}]"
+    return f"{'*' if r.best else ''}{r.auc_mean:.2f} {ci} n={int(r.n_seeds)}"
+
+
+def _diff_cell(r) -> str:
+    from harness.report.tables import signed
+
+    if r["ci_low"] != r["ci_low"]:  # NaN: one seed on a side
+        return f"{signed(r['diff'])} (one seed: no CI, no P)"
+    return f"{signed(r['diff'])} [{signed(r.ci_low)}, {signed(r.ci_high)}] P={r.p_improve:.2f}"
+
+
 def _print_summary(console: Console, rep) -> None:
-    benches = list(dict.fromkeys(rep.table["benchmark"]))
+    benches = rep.benchmarks or list(dict.fromkeys(rep.table["benchmark"]))
     console.print(_variant_table(
-        f"Pass@k AUC — {rep.name} (mean [95% CI], n seeds; * = best)", rep.table, benches,
-        lambda r: f"{'*' if r.best else ''}{r.auc_mean:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}] n={int(r.n_seeds)}",
-    ))
+        f"Pass@k AUC — {rep.name} (mean [95% CI], n seeds; * = best)", rep.table, benches, _auc_cell))
+    if rep.passk is not None and len(rep.passk):
+        t = Table(title=f"pass@1 / pass@k before and after RL — {rep.name} (mean ± sd over seeds)", title_justify="left")
+        p = rep.passk.assign(col=[f"{b} @{k}" for b, k in zip(rep.passk["benchmark"], rep.passk["k"])])
+        cols = list(dict.fromkeys(c for b in benches for c in p.loc[p["benchmark"] == b, "col"]))
+        t.add_column("variant")
+        for c in cols:
+            t.add_column(c)
+        for v, grp in p.groupby("variant", sort=False):
+            cell = {r.col: f"{r.mean:.3f}" + ("" if r.n_seeds < 2 else f" ± {r.sd:.3f}") for r in grp.itertuples()}
+            t.add_row(str(v), *(cell.get(c, "–") for c in cols))
+        console.print(t)
+    if rep.vs_start is not None and len(rep.vs_start):
+        console.print(_variant_table(
+            f"AUC change from the policy before RL (mean [95% CI], P(better))", rep.vs_start, benches, _diff_cell))
     if rep.comparison is not None and len(rep.comparison):
         console.print(_variant_table(
-            f"AUC difference vs {rep.reference} (mean [95% CI], P(better))", rep.comparison, benches,
-            lambda r: f"{r['diff']:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}] P={r.p_improve:.2f}",
-        ))
+            f"AUC difference vs {rep.reference} (mean [95% CI], P(better))", rep.comparison, benches, _diff_cell))
     for n in rep.notes:
         console.print(f"[yellow]note:[/] {n}", highlight=False)
     timing = ", ".join(f"{k} {v:.2f}s" for k, v in rep.timings.items())

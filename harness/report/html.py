@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import time
 from pathlib import Path
 
@@ -57,32 +58,46 @@ def runs_table(runs: pd.DataFrame) -> str:
     return html_table(df.reset_index(drop=True), classes.reset_index(drop=True), index=False)
 
 
-def auc_html(table: pd.DataFrame) -> str:
+def auc_html(table: pd.DataFrame, benchmarks=None) -> str:
     from harness.report.tables import auc_wide
 
-    wide = auc_wide(table, bold=("", ""))
+    wide = auc_wide(table, bold=("", ""), benchmarks=benchmarks)
     best = table.pivot(index="variant", columns="benchmark", values="best").reindex(index=wide.index, columns=wide.columns)
     classes = best.apply(lambda col: col.map(lambda b: "best" if b is True else ""))
     wide.index.name = "variant"
     return html_table(wide, classes)
 
 
+def _flatten(d: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}; None values are kept (a setting set to null), lists are values."""
+    out: dict = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
 def settings_html(specs: dict[str, dict]) -> str:
-    """Settings shared by every reported run, then what differs per variant (variant, knobs, preset)."""
+    """Settings shared by every reported run (present and equal in all of them), then the rest per
+    variant, with "–" where a run does not have the setting (e.g. a knob of a piece it does not use)."""
     if not specs:
         return "<p>No finished runs.</p>"
-    flat = {rid: pd.json_normalize(s, sep=".").iloc[0].to_dict() for rid, s in specs.items()}
-    frame = pd.DataFrame.from_dict(flat, orient="index")
-    same = {c: frame[c].iloc[0] for c in frame.columns
-            if frame[c].astype(str).nunique() == 1 and c not in ("run_id", "seed")}
-    differ = [c for c in frame.columns if c not in same and c not in ("run_id", "seed")]
+    flat = [_flatten(s) for s in specs.values()]
+    keys = [k for k in dict.fromkeys(k for f in flat for k in f) if k not in ("run_id", "seed")]
+    canon = lambda v: json.dumps(v, sort_keys=True, default=str)  # noqa: E731
+    same = {k: flat[0][k] for k in keys if all(k in f for f in flat) and len({canon(f[k]) for f in flat}) == 1}
+    differ = [k for k in keys if k not in same]
     shared = yaml.safe_dump(_unflatten(same), sort_keys=False, default_flow_style=False)
     out = [f"<h3>Shared by all {len(specs)} finished runs</h3><pre>{_e(shared)}</pre>"]
     if differ:
-        per = frame[differ].astype(str).drop_duplicates()
+        per = pd.DataFrame([{k: (str(f[k]) if k in f else "–") for k in differ} for f in flat]).drop_duplicates()
         if "variant" in per.columns:
             per = per.set_index("variant")
-        out.append("<h3>Per variant</h3>" + html_table(per, index="variant" in differ))
+        out.append("<h3>Per variant</h3><p class='caption'>– = the setting does not exist for that variant "
+                   "(e.g. a knob of a piece it does not use).</p>" + html_table(per, index="variant" in differ))
     return "\n".join(out)
 
 
@@ -99,8 +114,9 @@ def _unflatten(d: dict) -> dict:
 
 def write_index(out: Path, *, experiment: str, source: str, step_label: str, grid: str, runs: pd.DataFrame,
                 table: pd.DataFrame, comp: pd.DataFrame | None, reference: str | None, figures: dict,
-                specs: dict[str, dict], notes: list[str]) -> Path:
-    from harness.report.tables import CONFIDENCE, comparison_wide
+                specs: dict[str, dict], notes: list[str], vs_start: pd.DataFrame | None = None,
+                benchmarks=None, passk: pd.DataFrame | None = None) -> Path:
+    from harness.report.tables import CONFIDENCE, START, comparison_wide, passk_wide
 
     ci = f"{int(CONFIDENCE * 100)}%"
     n_rep, n_all = int(runs["reported"].sum()), len(runs)
@@ -116,10 +132,23 @@ def write_index(out: Path, *, experiment: str, source: str, step_label: str, gri
     if notes:
         parts.append("<ul>" + "".join(f"<li class='warn'>{_e(n)}</li>" for n in notes) + "</ul>")
     parts += ["<h2>Pass@k AUC</h2>",
-              f"<p class='caption'>Mean Pass@k AUC (0-100) over seeds [{ci} CI] (n = number of seeds); best per "
-              f"benchmark highlighted. {_e(grid)}.</p>", auc_html(table)]
+              f"<p class='caption'>Mean Pass@k AUC (0-100) over seeds [{ci} CI] (n = number of seeds; one seed has no "
+              f"CI); best per benchmark highlighted. Row '{START}': the policy's first evaluation, before any RL step "
+              f"(once per seed). {_e(grid)}.</p>", auc_html(table, benchmarks)]
+    if passk is not None and len(passk):
+        pw = passk_wide(passk, benchmarks)
+        pw.index.name = "variant"
+        parts += ["<h2>pass@1 and pass@k before and after RL</h2>",
+                  f"<p class='caption'>mean ± sd over seeds [min, max] (n = seeds); row '{START}': the first evaluation.</p>",
+                  html_table(pw)]
+    if vs_start is not None and len(vs_start):
+        sw = comparison_wide(vs_start, benchmarks)
+        sw.index.name = "variant"
+        parts += [f"<h2>Change from the policy before RL</h2>",
+                  f"<p class='caption'>AUC(variant) − AUC({START}): mean difference [{ci} bootstrap CI]; negative = "
+                  f"RL lowered the Pass@k AUC.</p>", html_table(sw)]
     if comp is not None and len(comp):
-        cw = comparison_wide(comp)
+        cw = comparison_wide(comp, benchmarks)
         cw.index.name = "variant"
         parts += [f"<h2>Comparison against {_e(reference)}</h2>",
                   f"<p class='caption'>AUC(variant) − AUC({_e(reference)}): mean difference [{ci} bootstrap CI]; "
@@ -141,4 +170,36 @@ def write_index(out: Path, *, experiment: str, source: str, step_label: str, gri
     parts += ["<h2>Runs</h2>", runs_table(runs), "<h2>Settings</h2>", settings_html(specs), "</body></html>"]
     path = out / "index.html"
     path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+def write_root_index(out_root: Path, built: list) -> Path:
+    """OUT/index.html: a link to every report folder under OUT (each holds an index.html).
+
+    Reports rendered by this command get a one-line summary (runs, benchmarks, best row per
+    benchmark); folders rendered earlier are listed with their date, so reporting one experiment
+    never drops the others from the index.
+    """
+    out_root = Path(out_root)
+    by_dir = {Path(r.out).resolve(): r for r in built}
+    rows = []
+    for index in sorted(out_root.glob("*/index.html")):
+        folder = index.parent
+        rep = by_dir.get(folder.resolve())
+        if rep is not None and getattr(rep, "table", None) is not None and len(rep.table):
+            best = rep.table[rep.table["best"]]
+            summary = "; ".join(f"{b}: {', '.join(best[best['benchmark'] == b]['variant'])}" for b in rep.benchmarks)
+            what = f"{rep.table['variant'].nunique()} rows · best AUC per benchmark — {summary}"
+        elif rep is not None:
+            what = getattr(rep, "summary", "") or "rendered now"
+        else:
+            what = "rendered earlier (" + time.strftime("%Y-%m-%d %H:%M", time.localtime(index.stat().st_mtime)) + ")"
+        rows.append(f"<tr><td><a href='{_e(folder.name)}/index.html'>{_e(folder.name)}</a></td><td>{_e(what)}</td></tr>")
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>harness reports</title><style>{CSS}</style>"
+            f"</head><body><h1>Reports</h1><p class='caption'>generated {_e(time.strftime('%Y-%m-%d %H:%M:%S'))} · "
+            f"{len(rows)} report(s) under <code>{_e(str(out_root))}</code></p>"
+            "<table><thead><tr><th>report</th><th>summary</th></tr></thead><tbody>" + "\n".join(rows) +
+            "</tbody></table></body></html>")
+    path = out_root / "index.html"
+    path.write_text(page, encoding="utf-8")
     return path

@@ -15,6 +15,7 @@ import pandas as pd
 
 from harness.errors import UserError
 from harness.metrics import aucs_from_curves, curves_from_samples
+from harness.report.tables import ordered_benchmarks
 from harness.results import SAMPLE_COLUMNS, find_run_dirs, load_run
 
 RUN_KEYS = ["run_id", "variant", "seed"]
@@ -54,7 +55,14 @@ class ExperimentData:
 
     @property
     def benchmarks(self) -> list[str]:
-        return sorted(self.aucs["benchmark"].unique()) if len(self.aucs) else []
+        """Benchmarks in the order the experiment file lists them (spec eval.benchmarks), then any others by name."""
+        present = set(self.aucs["benchmark"]) if len(self.aucs) else set()
+        order: list[str] = []
+        for spec in self.specs.values():
+            listed = (spec.get("eval") or {}).get("benchmarks") if isinstance(spec, dict) else None
+            if isinstance(listed, (dict, list)):
+                order += [str(b) for b in listed if str(b) not in order]
+        return ordered_benchmarks(present, order)
 
 
 def _run_row(rec, note: str, reported: bool) -> dict:

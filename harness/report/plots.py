@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from harness.report.tables import CONFIDENCE, aggregate, bin_steps  # noqa: E402
+from harness.report.tables import CONFIDENCE, aggregate, bin_steps, ordered_benchmarks  # noqa: E402
 
 # (metric key in metrics.jsonl, panel title); optional keys are drawn only when present
 DIAGNOSTICS: list[tuple[str, str]] = [
@@ -66,7 +66,8 @@ def _band(ax, agg: pd.DataFrame, x: str, variants: Sequence[str], colors: dict, 
 
 
 def plot_passk(curves: pd.DataFrame, variants: Sequence[str], out: Path, experiment: str,
-               step_label: str, start: pd.DataFrame | None = None) -> dict[str, dict[str, Path]]:
+               step_label: str, start: pd.DataFrame | None = None,
+               benchmarks: Sequence[str] | None = None) -> dict[str, dict[str, Path]]:
     """One figure per benchmark: pass@k vs k (log2 axis), a line per variant, CI band over seeds.
 
     `start`: curves of the first evaluation (before RL), drawn dashed, pooled over all runs.
@@ -75,7 +76,8 @@ def plot_passk(curves: pd.DataFrame, variants: Sequence[str], out: Path, experim
     start_agg = aggregate(start.assign(variant="start"), ["variant", "benchmark", "k"], "pass_at_k") if start is not None and len(start) else None
     colors, files = palette(variants), {}
     with sns.axes_style("whitegrid"):
-        for bench, d in agg.groupby("benchmark", sort=True):
+        for bench in ordered_benchmarks(agg["benchmark"], benchmarks):
+            d = agg[agg["benchmark"] == bench]
             fig, ax = plt.subplots(figsize=(5.6, 4.0))
             _band(ax, d, "k", variants, colors, marker="o")
             if start_agg is not None:
@@ -93,12 +95,13 @@ def plot_passk(curves: pd.DataFrame, variants: Sequence[str], out: Path, experim
     return files
 
 
-def plot_auc_vs_step(aucs_all: pd.DataFrame, variants: Sequence[str], out: Path, experiment: str) -> dict[str, Path] | None:
-    """AUC vs training step (sample efficiency), a panel per benchmark."""
+def plot_auc_vs_step(aucs_all: pd.DataFrame, variants: Sequence[str], out: Path, experiment: str,
+                     benchmarks: Sequence[str] | None = None) -> dict[str, Path] | None:
+    """AUC vs training step (sample efficiency), a panel per benchmark (in the experiment file's order)."""
     if aucs_all.empty:
         return None
     agg = aggregate(aucs_all, ["variant", "benchmark", "step"], "auc")
-    benches = sorted(agg["benchmark"].unique())
+    benches = ordered_benchmarks(agg["benchmark"], benchmarks)
     colors = palette(variants)
     with sns.axes_style("whitegrid"):
         fig, axes = plt.subplots(1, len(benches), figsize=(5.0 * len(benches), 3.8), squeeze=False)

@@ -12,6 +12,7 @@ from harness.errors import UserError
 from harness.metrics import bootstrap_ci, bootstrap_diff_ci
 
 CONFIDENCE = 0.95
+START = "before RL"  # the row of the policy before RL (its first evaluation); not a valid variant name, so no clash
 
 
 def aggregate(df: pd.DataFrame, by: Sequence[str], value: str) -> pd.DataFrame:
@@ -27,21 +28,96 @@ def aggregate(df: pd.DataFrame, by: Sequence[str], value: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*by, "mean", "low", "high", "n"])
 
 
-def order_variants(df: pd.DataFrame, variants: Sequence[str]) -> pd.DataFrame:
+def order_variants(df: pd.DataFrame, variants: Sequence[str], benchmarks: Sequence[str] | None = None) -> pd.DataFrame:
+    """Rows in the given variant order, then benchmark order (as the experiment file lists them; else by name)."""
     rank = {v: i for i, v in enumerate(variants)}
-    return df.assign(_r=df["variant"].map(rank)).sort_values(["_r"] + [c for c in ("benchmark", "step", "k") if c in df]).drop(columns="_r")
+    df = df.assign(_r=df["variant"].map(rank))
+    keys = ["_r"]
+    if "benchmark" in df and benchmarks is not None:
+        brank = {b: i for i, b in enumerate(benchmarks)}
+        df = df.assign(_b=df["benchmark"].map(lambda b: brank.get(b, len(brank))))
+        keys.append("_b")
+    keys += [c for c in ("benchmark", "step", "k") if c in df]
+    return df.sort_values(keys, kind="stable").drop(columns=[c for c in ("_r", "_b") if c in df])
+
+
+def ordered_benchmarks(present, benchmarks: Sequence[str] | None = None) -> list[str]:
+    """The distinct benchmarks in `present`, in the given order (the experiment file's; others after, by name)."""
+    present = set(present)
+    order = [b for b in (benchmarks or []) if b in present]
+    return order + sorted(present - set(order))
+
+
+def before_rl(frame: pd.DataFrame, selected: pd.DataFrame, by: Sequence[str] = ("benchmark",)) -> pd.DataFrame:
+    """Rows of the policy before RL: each run's first evaluation, when it precedes the run's selected step.
+
+    frame: per-run rows with run_id, seed, step and `by` (AUCs or pass@k curves, every evaluated step);
+    selected: the rows reported (their step per run). One row per (seed, *by), the mean over runs:
+    runs that share a warm start and a seed evaluate the identical policy with identical draws (the
+    embedded backend), so the mean is that value and n is the number of seeds, as for the variants.
+    variant = START.
+    """
+    if frame.empty or selected.empty:
+        return frame.iloc[:0]
+    first = frame[frame["step"] == frame.groupby("run_id")["step"].transform("min")]
+    chosen = selected.groupby("run_id")["step"].first()
+    first = first[first["step"] < first["run_id"].map(chosen)]
+    if first.empty:
+        return frame.iloc[:0]
+    per_seed = first.drop(columns=["run_id", "variant"]).groupby(["seed", *by], as_index=False).mean(numeric_only=True)
+    return per_seed.assign(variant=START, run_id=[f"{START}-s{s}" for s in per_seed["seed"]])
+
+
+def start_aucs(aucs_all: pd.DataFrame, selected: pd.DataFrame) -> pd.DataFrame:
+    """AUCs of the policy before RL (see before_rl); columns as aucs_all."""
+    return before_rl(aucs_all, selected, ("benchmark",))
+
+
+def passk_table(curves: pd.DataFrame, variants: Sequence[str], benchmarks: Sequence[str] | None = None) -> pd.DataFrame:
+    """pass@1 and pass@k_max per variant x benchmark: mean over seeds, CI, sd, min, max, n (long form).
+
+    curves: the selected step's curves (plus `before_rl` rows); k_max = the largest k of each benchmark.
+    """
+    kmax = curves.groupby("benchmark")["k"].transform("max")
+    sel = curves[(curves["k"] == 1) | (curves["k"] == kmax)]
+    agg = aggregate(sel, ["variant", "benchmark", "k"], "pass_at_k").rename(
+        columns={"low": "ci_low", "high": "ci_high", "n": "n_seeds"})
+    spread = sel.groupby(["variant", "benchmark", "k"])["pass_at_k"].agg(sd="std", min="min", max="max").reset_index()
+    agg = agg.merge(spread, on=["variant", "benchmark", "k"])
+    agg.loc[agg["n_seeds"] < 2, ["ci_low", "ci_high"]] = float("nan")
+    return order_variants(agg, variants, benchmarks).reset_index(drop=True)
+
+
+def passk_wide(table: pd.DataFrame, benchmarks: Sequence[str] | None = None) -> pd.DataFrame:
+    """variant x "benchmark pass@k" cells: mean ± sd over seeds [min, max] (n)."""
+    def cell(r) -> str:
+        if r.n_seeds < 2:
+            return f"{r.mean:.3f} (n=1)"
+        return f"{r.mean:.3f} ± {r.sd:.3f} [{r.min:.3f}, {r.max:.3f}] (n={r.n_seeds})"
+
+    cells = table.assign(col=[f"{b} pass@{k}" for b, k in zip(table["benchmark"], table["k"])],
+                         cell=[cell(r) for r in table.itertuples()])
+    cols = [f"{b} pass@{k}" for b in ordered_benchmarks(table["benchmark"], benchmarks)
+            for k in sorted(table.loc[table["benchmark"] == b, "k"].unique())]
+    return cells.pivot(index="variant", columns="col", values="cell").reindex(
+        index=list(dict.fromkeys(table["variant"])), columns=cols).fillna("–")
 
 
 # ------------------------------------------------------------------------------------------- AUC
-def auc_table(aucs: pd.DataFrame, variants: Sequence[str]) -> pd.DataFrame:
-    """Long table: variant, benchmark, auc_mean, ci_low, ci_high, n_seeds, k_max, steps, best."""
+def auc_table(aucs: pd.DataFrame, variants: Sequence[str], benchmarks: Sequence[str] | None = None) -> pd.DataFrame:
+    """Long table: variant, benchmark, auc_mean, ci_low, ci_high, n_seeds, k_max, steps, best.
+
+    One seed has no interval: ci_low and ci_high are NaN there (never a zero-width "CI"). The row
+    `START` (if in aucs) competes for `best`, so a variant below the starting point is never bold.
+    """
     agg = aggregate(aucs, ["variant", "benchmark"], "auc").rename(
         columns={"mean": "auc_mean", "low": "ci_low", "high": "ci_high", "n": "n_seeds"})
     meta = aucs.groupby(["variant", "benchmark"]).agg(
         k_max=("k_max", "min"), steps=("step", lambda s: "/".join(map(str, sorted(set(s))))))
     agg = agg.merge(meta.reset_index(), on=["variant", "benchmark"])
+    agg.loc[agg["n_seeds"] < 2, ["ci_low", "ci_high"]] = float("nan")
     agg["best"] = agg["auc_mean"] == agg.groupby("benchmark")["auc_mean"].transform("max")
-    return order_variants(agg, variants).reset_index(drop=True)
+    return order_variants(agg, variants, benchmarks).reset_index(drop=True)
 
 
 def default_reference(runs: pd.DataFrame, variants: Sequence[str]) -> str | None:
@@ -64,24 +140,44 @@ def resolve_reference(requested: str | None, runs: pd.DataFrame, variants: Seque
     return requested
 
 
-def comparison_table(aucs: pd.DataFrame, reference: str, variants: Sequence[str]) -> pd.DataFrame:
-    """Per (variant != reference, benchmark): AUC difference with CI and probability of improvement."""
+def comparison_table(aucs: pd.DataFrame, reference: str, variants: Sequence[str],
+                     benchmarks: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per (variant != reference, benchmark): AUC difference with CI and probability of improvement.
+
+    With one seed on either side there is no interval and no P(better): those columns are NaN.
+    """
     rows = []
     for (variant, bench), grp in aucs.groupby(["variant", "benchmark"], sort=True):
-        if variant == reference:
+        if variant == reference or variant not in variants:
             continue
         ref = aucs[(aucs["variant"] == reference) & (aucs["benchmark"] == bench)]["auc"].to_numpy()
         if ref.size == 0:
             continue
         ci, p_imp = bootstrap_diff_ci(grp["auc"].to_numpy(), ref, confidence=CONFIDENCE)
-        rows.append((variant, bench, reference, ci.mean, ci.low, ci.high, p_imp, len(grp), ref.size))
+        lo, hi, p = (ci.low, ci.high, p_imp) if min(len(grp), ref.size) >= 2 else (float("nan"),) * 3
+        rows.append((variant, bench, reference, ci.mean, lo, hi, p, len(grp), ref.size))
     cols = ["variant", "benchmark", "reference", "diff", "ci_low", "ci_high", "p_improve", "n_seeds", "n_ref_seeds"]
-    return order_variants(pd.DataFrame(rows, columns=cols), variants).reset_index(drop=True)
+    return order_variants(pd.DataFrame(rows, columns=cols), variants, benchmarks).reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------- rendering
 def _cell(mean: float, lo: float, hi: float, n: int, digits: int = 2) -> str:
+    if n < 2 or pd.isna(lo):
+        return f"{mean:.{digits}f} (n={n}: one seed, no CI)"
     return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (n={n})"
+
+
+def signed(x: float, digits: int = 2) -> str:
+    """+1.23 / -1.23, and +0.00 for anything that rounds to zero (never "-0.00")."""
+    return f"{(x if round(x, digits) != 0 else 0.0):+.{digits}f}"
+
+
+def diff_cell(r) -> str:
+    """One comparison cell: difference [CI], P(better) (n vs n_ref); one seed on a side has neither."""
+    if pd.isna(r.ci_low):
+        return f"{signed(r.diff)} (n={r.n_seeds} vs {r.n_ref_seeds}: one seed, no CI or P(better))"
+    return (f"{signed(r.diff)} [{signed(r.ci_low)}, {signed(r.ci_high)}], P(better)={r.p_improve:.2f} "
+            f"(n={r.n_seeds} vs {r.n_ref_seeds})")
 
 
 def grid_label(table: pd.DataFrame) -> str:
@@ -92,13 +188,13 @@ def grid_label(table: pd.DataFrame) -> str:
     return f"AUC over k log2-uniform from 1 to k_max per benchmark ({per})"
 
 
-def auc_wide(table: pd.DataFrame, bold: tuple[str, str] = ("**", "**")) -> pd.DataFrame:
-    """variant x benchmark of formatted cells, best per column wrapped in `bold`."""
+def auc_wide(table: pd.DataFrame, bold: tuple[str, str] = ("**", "**"), benchmarks: Sequence[str] | None = None) -> pd.DataFrame:
+    """variant x benchmark of formatted cells, best per column wrapped in `bold`; columns in benchmark order."""
     cells = table.assign(cell=[
         (bold[0] + _cell(r.auc_mean, r.ci_low, r.ci_high, r.n_seeds) + bold[1]) if r.best
         else _cell(r.auc_mean, r.ci_low, r.ci_high, r.n_seeds) for r in table.itertuples()])
     wide = cells.pivot(index="variant", columns="benchmark", values="cell").fillna("–")
-    return wide.reindex(list(dict.fromkeys(table["variant"])))
+    return wide.reindex(index=list(dict.fromkeys(table["variant"])), columns=ordered_benchmarks(table["benchmark"], benchmarks))
 
 
 def to_markdown(wide: pd.DataFrame, index_name: str = "variant") -> str:
@@ -130,33 +226,53 @@ def to_latex(wide: pd.DataFrame, caption: str, label: str, index_name: str = "Va
     return "\n".join(out) + "\n"
 
 
-def comparison_wide(comp: pd.DataFrame) -> pd.DataFrame:
-    cells = comp.assign(cell=[
-        f"{r.diff:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}], P(better)={r.p_improve:.2f} (n={r.n_seeds} vs {r.n_ref_seeds})"
-        for r in comp.itertuples()])
+def comparison_wide(comp: pd.DataFrame, benchmarks: Sequence[str] | None = None) -> pd.DataFrame:
+    cells = comp.assign(cell=[diff_cell(r) for r in comp.itertuples()])
     wide = cells.pivot(index="variant", columns="benchmark", values="cell").fillna("–")
-    return wide.reindex(list(dict.fromkeys(comp["variant"])))
+    return wide.reindex(index=list(dict.fromkeys(comp["variant"])), columns=ordered_benchmarks(comp["benchmark"], benchmarks))
 
 
 def write_tables(out: Path, table: pd.DataFrame, comp: pd.DataFrame | None, reference: str | None,
-                 experiment: str, step_label: str) -> dict[str, Path]:
-    """Write auc_table.{md,csv,tex} and comparison.{md,csv,tex}; returns name -> path."""
+                 experiment: str, step_label: str, vs_start: pd.DataFrame | None = None,
+                 benchmarks: Sequence[str] | None = None) -> dict[str, Path]:
+    """Write auc_table.{md,csv,tex}, comparison.{md,csv,tex} and vs_before_rl.{md,csv,tex}; returns name -> path."""
     out.mkdir(parents=True, exist_ok=True)
     grid = grid_label(table)
+    ci = f"{int(CONFIDENCE * 100)}%"
     paths = {"auc_csv": out / "auc_table.csv", "auc_md": out / "auc_table.md", "auc_tex": out / "auc_table.tex"}
     table.to_csv(paths["auc_csv"], index=False, float_format="%.4f")
+    start_note = f" Row '{START}': the policy's first evaluation (before any RL step), once per seed." if (table["variant"] == START).any() else ""
     caption = (f"Pass@k AUC (0-100) on {experiment}, {step_label}: mean over seeds "
-               f"[{int(CONFIDENCE * 100)}% bootstrap CI] (n = seeds); best per benchmark in bold. {grid}.")
-    paths["auc_md"].write_text(f"### Pass@k AUC — {experiment}\n\n{caption}\n\n" + to_markdown(auc_wide(table)))
-    paths["auc_tex"].write_text(to_latex(auc_wide(table), caption, f"tab:auc-{experiment}"))
-    if comp is not None and reference is not None:
-        paths.update({"cmp_csv": out / "comparison.csv", "cmp_md": out / "comparison.md", "cmp_tex": out / "comparison.tex"})
-        comp.to_csv(paths["cmp_csv"], index=False, float_format="%.4f")
-        ccap = (f"Pass@k AUC difference vs {reference} on {experiment}, {step_label}: mean difference "
-                f"[{int(CONFIDENCE * 100)}% bootstrap CI over seeds], P(better) = probability that a seed of the "
-                f"variant beats a seed of {reference} (Mann-Whitney U / n1 n2). {grid}.")
-        paths["cmp_md"].write_text(f"### AUC vs {reference} — {experiment}\n\n{ccap}\n\n" + to_markdown(comparison_wide(comp)))
-        paths["cmp_tex"].write_text(to_latex(comparison_wide(comp), ccap, f"tab:cmp-{experiment}"))
+               f"[{ci} bootstrap CI] (n = seeds; one seed has no CI); best per benchmark in bold.{start_note} {grid}.")
+    wide = auc_wide(table, benchmarks=benchmarks)
+    paths["auc_md"].write_text(f"### Pass@k AUC — {experiment}\n\n{caption}\n\n" + to_markdown(wide))
+    paths["auc_tex"].write_text(to_latex(wide, caption, f"tab:auc-{experiment}"))
+    sections = [("cmp", "comparison", comp, reference)]
+    if vs_start is not None and len(vs_start):
+        sections.append(("start", "vs_before_rl", vs_start, START))
+    for key, stem, frame, ref in sections:
+        if frame is None or ref is None:
+            continue
+        paths.update({f"{key}_csv": out / f"{stem}.csv", f"{key}_md": out / f"{stem}.md", f"{key}_tex": out / f"{stem}.tex"})
+        frame.to_csv(paths[f"{key}_csv"], index=False, float_format="%.4f")
+        ccap = (f"Pass@k AUC difference vs {ref} on {experiment}, {step_label}: mean difference "
+                f"[{ci} bootstrap CI over seeds], P(better) = probability that a seed of the "
+                f"variant beats a seed of {ref} (Mann-Whitney U / n1 n2); one seed on a side has neither. {grid}.")
+        w = comparison_wide(frame, benchmarks)
+        paths[f"{key}_md"].write_text(f"### AUC vs {ref} — {experiment}\n\n{ccap}\n\n" + to_markdown(w))
+        paths[f"{key}_tex"].write_text(to_latex(w, ccap, f"tab:{key}-{experiment}"))
+    return paths
+
+
+def write_passk(out: Path, table: pd.DataFrame, experiment: str, step_label: str,
+                benchmarks: Sequence[str] | None = None) -> dict[str, Path]:
+    """passk_table.{md,csv}: pass@1 and pass@k_max before RL and after, per variant and benchmark."""
+    paths = {"passk_csv": out / "passk_table.csv", "passk_md": out / "passk_table.md"}
+    table.to_csv(paths["passk_csv"], index=False, float_format="%.4f")
+    caption = (f"pass@1 and pass@k at the largest k on {experiment}, {step_label}, and for the policy '{START}': "
+               f"mean ± sd over seeds [min, max] (n = seeds).")
+    paths["passk_md"].write_text(f"### pass@k before and after RL — {experiment}\n\n{caption}\n\n"
+                                 + to_markdown(passk_wide(table, benchmarks)))
     return paths
 
 

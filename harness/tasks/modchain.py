@@ -44,6 +44,31 @@ def make_problem(digits: list[int], ops: list[str]) -> Problem:
     return Problem(prompt, prompt, solution, str(ans), len(ops))
 
 
+def parse_prompt(prompt: str) -> tuple[list[int], list[str]]:
+    """'4*9+4=' -> ([4, 9, 4], ['*', '+'])."""
+    body = prompt.rstrip("=")
+    return [int(c) for c in body[0::2]], list(body[1::2])
+
+
+def slipped_solutions(problems: list[Problem], rng: np.random.Generator, rate: float) -> list[str]:
+    """Completions with a systematic misconception: each multiplication step's running value is written
+    off by one ((v + 1) mod 10) with probability `rate`, and the chain continues from the written value
+    (every other step is computed correctly from the value before it). rate 0 gives the true solutions.
+    """
+    if rate == 0:
+        return [p.solution for p in problems]
+    out = []
+    for p in problems:
+        digits, ops = parse_prompt(p.prompt)
+        slips = rng.random(len(ops)) < rate
+        acc, running = digits[0], []
+        for op, d, slip in zip(ops, digits[1:], slips):
+            acc = ((acc + d) if op == "+" else (acc - d) if op == "-" else (acc * d + (1 if slip else 0))) % 10
+            running.append(acc)
+        out.append(",".join(map(str, running)) + f";{acc}")
+    return out
+
+
 def sample_problems(rng: np.random.Generator, n: int, min_ops: int, max_ops: int) -> list[Problem]:
     """n random problems with a uniform number of operations in [min_ops, max_ops]."""
     n_ops = rng.integers(min_ops, max_ops + 1, size=n)

@@ -113,8 +113,15 @@ def test_shipped_experiments_validate(monkeypatch):
     assert {"quickstart.yaml", "main_comparison.yaml", "ablation_virtual_reward.yaml"} <= {f.name for f in files}
     from harness.sweep import load_sweep
 
+    from harness.probe import load_probe
+
     for f in files:
-        if "variants" not in yaml.safe_load(f.read_text()):  # a sweep file over a base experiment
+        raw = yaml.safe_load(f.read_text())
+        if "algorithms" in raw:  # a probe file over a base experiment (harness probe)
+            cfg, spec, _, _ = load_probe(f)
+            assert spec["experiment"] and cfg.updates >= 1
+            continue
+        if "variants" not in raw:  # a sweep file over a base experiment
             cfg, exp = load_sweep(f)
             assert cfg.params
         else:

@@ -17,6 +17,7 @@ def test_filters():
     assert apply_filter("keep_all", ACC, GID).all()
     assert apply_filter("drop_all_correct", ACC, GID).tolist() == [False, False, True, True, True, True, False, False, True, True]
     assert apply_filter("drop_homogeneous", ACC, GID).tolist() == [False] * 8 + [True, True]
+    assert apply_filter("drop_all_wrong", ACC, GID).tolist() == [True, True, False, False, False, False, True, True, True, True]
     out = group_outcomes(ACC, GID)
     assert out["all_correct_frac"] == pytest.approx(0.4)
     assert out["all_wrong_frac"] == pytest.approx(0.4)

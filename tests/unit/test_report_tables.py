@@ -62,7 +62,7 @@ def test_table_files_and_markup(report):
     best = reports[0].table.groupby("benchmark")["best"].sum()
     assert (best >= 1).all()
     cmp = pd.read_csv(out / "comparison.csv")
-    assert set(cmp["variant"]) == {"ngrpo"} and set(cmp["reference"]) == {"grpo"}
+    assert set(cmp["variant"]) == {"before RL", "ngrpo"} and set(cmp["reference"]) == {"grpo"}
     assert cmp["p_improve"].between(0, 1).all() and (cmp["ci_low"] <= cmp["ci_high"]).all()
 
 

@@ -29,6 +29,7 @@ class Batch:
     group_ids: torch.Tensor  # [N] long
     lengths: torch.Tensor  # [N]
     truncated: torch.Tensor  # [N] bool
+    sample_logp: torch.Tensor  # [N, T] log-probs under the distribution actually sampled (temperature + top-p)
 
     @property
     def size(self) -> int:
@@ -77,7 +78,8 @@ def collect_batch(policy, spec: dict, preset: algorithms.Preset, step: int) -> t
         acc = torch.from_numpy(modchain.grade(roll.texts, rep, spec["task"]["grader"]))
         reward = shaper(acc.float(), roll.lengths, tr["max_new_tokens"], **preset.piece_knobs("reward_shaper"))
         gid = torch.arange(B).repeat_interleave(G) + rounds * B
-        batch = Batch(roll.prompt_ids, roll.completion_ids, roll.completion_mask.float(), acc, reward.float(), gid, roll.lengths, roll.truncated)
+        batch = Batch(roll.prompt_ids, roll.completion_ids, roll.completion_mask.float(), acc, reward.float(), gid, roll.lengths, roll.truncated,
+                      roll.logprobs)
         keep = algorithms.apply_filter(preset.pieces["group_filter"], acc, gid)
         if rounds == 0:
             metrics.update({f"groups/{k}": v for k, v in group_outcomes(acc, gid).items()})
@@ -100,5 +102,5 @@ def collect_batch(policy, spec: dict, preset: algorithms.Preset, step: int) -> t
 def _trim(b: Batch) -> Batch:
     """Drop completion columns past the longest response (pure padding: losses are unchanged)."""
     width = int(b.lengths.max())
-    b.completion_ids, b.mask = b.completion_ids[:, :width], b.mask[:, :width]
+    b.completion_ids, b.mask, b.sample_logp = b.completion_ids[:, :width], b.mask[:, :width], b.sample_logp[:, :width]
     return b

@@ -3,6 +3,7 @@
     for step in 1..steps:
         batch   = collect_batch(...)            # B prompts x G, grade, shape, filter, re-sample
         adv     = advantage piece on the batch   # group statistics over the whole batch, once
+        log-probs (old, new, reference) and entropy at train.temperature: the policy that was sampled
         for epoch, mini-batch: loss piece + entropy bonus + KL to the reference; AdamW, grad clip
         PPO: critic regression on GAE returns
         eval every eval.every steps -> samples.parquet + pass@k summary in metrics.jsonl
@@ -115,8 +116,9 @@ class LocalTrainer:
 
     def update(self, b: Batch, step: int) -> dict:
         agg = self.knobs["agg"]
-        old_logp = chunked_forward(self.policy, self.tok, b.prompt_ids, b.completion_ids, b.mask, MICRO)
-        ref_logp = chunked_forward(self.ref, self.tok, b.prompt_ids, b.completion_ids, b.mask, MICRO) if self.ref else None
+        temp = self.tr["temperature"]  # log-probs of the policy that was sampled (see sampler.py)
+        old_logp = chunked_forward(self.policy, self.tok, b.prompt_ids, b.completion_ids, b.mask, MICRO, temp)
+        ref_logp = chunked_forward(self.ref, self.tok, b.prompt_ids, b.completion_ids, b.mask, MICRO, temp) if self.ref else None
         values = chunked_forward(self.critic, self.tok, b.prompt_ids, b.completion_ids, b.mask, MICRO) if self.critic else None
         adv, returns = self.advantages(b, old_logp, ref_logp, values)
         loss_fn = algorithms.POLICY_LOSSES.get(self.preset.pieces["policy_loss"])
@@ -135,6 +137,9 @@ class LocalTrainer:
         out.update({key: float(np.mean([l[key] for l in logs])) for key in logs[0] if key.startswith("critic/")})
         out["actor/adv_mean"] = float(adv.mean())
         out["actor/adv_abs_mean"] = float(adv.abs().mean())
+        # log pi_sampled - log pi_trainer per token: 0 when the trainer scores the sampled policy (top_p = 1),
+        # log(1 / nucleus mass) >= 0 under top-p; a large value at top_p = 1 means a temperature mismatch
+        out["actor/rollout_logp_gap"] = float(((b.sample_logp - old_logp) * b.mask).sum() / b.mask.sum())
         return out
 
     def _minibatch(self, b, idx, old_logp, ref_logp, adv, returns, values, loss_fn, loss_knobs, agg) -> dict:
@@ -146,7 +151,8 @@ class LocalTrainer:
         for micro in torch.split(idx, MICRO):
             m = b.mask[micro]
             w = float(m.sum() / total_tok) if agg == "token-mean" else micro.numel() / total_seq
-            logp, ent = sequence_forward(self.policy, self.tok, b.prompt_ids[micro], b.completion_ids[micro], m, with_entropy=True)
+            logp, ent = sequence_forward(self.policy, self.tok, b.prompt_ids[micro], b.completion_ids[micro], m, with_entropy=True,
+                                         temperature=self.tr["temperature"])
             pg, met = loss_fn(logp, old_logp[micro], adv[micro], m, **loss_knobs)
             ent_term = aggregate(ent, m, agg)
             loss = pg - k["entropy_coef"] * ent_term

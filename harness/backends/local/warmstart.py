@@ -1,4 +1,4 @@
-"""Supervised warm start on task solutions, cached on disk by (task, model, warm-start settings, seed).
+"""Supervised warm start on task solutions (optionally with a systematic misconception), cached on disk by (task, model, warm-start settings, seed).
 
 Every run of an experiment with the same seed starts from the identical policy, and the warm start
 is paid once: the runner builds the missing ones before launching RL runs.
@@ -14,6 +14,7 @@ import torch
 from harness.backends.local import common
 from harness.backends.local.sampler import sequence_forward
 from harness.config import canonical_hash
+from harness.tasks import modchain
 
 
 def warm_start_key(spec: dict) -> str:
@@ -40,7 +41,7 @@ def train_warm_start(spec: dict, progress=None) -> dict:
     for step in range(ws["steps"]):
         probs = common.train_problems(spec, ws["batch_size"], ws["min_ops"], ws["max_ops"], "warm", seed, step)
         prompt_ids, _ = tok.encode_prompts([p.prompt for p in probs])
-        comp = tok.encode_completions([p.solution for p in probs])
+        comp = tok.encode_completions(modchain.slipped_solutions(probs, common.rng("slip", seed, step), ws["misconception"]))
         mask = comp != tok.PAD
         logp, _ = sequence_forward(model, tok, prompt_ids, comp, mask)
         loss = -(logp * mask).sum() / mask.sum()
