@@ -30,17 +30,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2  # noqa: E402
 
 ALL = ["tensorboard", "wandb", "mlflow"]
-TINY = {
-    "name": "tiny",
-    "seeds": [0],
-    "model": {"n_layer": 1, "n_head": 2, "d_model": 32},
-    "warm_start": {"steps": 30, "batch_size": 32, "min_ops": 2, "max_ops": 4},
-    "train": {"steps": 4, "prompts_per_step": 4, "group_size": 4, "mini_batches": 2, "max_new_tokens": 16,
-              "checkpoint_every": 2, "lr": 1.0e-3},
-    "eval": {"every": 2, "n": 4, "benchmarks": {"easy": {"min_ops": 2, "max_ops": 3, "problems": 6}}},
-    "variants": [{"name": "ppo", "preset": "ppo"}, {"name": "ngrpo", "preset": "ngrpo"}],
-    "loggers": ALL,
-}
 
 
 @pytest.fixture()
@@ -54,13 +43,11 @@ def env(tmp_path, monkeypatch, mlflow_template):
     return tmp_path
 
 
-def write_exp(tmp_path: Path, **changes) -> Path:
-    raw = {**yaml.safe_load(yaml.safe_dump(TINY)), **changes}
-    raw["train"] = {**TINY["train"], **changes.get("train", {})}
-    raw["eval"] = {**TINY["eval"], **changes.get("eval", {})}
-    p = tmp_path / "exp.yaml"
-    p.write_text(yaml.safe_dump(raw))
-    return p
+@pytest.fixture()
+def write_exp(env, make_tiny_experiment):
+    """write_exp(**changes): the shared tiny experiment with a PPO and an NGRPO variant and every logger."""
+    base = {"variants": [{"name": "ppo", "preset": "ppo"}, {"name": "ngrpo", "preset": "ngrpo"}], "loggers": ALL}
+    return lambda **changes: make_tiny_experiment(env, **{**base, **changes})
 
 
 def cli(*args: str) -> None:
@@ -149,8 +136,8 @@ def check_run(run_dir: Path, skip_time=False) -> None:
 
 
 # ----------------------------------------------------------------------------------- tests
-def test_every_tracker_holds_what_metrics_jsonl_holds(env):
-    exp = write_exp(env)
+def test_every_tracker_holds_what_metrics_jsonl_holds(env, write_exp):
+    exp = write_exp()
     cli("run", str(exp), "--results", str(env / "res"), "--jobs", "2", "--cache-dir", str(env / "cache"))
     runs = results.find_run_dirs(env / "res" / "tiny")
     assert len(runs) == 2
@@ -164,8 +151,8 @@ def test_every_tracker_holds_what_metrics_jsonl_holds(env):
     assert sorted(r.data.tags["variant"] for r in found) == ["ngrpo", "ppo"]
 
 
-def test_killed_and_resumed_run_continues_the_same_tracker_runs(env):
-    exp = write_exp(env, variants=[{"name": "grpo", "preset": "grpo"}], train={"steps": 10, "checkpoint_every": 5},
+def test_killed_and_resumed_run_continues_the_same_tracker_runs(env, write_exp):
+    exp = write_exp(variants=[{"name": "grpo", "preset": "grpo"}], train={"steps": 10, "checkpoint_every": 5},
                     eval={"every": 5})
     cmd = [sys.executable, "-m", "harness", "run", str(exp), "--results", str(env / "killed"), "--jobs", "1",
            "--cache-dir", str(env / "cache")]
@@ -204,7 +191,7 @@ def test_killed_and_resumed_run_continues_the_same_tracker_runs(env):
     assert_same_as_metrics_jsonl(tb_points(run_dir)[0], expected_points(ref), tol_f32=True, skip_time=True)
 
 
-def test_failing_trackers_never_stop_training(env, monkeypatch, capsys):
+def test_failing_trackers_never_stop_training(env, write_exp, monkeypatch, capsys):
     """Disk full in TensorBoard's writer, a crashed wandb-core service, a broken MLflow store: each is
     reported once, the run finishes, and metrics.jsonl equals a run without trackers."""
     import torch
@@ -215,7 +202,7 @@ def test_failing_trackers_never_stop_training(env, monkeypatch, capsys):
     from harness.config import expand, load_experiment
 
     threads = torch.get_num_threads()
-    (spec,) = expand(load_experiment(write_exp(env, variants=[{"name": "grpo", "preset": "grpo"}])))
+    (spec,) = expand(load_experiment(write_exp(variants=[{"name": "grpo", "preset": "grpo"}])))
     backend = get_backend("local")
     backend.prepare(spec, env / "cache")
     plain = env / "ref" / "plain"
