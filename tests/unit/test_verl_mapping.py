@@ -91,6 +91,8 @@ def test_preset_values_reach_verl(model):
     assert ov["+algorithm.harness.r_max"] == "1.5" and ov["+algorithm.harness.n_virtual"] == "4"
     assert ov["actor_rollout_ref.actor.clip_ratio_c"] == "3.0"
     assert ov["actor_rollout_ref.actor.loss_agg_mode"] == "seq-mean-token-mean"
+    ov = as_dict(algorithm_overrides(spec_for("grpo", group_filter="drop_all_wrong")))  # homogeneous_groups.yaml
+    assert ov["algorithm.filter_groups.enable"] == "true" and ov["algorithm.filter_groups.metric"] == "right_keep"
 
 
 def test_settings_without_a_verl_equivalent_are_errors():

@@ -152,21 +152,24 @@ def verl_dapo_filtered(metric_by_key: dict[str, float], monkeypatch) -> set[str]
 
 def test_ngrpo_filter_metric_drops_all_correct_groups_only_on_verl(monkeypatch):
     """The reward function's `ngrpo_keep` makes verl's zero-spread filter drop all-correct groups only,
-    even when every response of an all-wrong group is the same text; `acc` (DAPO) drops both kinds."""
+    even when every response of an all-wrong group is the same text; `right_keep` drops all-wrong groups
+    only; `acc` (DAPO) drops both kinds."""
     gold = {"answer": "3", "solution": "3;3"}
     groups = {"allright": ["3;3"] * 4, "allwrong": ["5;5"] * 4, "mixed": ["3;3", "5;5", "5;5", "3;3"]}
-    keep, acc = {}, {}
+    keep, right, acc = {}, {}, {}
     for uid, outs in groups.items():
         for s, text in enumerate(outs):
             r = compute_score("modchain", text, gold, {"split": "train"}, grader="strict")
-            keep[f"{uid}_{s}_0"], acc[f"{uid}_{s}_0"] = r["ngrpo_keep"], float(r["acc"])
+            keep[f"{uid}_{s}_0"], right[f"{uid}_{s}_0"], acc[f"{uid}_{s}_0"] = r["ngrpo_keep"], r["right_keep"], float(r["acc"])
     assert verl_dapo_filtered(keep, monkeypatch) == {"allright"}
+    assert verl_dapo_filtered(right, monkeypatch) == {"allwrong"}
     assert verl_dapo_filtered(acc, monkeypatch) == {"allright", "allwrong"}
     # the in-process mode applies the same rule
     gid = np.repeat(np.arange(3), 4)
     kept = filter_keep(np.array(list(keep.values())), gid)
     assert kept.tolist() == [False] * 4 + [True] * 8
     assert filter_keep(np.array(list(acc.values())), gid).tolist() == [False] * 8 + [True] * 4
+    assert filter_keep(np.array(list(right.values())), gid).tolist() == [True] * 4 + [False] * 4 + [True] * 4
 
 
 def test_inproc_filter_rule_equals_verls_on_random_metrics(monkeypatch):

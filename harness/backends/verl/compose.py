@@ -14,7 +14,7 @@ from functools import lru_cache
 
 from harness.backends.verl.overrides import CONVERTED, PLUS_ALLOWED, VerlMappingError
 
-REWARD_METRICS = ("reward", "acc", "score", "ngrpo_keep")  # filter_groups.metric values the reward function provides
+REWARD_METRICS = ("reward", "acc", "score", "ngrpo_keep", "right_keep")  # filter_groups.metric values the reward function provides
 
 
 def config_dir() -> str:

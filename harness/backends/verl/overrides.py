@@ -25,7 +25,7 @@ from harness.backends.verl.plugin import verl_name
 KL_TYPES = {"k1": "kl", "k3": "low_var_kl"}  # harness kl_estimator -> verl kl_loss_type
 DUAL_CLIP_OFF = 1e9  # verl always applies dual clip with clip_ratio_c (> 1); this value never binds
 FP32 = "{param_dtype:fp32,reduce_dtype:fp32,buffer_dtype:fp32}"
-FILTER_METRICS = {"keep_all": None, "drop_homogeneous": "acc", "drop_all_correct": "ngrpo_keep"}
+FILTER_METRICS = {"keep_all": None, "drop_homogeneous": "acc", "drop_all_correct": "ngrpo_keep", "drop_all_wrong": "right_keep"}
 REWARD_FN = "pkg://harness.backends.verl.reward"
 # `+key` additions the harness makes on purpose (read by verl or by our plugin/reward function)
 PLUS_ALLOWED = (
@@ -104,7 +104,7 @@ def algorithm_overrides(spec: dict) -> list[str]:
         out += [f"critic.optim.lr={fmt(spec['train']['lr'] * k['critic_lr_mult'])}", f"critic.cliprange_value={fmt(float(k['value_clip']))}"]
     flt = pieces["group_filter"]
     if flt not in FILTER_METRICS:
-        raise VerlMappingError(f"{label}: group filter {flt!r} has no verl equivalent (keep_all, drop_homogeneous, drop_all_correct)")
+        raise VerlMappingError(f"{label}: group filter {flt!r} has no verl equivalent ({', '.join(FILTER_METRICS)})")
     metric = FILTER_METRICS[flt]
     out.append(f"algorithm.filter_groups.enable={fmt(metric is not None)}")
     if metric is not None:

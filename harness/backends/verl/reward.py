@@ -11,6 +11,8 @@ derived from the shaped reward), plus fields verl copies into `reward_extra_info
                       makes verl's `filter_groups` (drop groups whose metric has zero spread) drop
                       all-correct groups only, NGRPO's released recipe. All-wrong groups keep a spread
                       even when every response is identical. Absent on the test split.
+    right_keep        its mirror, for the `drop_all_wrong` filter: 0.0 if wrong, else a fresh random
+                      value in [1, 2), so only all-wrong groups have zero spread. Absent on the test split.
     harness_benchmark, harness_problem
                       the benchmark and problem id from the row's extra_info, so validation dumps
                       (which carry no data_source) map back to samples.parquet rows.
@@ -65,12 +67,13 @@ def grade(data_source: str, solution_str: str, ground_truth: Any, *, grader: str
 
 def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None, *,
                   grader: str = "strict", processes: int = 2, timeout: float = 5.0, **_: Any) -> dict:
-    """verl custom reward function -> {score, acc, pred, ngrpo_keep, harness_benchmark, harness_problem}."""
+    """verl custom reward function -> {score, acc, pred, ngrpo_keep, right_keep, harness_benchmark, harness_problem}."""
     extra_info = extra_info if isinstance(extra_info, dict) else {}
     correct, pred = grade(data_source, solution_str, ground_truth, grader=grader, processes=processes, timeout=timeout)
     out: dict[str, Any] = {"score": 1.0 if correct else 0.0, "acc": correct, "pred": "" if pred is None else str(pred)}
     if extra_info.get("split") != "test":
         out["ngrpo_keep"] = 1.0 if correct else -1.0 - _rng.random()
+        out["right_keep"] = 1.0 + _rng.random() if correct else 0.0
     for key in ("harness_benchmark", "harness_problem"):
         if key in extra_info:
             out[key] = str(extra_info[key])
