@@ -67,8 +67,11 @@ def _rdb_storage(url: str, engine_kwargs: dict, attempts: int = 5) -> optuna.sto
     for i in range(attempts):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        except sqlalchemy.exc.OperationalError as e:
-            racing = "already exists" in str(e) or "database is locked" in str(e)
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as e:
+            # two workers creating a fresh database: "table ... already exists", "database is locked", or the
+            # second insert of alembic's version row (SQLite "UNIQUE constraint failed", PostgreSQL "duplicate
+            # key", MySQL "Duplicate entry")
+            racing = isinstance(e, sqlalchemy.exc.IntegrityError) or "already exists" in str(e) or "database is locked" in str(e)
             if not racing or i == attempts - 1:
                 raise
             time.sleep(1.0 + i)

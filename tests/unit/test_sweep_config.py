@@ -187,3 +187,27 @@ def test_load_sweep_rejects_a_variant_or_benchmark_not_in_the_experiment(tmp_pat
         load_sweep(write(tmp_path, benchmark="hard"))
     with pytest.raises(UserError, match=r"metric: pass@8 needs k <= eval.n \(4\)"):
         load_sweep(write(tmp_path, metric="pass@8"))
+
+
+@pytest.mark.parametrize("error", [
+    "(sqlite3.IntegrityError) UNIQUE constraint failed: alembic_version.version_num",  # seen in CI: 2 workers, 1 fresh db
+    '(psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint "alembic_version_pkc"',
+])
+def test_a_worker_racing_another_to_create_a_fresh_database_retries(tmp_path, monkeypatch, error):
+    import optuna
+    import sqlalchemy
+
+    from harness import sweep_optuna
+
+    made = []
+
+    class Racing:
+        def __init__(self, url, engine_kwargs):
+            made.append(url)
+            if len(made) == 1:  # the other worker inserted alembic's version row first
+                raise sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception(error))
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", Racing)
+    monkeypatch.setattr(sweep_optuna.time, "sleep", lambda s: None)
+    store = sweep_optuna.open_storage(f"sqlite:///{tmp_path / 'study.db'}", tmp_path)
+    assert isinstance(store.obj, Racing) and len(made) == 2
