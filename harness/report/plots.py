@@ -42,8 +42,11 @@ def slug(name: str) -> str:
 
 
 def palette(variants: Sequence[str]) -> dict[str, tuple]:
-    colors = sns.color_palette("tab10", n_colors=max(10, len(variants)))
-    return {v: colors[i % len(colors)] for i, v in enumerate(variants)}
+    """One distinct colour per variant: tab10 up to 10 variants, tab20 up to 20, evenly spaced hues beyond
+    (tab10 itself cycles, so the 11th variant would share the 1st one's colour)."""
+    n = len(variants)
+    colors = sns.color_palette("tab10" if n <= 10 else "tab20" if n <= 20 else "husl", n_colors=max(n, 1))
+    return {v: colors[i] for i, v in enumerate(variants)}
 
 
 def _save(fig, out: Path, stem: str) -> dict[str, Path]:

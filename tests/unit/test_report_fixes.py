@@ -127,3 +127,12 @@ def test_settings_null_everywhere_is_shared_and_missing_is_not():
     shared, per_variant = settings_html(specs).split("<h3>Per variant</h3>")
     assert "k_max: null" in shared and "seed" not in shared
     assert "clip_c" not in shared and "algorithm.knobs.clip_c" in per_variant and "<td>None</td>" in per_variant
+
+
+@pytest.mark.parametrize("n", [1, 5, 10, 12, 20, 24])
+def test_every_variant_gets_its_own_colour(n):
+    """virtual_reward_value has 12 variants: tab10 alone gave the 11th and 12th the 1st and 2nd one's colour."""
+    from harness.report.plots import palette
+
+    colors = palette([f"v{i}" for i in range(n)])
+    assert len(colors) == n and len(set(colors.values())) == n
