@@ -167,19 +167,14 @@ def _run_cfg(settings: dict) -> dict:
 
 
 def _start_policy(spec: dict, settings: dict, cache: Path):
-    import torch
-
     from harness.backends.local import common
-    from harness.backends.local.warmstart import ensure_warm_start, load_warm_start
+    from harness.backends.local.warmstart import warm_policy
 
     common.pin_threads(spec["train"]["threads"])
-    policy = common.build_model(spec)
-    if settings["checkpoint"]:
-        state = torch.load(Path(settings["checkpoint"]) / results.CKPT_DIR / "latest.pt", weights_only=False)["policy"]
-    else:
-        ensure_warm_start(spec, cache)
-        state = load_warm_start(spec, cache)
-    policy.load_state_dict(state)
+    if not settings["checkpoint"]:
+        return warm_policy(spec, cache).eval()
+    policy = common.build_model(spec)  # a run's checkpoint: tensors only (weights_only=True), as on resume
+    policy.load_state_dict(common.load_checkpoint(Path(settings["checkpoint"]) / results.CKPT_DIR / "latest.pt")["policy"])
     return policy.eval()
 
 

@@ -14,7 +14,7 @@ import torch
 from harness.backends.local import common
 from harness.backends.local.sampler import sequence_forward
 from harness.backends.local.trainer import evaluate
-from harness.backends.local.warmstart import ensure_warm_start, load_warm_start
+from harness.backends.local.warmstart import warm_policy
 from harness.config import expand, load_experiment
 from harness.metrics import curves_from_samples
 from harness.runner import DEFAULT_CACHE
@@ -22,10 +22,8 @@ from harness.runner import DEFAULT_CACHE
 
 def main(path: str, steps: int, lr: float, lo: int, hi: int) -> None:
     spec = expand(load_experiment(path))[0]
-    ensure_warm_start(spec, DEFAULT_CACHE)
     common.pin_threads(1)
-    model = common.build_model(spec)
-    model.load_state_dict(load_warm_start(spec, DEFAULT_CACHE))
+    model = warm_policy(spec, DEFAULT_CACHE)
     tok = common.tokenizer()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     for s in range(steps):

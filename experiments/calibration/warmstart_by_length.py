@@ -14,7 +14,7 @@ import numpy as np
 
 from harness.backends.local import common
 from harness.backends.local.sampler import sample
-from harness.backends.local.warmstart import ensure_warm_start, load_warm_start
+from harness.backends.local.warmstart import warm_policy
 from harness.config import expand, load_experiment
 from harness.runner import DEFAULT_CACHE
 from harness.tasks import modchain
@@ -22,10 +22,8 @@ from harness.tasks import modchain
 
 def main(path: str) -> None:
     spec = expand(load_experiment(path))[0]
-    ensure_warm_start(spec, DEFAULT_CACHE)
     common.pin_threads(1)
-    model = common.build_model(spec)
-    model.load_state_dict(load_warm_start(spec, DEFAULT_CACHE))
+    model = warm_policy(spec, DEFAULT_CACHE)
     tok = common.tokenizer()
     print(path, spec["warm_start"])
     for k in range(2, 8):

@@ -60,6 +60,12 @@ def test_malicious_checkpoint_is_refused_on_resume_and_eval(tmp_path, tiny_exper
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "refused to load" in err and err.count("\n") == 1
     assert not marker.exists() and not (tmp_path / "ev").exists()
+    probe = tmp_path / "probe.yaml"  # `harness probe` from a run's checkpoint: the same rule
+    probe.write_text(json.dumps({"name": "p", "experiment": str(exp), "checkpoint": str(run_dir), "candidates": 8,
+                                 "groups_per_type": 1, "updates": 1, "eval_n": 2}))
+    code = _cli("probe", str(probe), "--results", str(tmp_path / "pr"), "--cache-dir", str(tmp_path / "cache"))
+    err = capsys.readouterr().err
+    assert code == 2 and "refused to load" in err and str(ckpt) in err and not marker.exists()
     # the same file loaded the unsafe way really runs the payload: the test above could fail
     torch.load(ckpt, weights_only=False)
     assert marker.exists()

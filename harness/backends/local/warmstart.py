@@ -68,3 +68,11 @@ def ensure_warm_start(spec: dict, cache_dir: Path, progress=None) -> Path:
 
 def load_warm_start(spec: dict, cache_dir: Path) -> dict:
     return common.load_checkpoint(warm_start_path(spec, cache_dir))["state_dict"]
+
+
+def warm_policy(spec: dict, cache_dir: Path, progress=None):
+    """The spec's policy model holding its warm start (built and cached first if needed)."""
+    ensure_warm_start(spec, Path(cache_dir), progress=progress)
+    model = common.build_model(spec)
+    model.load_state_dict(load_warm_start(spec, Path(cache_dir)))
+    return model

@@ -105,7 +105,7 @@ class VerlBackend:
         import torch
 
         from harness.backends.local import common
-        from harness.backends.local.warmstart import ensure_warm_start, load_warm_start
+        from harness.backends.local.warmstart import warm_policy
         from harness.backends.verl.hf_export import export_hf
 
         if spec["verl"]["model"] is not None:
@@ -113,9 +113,7 @@ class VerlBackend:
         out = self.exported_model_dir(spec, cache_dir)
         if (out / "config.json").exists():
             return
-        ensure_warm_start(spec, Path(cache_dir), progress=progress)
-        model = common.build_model(spec)
-        model.load_state_dict(load_warm_start(spec, Path(cache_dir)))
+        model = warm_policy(spec, cache_dir, progress=progress)
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         with torch.no_grad():
