@@ -27,21 +27,26 @@ class Problem:
     n_ops: int
 
 
-def solve(digits: list[int], ops: list[str]) -> tuple[list[int], int]:
-    """Running values (after each op) and the final answer, all mod 10."""
+def solve(digits: list[int], ops: list[str], slips=None) -> tuple[list[int], int]:
+    """Running values (after each op) and the final answer, all mod 10. slips[i] true writes a
+    multiplication's result off by one (the warm-start misconception); the chain continues from it."""
     acc, running = digits[0], []
-    for op, d in zip(ops, digits[1:]):
-        acc = (acc + d) if op == "+" else (acc - d) if op == "-" else (acc * d)
+    for i, (op, d) in enumerate(zip(ops, digits[1:])):
+        acc = (acc + d) if op == "+" else (acc - d) if op == "-" else (acc * d + int(slips is not None and slips[i]))
         acc %= 10
         running.append(acc)
     return running, acc
 
 
+def format_solution(running: list[int], ans: int) -> str:
+    """[3, 9], 9 -> '3,9;9' (the target completion)."""
+    return ",".join(map(str, running)) + f";{ans}"
+
+
 def make_problem(digits: list[int], ops: list[str]) -> Problem:
     prompt = str(digits[0]) + "".join(f"{o}{d}" for o, d in zip(ops, digits[1:])) + "="
     running, ans = solve(digits, ops)
-    solution = ",".join(map(str, running)) + f";{ans}"
-    return Problem(prompt, prompt, solution, str(ans), len(ops))
+    return Problem(prompt, prompt, format_solution(running, ans), str(ans), len(ops))
 
 
 def parse_prompt(prompt: str) -> tuple[list[int], list[str]]:
@@ -60,12 +65,7 @@ def slipped_solutions(problems: list[Problem], rng: np.random.Generator, rate: f
     out = []
     for p in problems:
         digits, ops = parse_prompt(p.prompt)
-        slips = rng.random(len(ops)) < rate
-        acc, running = digits[0], []
-        for op, d, slip in zip(ops, digits[1:], slips):
-            acc = ((acc + d) if op == "+" else (acc - d) if op == "-" else (acc * d + (1 if slip else 0))) % 10
-            running.append(acc)
-        out.append(",".join(map(str, running)) + f";{acc}")
+        out.append(format_solution(*solve(digits, ops, rng.random(len(ops)) < rate)))
     return out
 
 
