@@ -14,13 +14,28 @@ from pathlib import Path
 from harness import results
 
 
-class Harness:
-    """`python -m harness ARGS` in its own session (like a shell job), output collected line by line."""
+GATE_DIR = Path(__file__).with_name("gate")
 
-    def __init__(self, *args: str, cwd: Path, env: dict | None = None) -> None:
+
+def gate_env(step: int, skip: int = 0, markers: Path | None = None) -> dict[str, str]:
+    """Environment that holds the runs of a `harness` subprocess at `step` until a stop is requested
+    (tests/e2e/gate/sitecustomize.py): a signal sent once a run logged `step` always lands mid-run.
+    skip: the first `skip` runs to reach the step pass (markers: a fresh folder that counts them)."""
+    path = os.pathsep.join(p for p in (str(GATE_DIR), os.environ.get("PYTHONPATH", "")) if p)
+    env = {"PYTHONPATH": path, "HARNESS_TEST_GATE_STEP": str(step)}
+    if skip:
+        env.update(HARNESS_TEST_GATE_SKIP=str(skip), HARNESS_TEST_GATE_MARKERS=str(markers))
+    return env
+
+
+class Harness:
+    """`python -m harness ARGS` in its own session (like a shell job), output collected line by line.
+    gate_step: hold every run at that step until a stop is requested (see gate_env)."""
+
+    def __init__(self, *args: str, cwd: Path, env: dict | None = None, gate_step: int | None = None) -> None:
+        env = {**os.environ, **(env or {}), **(gate_env(gate_step) if gate_step is not None else {})}
         self.proc = subprocess.Popen([sys.executable, "-m", "harness", *map(str, args)], cwd=cwd, start_new_session=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, **(env or {})})
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -57,8 +57,9 @@ def _run_dirs(exp_file: Path, res: Path) -> dict[str, Path]:
     return {s["variant"]: res / exp.name / s["run_id"] for s in expand(exp)}
 
 
-def _start(kind: str, *args, root: Path) -> "h.Harness":
-    return h.Harness(kind, *args, cwd=root, env={"COLUMNS": "200"})
+def _start(kind: str, *args, root: Path, gate_step: int) -> "h.Harness":
+    """The harness subprocess, each run held at gate_step until the stop request (no race with its end)."""
+    return h.Harness(kind, *args, cwd=root, env={"COLUMNS": "200"}, gate_step=gate_step)
 
 
 def _assert_same_as_reference(run_dir: Path, ref_dir: Path) -> None:
@@ -73,7 +74,7 @@ def test_first_signal_checkpoints_running_runs_starts_nothing_and_rerun_resumes(
     root, exp, cache, ref = setup
     res = tmp_path / "res"
     dirs = _run_dirs(exp, res)
-    proc = _start("run", exp, "--results", res, "--jobs", "2", "--cache-dir", cache, root=root)
+    proc = _start("run", exp, "--results", res, "--jobs", "2", "--cache-dir", cache, root=root, gate_step=3)
     h.wait_for_steps([dirs["grpo"], dirs["ngrpo"]], 3, proc)
     (proc.signal_group if to_group else proc.signal_parent)(sig)
     assert proc.finish() == code, proc.output
@@ -87,7 +88,7 @@ def test_first_signal_checkpoints_running_runs_starts_nothing_and_rerun_resumes(
         ckpt = torch.load(dirs[v] / "checkpoints" / "latest.pt", weights_only=True)
         steps = h.train_steps(dirs[v])
         assert status["state"] == "pending" and "interrupted" in status["error"]
-        assert 3 <= ckpt["step"] == status["step"] == max(steps) < 24  # the step it was on is kept, nothing lost
+        assert ckpt["step"] == status["step"] == max(steps) == 3  # the step it was on is kept, nothing lost
     _cli("run", str(exp), "--results", str(res), "--jobs", "2", "--cache-dir", str(cache))
     for v, d in dirs.items():
         _assert_same_as_reference(d, ref[v])
@@ -97,7 +98,7 @@ def test_second_ctrl_c_quits_at_once_and_every_run_stays_resumable(setup, tmp_pa
     root, exp, cache, ref = setup
     res = tmp_path / "res"
     dirs = _run_dirs(exp, res)
-    proc = _start("run", exp, "--results", res, "--jobs", "2", "--cache-dir", cache, root=root)
+    proc = _start("run", exp, "--results", res, "--jobs", "2", "--cache-dir", cache, root=root, gate_step=2)
     h.wait_for_steps([dirs["grpo"], dirs["ngrpo"]], 2, proc)
     workers = h.worker_pids(proc)
     assert len(workers) == 2
@@ -118,7 +119,8 @@ def test_second_ctrl_c_quits_at_once_and_every_run_stays_resumable(setup, tmp_pa
     for pid in workers:  # the second Ctrl-C killed them
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     for v in ("grpo", "ngrpo"):
-        assert results.read_status(dirs[v])["state"] == "pending"
+        status = results.read_status(dirs[v])
+        assert status["state"] == "pending" and "killed (second stop signal)" in status["error"]
     _cli("run", str(exp), "--results", str(res), "--jobs", "2", "--cache-dir", str(cache))
     for v, d in dirs.items():
         _assert_same_as_reference(d, ref[v])
@@ -132,7 +134,7 @@ def test_interrupted_sweep_trial_is_resumed_not_lost_or_duplicated(setup, tmp_pa
                                      "pruner": "none", "params": {"eps_pos": {"low": 0.1, "high": 0.3}}}))
     res = tmp_path / "res"
     out_dir = res / f"{load_experiment(exp).name}_sweep_ngrpo"
-    proc = _start("sweep", sweep, "--results", res, "--cache-dir", cache, root=root)
+    proc = _start("sweep", sweep, "--results", res, "--cache-dir", cache, root=root, gate_step=3)
     deadline_dirs: list[Path] = []
     while not deadline_dirs:
         assert proc.proc.poll() is None, proc.output

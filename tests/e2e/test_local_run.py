@@ -1,5 +1,6 @@
 """Real end-to-end runs of the embedded backend at tiny scale: every preset, determinism, kill + resume."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -16,6 +17,9 @@ from harness import results
 from harness.cli import main
 
 pytestmark = pytest.mark.e2e
+_spec = importlib.util.spec_from_file_location("cli_helpers", Path(__file__).with_name("cli_helpers.py"))
+h = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(h)
 
 PRESETS = [{"name": p, "preset": p} for p in ("ppo", "grpo", "dapo", "psr_nsr", "ngrpo")]
 
@@ -81,7 +85,8 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted(env, tiny_experi
            "--cache-dir", str(env / "cache")]
     # uninterrupted reference (also builds the cached warm start)
     cli("run", str(exp), "--results", str(env / "ref"), "--jobs", "1", "--cache-dir", str(env / "cache"))
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **h.gate_env(5)})  # the run waits at step 5: the kill lands mid-run
     deadline = time.time() + 120
     metrics = None
     while time.time() < deadline:
@@ -97,6 +102,7 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted(env, tiny_experi
     assert metrics is not None, "the run never started"
     run_dir = metrics.parent
     assert results.read_status(run_dir)["state"] == "running"  # killed: never marked done
+    assert h.train_steps(run_dir) == [1, 2, 3, 4, 5]  # held at the gate until the kill
     assert (run_dir / "checkpoints" / "latest.pt").exists()
     cli("run", str(exp), "--results", str(env / "killed"), "--jobs", "1", "--cache-dir", str(env / "cache"))
     (ref,) = results.find_run_dirs(env / "ref")

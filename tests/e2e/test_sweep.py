@@ -1,5 +1,6 @@
 """Real sweeps at tiny scale: two workers on one storage, injected failures, kill + restart, the sweep report."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -15,6 +16,9 @@ from harness import results
 from harness.cli import main
 
 pytestmark = pytest.mark.e2e
+_spec = importlib.util.spec_from_file_location("cli_helpers", Path(__file__).with_name("cli_helpers.py"))
+h = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(h)
 
 TINY = {
     "name": "tiny", "seeds": [0],
@@ -138,7 +142,8 @@ def test_killed_sweep_restarted_ends_with_the_requested_trials(env):
               train={**TINY["train"], "steps": 8, "checkpoint_every": 2})
     args = ["sweep", str(f), "--results", str(env / "res"), "--cache-dir", str(env / "cache"), "--jobs", "1"]
     out = env / "res" / "tiny_sweep_ngrpo"
-    proc = subprocess.Popen(harness_cmd(*args), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(harness_cmd(*args), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **h.gate_env(3, skip=1, markers=env / "gate")})  # trial 1 waits at step 3
     deadline, victim = time.time() + 300, None
     while time.time() < deadline and victim is None:  # kill while the second trial's run is mid-training
         for rd in results.find_run_dirs(out) if out.exists() else []:
@@ -151,6 +156,7 @@ def test_killed_sweep_restarted_ends_with_the_requested_trials(env):
     proc.wait()
     assert victim is not None, "the sweep never reached a second trial"
     assert results.read_status(victim)["state"] == "running"
+    assert h.train_steps(victim) == [1, 2, 3]  # held at the gate until the kill
     time.sleep(1.5)  # the orphaned run process notices its parent died and exits
     cli(*args)
     ts = trials(out)

@@ -6,6 +6,7 @@ run per run across a SIGKILL and resume with no step twice, and a failing tracke
 import contextlib
 import errno
 import json
+import importlib.util
 import os
 import shutil
 import signal
@@ -22,6 +23,9 @@ from harness import results, tracking
 from harness.cli import main
 
 pytestmark = pytest.mark.e2e
+_spec = importlib.util.spec_from_file_location("cli_helpers", Path(__file__).with_name("cli_helpers.py"))
+h = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(h)
 for mod in ("tensorboard", "wandb", "mlflow"):
     pytest.importorskip(mod)
 
@@ -157,7 +161,8 @@ def test_killed_and_resumed_run_continues_the_same_tracker_runs(env, write_exp):
     cmd = [sys.executable, "-m", "harness", "run", str(exp), "--results", str(env / "killed"), "--jobs", "1",
            "--cache-dir", str(env / "cache")]
     cli("run", str(exp), "--results", str(env / "ref"), "--jobs", "1", "--cache-dir", str(env / "cache"))  # builds the warm start
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **h.gate_env(6)})  # the run waits at step 6: the kill lands mid-run
     deadline, run_dir, killed_at = time.time() + 180, None, None
     while time.time() < deadline and killed_at is None:
         for m in (env / "killed").rglob("metrics.jsonl"):
@@ -170,7 +175,7 @@ def test_killed_and_resumed_run_continues_the_same_tracker_runs(env, write_exp):
                 killed_at = max(steps)
         time.sleep(0.02)
     proc.wait()
-    assert killed_at is not None, "the run never got past step 6"
+    assert killed_at == 6 == max(h.train_steps(run_dir)), "the run was not held at step 6 until the kill"
     status = results.read_status(run_dir)
     assert status["state"] == "running"
     first = tracking.read_state(run_dir)
