@@ -4,9 +4,8 @@ Imported at start-up by every Python process whose PYTHONPATH puts this folder f
 subprocess, its spawned workers, Ray's workers), so a signal test is deterministic: with
 HARNESS_TEST_GATE_STEP=N each run logs step N (metrics.jsonl, checkpoint if one is due), then waits
 in its progress callback until the parent asks it to stop (shared artefacts such as a warm start
-being built are never held). A tiny run's 24 steps take about a
-second; without the gate, a test that waits for step N and then signals can lose the race to the
-run's end on a loaded machine.
+being built are never held). A tiny run's 24 steps take about a second; without the gate, a test
+that waits for step N and then signals can lose the race to the run's end on a loaded machine.
 
 HARNESS_TEST_GATE_SKIP=K with HARNESS_TEST_GATE_MARKERS=DIR lets the first K runs that reach the
 step pass (counted across processes with one marker file per run in DIR), e.g. to hold a sweep's
@@ -17,16 +16,16 @@ import os
 import re
 import time
 
-_GATE = os.environ.get("HARNESS_TEST_GATE_STEP")
-if _GATE:
+if os.environ.get("HARNESS_TEST_GATE_STEP"):
     from pathlib import Path
 
     from harness.executor import TaskContext
 
+    _STEP = int(os.environ["HARNESS_TEST_GATE_STEP"])
     _progress = TaskContext.progress
     _RUN_ID = re.compile(r"-s\d+-[0-9a-f]{12}$")  # runs only: a warm start being built ("warm start (seed 0)") passes
 
-    def _held(key: str) -> bool:
+    def _held() -> bool:
         skip = int(os.environ.get("HARNESS_TEST_GATE_SKIP", "0"))
         if not skip:
             return True
@@ -44,7 +43,7 @@ if _GATE:
         report = _progress(self, key)
 
         def gated(step, total, metrics=None):
-            if step == int(_GATE) and _RUN_ID.search(key) and _held(key):
+            if step == _STEP and _RUN_ID.search(key) and _held():
                 while not self.stop_requested():
                     time.sleep(0.05)
             report(step, total, metrics)
