@@ -1,4 +1,4 @@
-"""Grading throughput (answers/s) of harness.grading.MathGrader, before and after gold caching.
+"""Grading throughput (answers/s) of harness.grading.grader.MathGrader, before and after gold caching.
 
 Two workloads on MATH500 (falls back to synthetic answers when ../shared/data is absent):
 - `once`: each reference solution (graded correct) and the same solution with the next problem's
@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import grading
+from harness.grading import grader as grading
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "benchmarks" / "math500" / "test.jsonl"

@@ -1,6 +1,6 @@
 """Grading agreement on the real benchmarks (../shared/data/benchmarks, never copied into the repo).
 
-Checks, with harness.grading.MathGrader (math-verify in worker processes):
+Checks, with harness.grading.grader.MathGrader (math-verify in worker processes):
 1. every gold answer of MATH500, AMC23, AIME24, AIME25 (600 problems), wrapped in \\boxed{},
    graded against itself;
 2. MATH500's `solution` field (its last \\boxed{}) graded against its `answer` field;
@@ -24,7 +24,7 @@ import json
 import time
 from pathlib import Path
 
-from harness.grading import MathGrader
+from harness.grading.grader import MathGrader
 from harness.tasks.math_data import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]

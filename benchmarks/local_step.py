@@ -52,7 +52,7 @@ from harness.backends.local.rollout import collect_batch
 from harness.backends.local.sampler import sample
 from harness.backends.local.trainer import LocalTrainer
 from harness.backends.local.warmstart import ensure_warm_start
-from harness.config import expand, load_experiment
+from harness.config.experiment import expand, load_experiment
 from harness.tasks import modchain
 
 ROOT = Path(__file__).resolve().parents[1]

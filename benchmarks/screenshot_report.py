@@ -198,7 +198,7 @@ def main() -> int:
     args = ap.parse_args()
     html = args.html
     if args.fake:
-        from harness.report.cli import run_report
+        from harness.cli.report import run_report
         from harness.report.fake import make_fake_results
 
         tmp = Path(tempfile.mkdtemp(prefix="report-shot-"))

@@ -28,10 +28,12 @@ from pathlib import Path
 
 import torch
 
-from harness import results, tracking
+from harness.core import results
+
+from harness.tracking import trackers as tracking
 from harness.backends import get_backend
-from harness.config import expand, load_experiment
-from harness.runner import DEFAULT_CACHE
+from harness.config.experiment import expand, load_experiment
+from harness.runs.scheduler import DEFAULT_CACHE
 
 CONFIGS = {"none": [], "tensorboard": ["tensorboard"], "wandb": ["wandb"], "mlflow": ["mlflow"],
            "all": ["tensorboard", "wandb", "mlflow"]}

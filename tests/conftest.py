@@ -87,7 +87,7 @@ def mlflow_template(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def harness_cli():
     """harness_cli(*args): run the `harness` CLI in-process and require exit code 0."""
-    from harness.cli import main
+    from harness.cli.app import main
 
     def run(*args) -> None:
         with pytest.raises(SystemExit) as e:

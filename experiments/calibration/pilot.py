@@ -20,8 +20,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from harness import results
-from harness.metrics import curves_from_samples
+from harness.core import results
+from harness.core.metrics import curves_from_samples
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "results" / "calibration"

@@ -15,9 +15,9 @@ from harness.backends.local import common
 from harness.backends.local.sampler import sequence_forward
 from harness.backends.local.trainer import evaluate
 from harness.backends.local.warmstart import warm_policy
-from harness.config import expand, load_experiment
-from harness.metrics import curves_from_samples
-from harness.runner import DEFAULT_CACHE
+from harness.config.experiment import expand, load_experiment
+from harness.core.metrics import curves_from_samples
+from harness.runs.scheduler import DEFAULT_CACHE
 
 
 def main(path: str, steps: int, lr: float, lo: int, hi: int) -> None:

@@ -15,8 +15,8 @@ import numpy as np
 from harness.backends.local import common
 from harness.backends.local.sampler import sample
 from harness.backends.local.warmstart import warm_policy
-from harness.config import expand, load_experiment
-from harness.runner import DEFAULT_CACHE
+from harness.config.experiment import expand, load_experiment
+from harness.runs.scheduler import DEFAULT_CACHE
 from harness.tasks import modchain
 
 

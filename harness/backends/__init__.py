@@ -1,6 +1,6 @@
 """Training backends behind one interface: `harness run` and `harness sweep` never import a trainer.
 
-A backend turns one RunSpec into a run folder (harness.results layout). Built in:
+A backend turns one RunSpec into a run folder (harness.core.results layout). Built in:
 
     local   the embedded CPU backend (TinyGPT on modchain; harness/backends/local/)
     verl    verl 0.9.1: `main_ppo` on GPU clusters, or verl's own engine in one CPU process
@@ -43,7 +43,7 @@ class Backend(Protocol):
         """Run or resume one RunSpec into run_dir; status.json ends 'done' or the call raises.
 
         Call progress after every step: once the user asked to stop (Ctrl-C, SIGTERM) it raises
-        harness.errors.StopRequested; save a checkpoint of that step, then let it propagate."""
+        harness.core.errors.StopRequested; save a checkpoint of that step, then let it propagate."""
 
     def has_checkpoint(self, run_dir: Path) -> bool:
         """Whether run_dir holds a resumable checkpoint."""
@@ -64,7 +64,7 @@ def get_backend(name: str) -> Backend:
 
 def dry_run(exp, results_dir: Path, cache_dir: Path) -> None:
     """Print what `harness run` would execute for every run of `exp`, writing and starting nothing."""
-    from harness.config import expand
+    from harness.config.experiment import expand
 
     if exp.backend == "verl":
         from harness.backends.verl.backend import VerlBackend

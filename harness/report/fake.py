@@ -3,7 +3,7 @@
 Each benchmark has problems with a latent difficulty; each variant has a skill that grows with the
 training step and a "sharpness" (how much RL concentrates mass on already-solved problems). Sharpening
 raises pass@1 but lowers pass@k at large k, so the curves cross as in the papers. Files are written with
-the harness.results writers, in exactly the layout a training backend produces.
+the harness.core.results writers, in exactly the layout a training backend produces.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from harness.results import atomic_write_text, write_samples, write_spec, write_status
+from harness.core.results import atomic_write_text, write_samples, write_spec, write_status
 
 # variant -> (skill gain per unit of training, sharpening per unit of training, preset)
 _PROFILES: dict[str, tuple[float, float, str]] = {

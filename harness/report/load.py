@@ -1,7 +1,7 @@
 """Load a results directory into per-experiment DataFrames for the report.
 
-Reading goes through harness.results (find_run_dirs, load_run); Pass@k curves and AUCs through
-harness.metrics (curves_from_samples, aucs_from_curves). Only finished runs ("done") are reported;
+Reading goes through harness.core.results (find_run_dirs, load_run); Pass@k curves and AUCs through
+harness.core.metrics (curves_from_samples, aucs_from_curves). Only finished runs ("done") are reported;
 pending, running, failed and unreadable runs are listed with the reason they are not.
 """
 
@@ -13,10 +13,10 @@ from typing import Callable
 
 import pandas as pd
 
-from harness.errors import UserError
-from harness.metrics import aucs_from_curves, curves_from_samples
+from harness.core.errors import UserError
+from harness.core.metrics import aucs_from_curves, curves_from_samples
 from harness.report.tables import ordered_benchmarks
-from harness.results import SAMPLE_COLUMNS, find_run_dirs, load_run
+from harness.core.results import SAMPLE_COLUMNS, find_run_dirs, load_run
 
 RUN_KEYS = ["run_id", "variant", "seed"]
 CANONICAL_ORDER = ("ppo", "grpo", "dapo", "psr_nsr", "ngrpo")

@@ -1,6 +1,6 @@
 """Figures (matplotlib Agg + seaborn): Pass@k curves, AUC vs step, training diagnostics.
 
-Every band is a bootstrap confidence interval over seeds from harness.metrics.bootstrap_ci (via
+Every band is a bootstrap confidence interval over seeds from harness.core.metrics.bootstrap_ci (via
 tables.aggregate). Each figure is written as PNG and SVG.
 """
 

@@ -1,7 +1,7 @@
 """Report of a gradient-dynamics probe folder (harness probe): figures, tables, index.html.
 
 Reads results/<name>/{probe.yaml, probe.jsonl, probe_samples.parquet} (harness/probe.py); pass@k
-curves come from the stored samples through harness.metrics only.
+curves come from the stored samples through harness.core.metrics only.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import yaml  # noqa: E402
 
-from harness import results  # noqa: E402
-from harness.metrics import curves_from_samples  # noqa: E402
-from harness.probe import PROBE_FILE, PROBE_METRICS, PROBE_SAMPLES  # noqa: E402
+from harness.core import results  # noqa: E402
+from harness.core.metrics import curves_from_samples  # noqa: E402
+from harness.probe.probe import PROBE_FILE, PROBE_METRICS, PROBE_SAMPLES  # noqa: E402
 from harness.report import html as html_mod  # noqa: E402
 from harness.report.plots import _save, palette, slug  # noqa: E402
 

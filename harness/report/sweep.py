@@ -191,7 +191,7 @@ def best_table(data: SweepData) -> pd.DataFrame:
 
 
 def dashboard_line(data: SweepData) -> str:
-    from harness.sweep_optuna import dashboard_command
+    from harness.sweep.optuna_glue import dashboard_command
 
     return dashboard_command(data.meta["storage"])
 
@@ -232,7 +232,7 @@ def _grid_values(data: SweepData, p: str) -> list | None:
     """The grid a grid-sampler study visits along p (from sweep.json), else None."""
     if data.meta.get("sampler") != "grid":
         return None
-    from harness.sweep import Param
+    from harness.sweep.config import Param
 
     return Param(**data.meta["params"][p]).grid_values()
 

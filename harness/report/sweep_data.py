@@ -1,5 +1,5 @@
 """A sweep's results folder, loaded for the report: trials (from trials.json, Optuna's view), each run's
-objective recomputed from its samples (harness.metrics, as the sweep computed it), seed CIs, Optuna's
+objective recomputed from its samples (harness.core.metrics, as the sweep computed it), seed CIs, Optuna's
 parameter importances, and the best region (trials not significantly worse than the best one).
 
     results/<experiment>_sweep_<variant>/
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import results
-from harness.metrics import bootstrap_ci, bootstrap_diff_ci, objective_from_samples
+from harness.core import results
+from harness.core.metrics import bootstrap_ci, bootstrap_diff_ci, objective_from_samples
 from harness.report.tables import CONFIDENCE
 
 SWEEP_FILE, TRIALS_FILE = "sweep.json", "trials.json"

@@ -1,4 +1,4 @@
-"""AUC tables, reference comparisons and seed aggregation (statistics from harness.metrics only)."""
+"""AUC tables, reference comparisons and seed aggregation (statistics from harness.core.metrics only)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from harness.errors import UserError
-from harness.metrics import bootstrap_ci, bootstrap_diff_ci
+from harness.core.errors import UserError
+from harness.core.metrics import bootstrap_ci, bootstrap_diff_ci
 
 CONFIDENCE = 0.95
 START = "before RL"  # the row of the policy before RL (its first evaluation); not a valid variant name, so no clash

@@ -22,8 +22,8 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from harness.errors import UserError
-from harness.grading import extract_boxed
+from harness.core.errors import UserError
+from harness.grading.grader import extract_boxed
 
 SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 PLAIN_TEMPLATE = "{system}\n\nQuestion: {problem}\nAnswer:"

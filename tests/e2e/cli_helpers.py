@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness import results
+from harness.core import results
 
 
 GATE_DIR = Path(__file__).with_name("gate")

@@ -11,8 +11,8 @@ import sys
 import pytest
 import torch
 
-from harness import results
-from harness.cli import main
+from harness.core import results
+from harness.cli.app import main
 
 pytestmark = pytest.mark.e2e
 

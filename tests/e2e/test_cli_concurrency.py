@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import results
-from harness.config import expand, load_experiment
-from harness.locks import FileLock, owner_info
+from harness.core import results
+from harness.config.experiment import expand, load_experiment
+from harness.core.locks import FileLock, owner_info
 
 pytestmark = pytest.mark.e2e
 _spec = importlib.util.spec_from_file_location("cli_helpers", Path(__file__).with_name("cli_helpers.py"))
@@ -86,7 +86,7 @@ def test_lock_left_by_a_dead_process_is_taken_over(tmp_path, tiny_experiment):
     (rd,) = _run_dirs(exp, tmp_path / "res").values()
     rd.mkdir(parents=True)
     results.write_status(rd, "running", step=0)  # what a SIGKILLed run leaves
-    code = ("import os, signal, sys; from harness.locks import FileLock, owner_info\n"
+    code = ("import os, signal, sys; from harness.core.locks import FileLock, owner_info\n"
             f"l = FileLock({str(rd / '.lock')!r}); assert l.try_acquire(owner_info()); print(os.getpid(), flush=True)\n"
             "os.kill(os.getpid(), signal.SIGKILL)")
     dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

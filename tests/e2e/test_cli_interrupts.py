@@ -18,9 +18,9 @@ import pytest
 import torch
 import yaml
 
-from harness import results
-from harness.cli import main
-from harness.config import expand, load_experiment
+from harness.core import results
+from harness.cli.app import main
+from harness.config.experiment import expand, load_experiment
 
 pytestmark = pytest.mark.e2e
 _spec = importlib.util.spec_from_file_location("cli_helpers", Path(__file__).with_name("cli_helpers.py"))

@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import evaluate
-from harness.cli import main
-from harness.evaluate import Completion
-from harness.metrics import aucs_from_curves, curves_from_samples
-from harness.results import SAMPLE_COLUMNS, load_run, read_samples
+from harness.evaluation import evaluate
+from harness.cli.app import main
+from harness.evaluation.evaluate import Completion
+from harness.core.metrics import aucs_from_curves, curves_from_samples
+from harness.core.results import SAMPLE_COLUMNS, load_run, read_samples
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "math"
 CHAT_TEMPLATE = (
@@ -136,7 +136,7 @@ class TextSampler:
 
 @pytest.mark.e2e
 def test_eval_keeps_texts_answers_statuses_and_status_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness import results
+    from harness.core import results
 
     bench = tmp_path / "b.jsonl"
     matrix = r"\begin{pmatrix}\frac{18}{5}\-\frac{9}{5}\end{pmatrix}"  # a real gold that does not parse as a whole

@@ -23,9 +23,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness.cli import main
-from harness.evaluate import read_completions
-from harness.results import SAMPLE_COLUMNS, load_run
+from harness.cli.app import main
+from harness.evaluation.evaluate import read_completions
+from harness.core.results import SAMPLE_COLUMNS, load_run
 
 ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests" / "fixtures" / "math"

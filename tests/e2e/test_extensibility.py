@@ -6,8 +6,8 @@ import pytest
 import torch
 import yaml
 
-from harness import results
-from harness.cli import main
+from harness.core import results
+from harness.cli.app import main
 
 pytestmark = pytest.mark.e2e
 

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness import results
-from harness.cli import main
+from harness.core import results
+from harness.cli.app import main
 
 pytestmark = pytest.mark.e2e
 

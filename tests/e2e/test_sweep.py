@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import results
-from harness.cli import main
+from harness.core import results
+from harness.cli.app import main
 
 pytestmark = pytest.mark.e2e
 _spec = importlib.util.spec_from_file_location("cli_helpers", Path(__file__).with_name("cli_helpers.py"))

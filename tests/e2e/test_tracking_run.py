@@ -19,8 +19,10 @@ import numpy as np
 import pytest
 import yaml
 
-from harness import results, tracking
-from harness.cli import main
+from harness.core import results
+
+from harness.tracking import trackers as tracking
+from harness.cli.app import main
 
 pytestmark = pytest.mark.e2e
 _spec = importlib.util.spec_from_file_location("cli_helpers", Path(__file__).with_name("cli_helpers.py"))
@@ -204,7 +206,7 @@ def test_failing_trackers_never_stop_training(env, write_exp, monkeypatch, capsy
     from torch.utils.tensorboard import SummaryWriter
 
     from harness.backends import get_backend
-    from harness.config import expand, load_experiment
+    from harness.config.experiment import expand, load_experiment
 
     threads = torch.get_num_threads()
     (spec,) = expand(load_experiment(write_exp(variants=[{"name": "grpo", "preset": "grpo"}])))

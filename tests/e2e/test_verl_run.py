@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 pytest.importorskip("verl", reason="verl backend tests need the verl extra (make test installs it)")
-from harness import results  # noqa: E402
+from harness.core import results  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -94,7 +94,7 @@ def test_a_killed_verl_run_resumes_from_its_checkpoint_and_ends_identical(env, c
     exp = write(env, RESUME)
     cache = ("--cache-dir", str(env / "cache"))
     cli("run", str(exp), "--results", str(env / "whole"), "--jobs", "1", *cache)
-    cmd = [sys.executable, "-m", "harness.cli", "run", str(exp), "--results", str(env / "cut"), "--jobs", "1", *cache]
+    cmd = [sys.executable, "-m", "harness.cli.app", "run", str(exp), "--results", str(env / "cut"), "--jobs", "1", *cache]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             env={**os.environ})
     status = lambda: next((json.loads(p.read_text()) for p in (env / "cut").rglob("status.json")), {})  # noqa: E731

@@ -7,7 +7,7 @@ import os
 import signal
 import time
 
-from harness.errors import StopRequested
+from harness.core.errors import StopRequested
 
 
 def count(ctx, n: int, delay: float = 0.05) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.cli import COMMANDS, main
+from harness.cli.app import COMMANDS, main
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "pandas", "matplotlib", "optuna", "scipy", "pyarrow", "transformers")
@@ -25,7 +25,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def test_top_level_help_imports_no_heavy_library():
-    code = ("import sys\nfrom harness.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code in (0, None)\n"
+    code = ("import sys\nfrom harness.cli.app import main\ntry:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code in (0, None)\n"
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
@@ -87,9 +87,9 @@ def test_validate_recognises_sweep_files_and_run_refuses_them(tmp_path, capsys):
 def test_validate_schema_describes_every_field(capsys):
     code, out, _ = run_cli(capsys, "validate", "--schema")
     assert code == 0
-    from harness.config import Experiment
-    from harness.schema import schema_rows
-    from harness.sweep import SweepConfig
+    from harness.config.experiment import Experiment
+    from harness.config.fields import schema_rows
+    from harness.sweep.config import SweepConfig
 
     for model in (Experiment, SweepConfig):
         for path, _typ, _default, desc in schema_rows(model):

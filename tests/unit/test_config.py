@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.cli import main
-from harness.config import expand, load_experiment, warn_if_clip_cannot_bind
-from harness.errors import UserError
+from harness.cli.app import main
+from harness.config.experiment import expand, load_experiment, warn_if_clip_cannot_bind
+from harness.core.errors import UserError
 
 BASE = {
     "name": "cfgtest",
@@ -111,9 +111,9 @@ def test_shipped_experiments_validate(monkeypatch):
     root = Path(__file__).resolve().parents[2] / "experiments"
     files = sorted(root.glob("*.yaml"))
     assert {"quickstart.yaml", "main_comparison.yaml", "ablation_virtual_reward.yaml"} <= {f.name for f in files}
-    from harness.sweep import load_sweep
+    from harness.sweep.config import load_sweep
 
-    from harness.probe import load_probe
+    from harness.probe.probe import load_probe
 
     for f in files:
         raw = yaml.safe_load(f.read_text())

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import Interrupted, UserError
-from harness.executor import StopSignals, WorkerPool, check_executor, describe_exit
+from harness.core.errors import Interrupted, UserError
+from harness.execution.pool import StopSignals, WorkerPool, check_executor, describe_exit
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.grading import (
+from harness.grading.grader import (
     GradeResult, MathGrader, extract_answer, extract_boxed, grade_exact, grade_math, max_nesting, precheck,
 )
 
@@ -127,12 +127,12 @@ def deaf(latex, *a, **k):
         time.sleep(60)
     return real(latex, *a, **k)
 mp.latex2sympy = deaf
-from harness.grading_worker import worker_main; worker_main()
+from harness.grading.worker import worker_main; worker_main()
 '''
 
 
 def test_hard_timeout_kills_a_deaf_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness import grading
+    from harness.grading import grader as grading
 
     monkeypatch.setattr(grading, "_WORKER_CODE", DEAF_WORKER)
     with MathGrader(processes=1, timeout=TIMEOUT) as g:
@@ -152,7 +152,7 @@ def _grade_all(answers: list[str]) -> tuple[list[GradeResult], float]:
 
 SUBPROCESS_SCRIPT = """
 import json, sys, time
-from harness.grading import MathGrader
+from harness.grading.grader import MathGrader
 answers = json.load(open(sys.argv[1]))
 with MathGrader(processes=2, timeout=float(sys.argv[2])) as g:
     t0 = time.perf_counter()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import grading
-from harness.grading import MathGrader
+from harness.grading import grader as grading
+from harness.grading.grader import MathGrader
 
 # A worker whose math-verify stalls inside the LaTeX parse of chosen inputs (as a loaded machine
 # does), so the soft timer fires *inside* math-verify, which catches `Exception` and falls back.
@@ -27,7 +27,7 @@ def stalled(latex, *a, **k):
         time.sleep(60)
     return real(latex, *a, **k)
 mp.latex2sympy = stalled
-from harness.grading import _WORKER_CODE; exec(_WORKER_CODE)
+from harness.grading.grader import _WORKER_CODE; exec(_WORKER_CODE)
 '''
 
 # A worker whose LaTeX parser raises on chosen inputs (latex2sympy rejects many constructs).
@@ -36,7 +36,7 @@ RAISE_WORKER = STALL_WORKER.replace("time.sleep(60)", 'raise ValueError("unsuppo
 # A worker that logs every text it parses (to count gold parses).
 LOG_WORKER = r'''
 import os
-from harness import grading_worker as gw
+from harness.grading import worker as gw
 real = gw.Verifier.parse_forms
 def logged(self, text):
     with open(os.environ["PARSE_LOG"], "a") as f:

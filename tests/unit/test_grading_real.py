@@ -1,4 +1,4 @@
-"""harness.grading against 800 real labelled responses (Qwen2.5-Math outputs with Qwen's own labels).
+"""harness.grading.grader against 800 real labelled responses (Qwen2.5-Math outputs with Qwen's own labels).
 
 Every row must agree with its label, except the rows listed in label_review.json, where the label
 was checked by hand and found wrong; there the reviewed verdict must hold.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.grading import MathGrader
+from harness.grading.grader import MathGrader
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "grading"
 

@@ -1,10 +1,10 @@
-"""harness.grading_rules: the answer-form conventions, on hand-written strings."""
+"""harness.grading.rules: the answer-form conventions, on hand-written strings."""
 
 from __future__ import annotations
 
 import pytest
 
-from harness import grading_rules as rules
+from harness.grading import rules as rules
 
 
 @pytest.mark.parametrize("text, expected", [

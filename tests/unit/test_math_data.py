@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
-from harness.errors import EXIT_USER_ERROR, UserError
+from harness.cli.app import main
+from harness.core.errors import EXIT_USER_ERROR, UserError
 from harness.tasks.math_data import (
     SYSTEM_PROMPT, MathProblem, answer_text, load_benchmark, parse_benchmark_arg, render_plain, render_prompt,
 )

@@ -1,4 +1,4 @@
-"""pass@k, Pass@k AUC and bootstrap CIs (harness.metrics)."""
+"""pass@k, Pass@k AUC and bootstrap CIs (harness.core.metrics)."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.metrics import (
+from harness.core.metrics import (
     aucs_from_curves,
     bootstrap_ci,
     bootstrap_diff_ci,

@@ -8,7 +8,7 @@ import time
 
 from rich.console import Console
 
-from harness.progress import BarView, LineView, fmt_seconds, make_view
+from harness.execution.progress import BarView, LineView, fmt_seconds, make_view
 
 
 def test_line_view_when_output_is_not_a_terminal():

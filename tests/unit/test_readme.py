@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import COMMANDS, load_command, main
+from harness.cli.app import COMMANDS, load_command, main
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()

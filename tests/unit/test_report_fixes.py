@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from harness.report.cli import run_report
+from harness.cli.report import run_report
 from harness.report.fake import make_fake_results
 from harness.report.html import settings_html
 from harness.report.load import load_results

@@ -7,8 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from harness.errors import UserError
-from harness.report.cli import run_report
+from harness.core.errors import UserError
+from harness.cli.report import run_report
 from harness.report.fake import make_fake_results
 from harness.report.load import load_results, select_step
 from harness.report.tables import auc_table, comparison_table, default_reference, resolve_reference

@@ -8,7 +8,7 @@ import stat
 import pandas as pd
 import pytest
 
-from harness import results
+from harness.core import results
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])

@@ -10,10 +10,10 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from harness.cli import main
-from harness.errors import UserError
-from harness.metrics import objective_from_samples, pass_at_k
-from harness.sweep import Param, SweepConfig, load_sweep, trial_exp
+from harness.cli.app import main
+from harness.core.errors import UserError
+from harness.core.metrics import objective_from_samples, pass_at_k
+from harness.sweep.config import Param, SweepConfig, load_sweep, trial_exp
 
 BASE = {
     "name": "base", "seeds": [0],
@@ -50,7 +50,7 @@ def test_trial_exp_sets_knobs_and_experiment_fields(tmp_path):
     assert texp.name == "base_sweep_ngrpo" and texp.train.lr == 5e-4
     assert texp.variants[0].overrides == {"eps_pos": 0.2}
     again = trial_exp(cfg, exp, {"eps_pos": 0.2, "train.lr": 5e-4})
-    from harness.config import expand
+    from harness.config.experiment import expand
 
     assert [s["run_id"] for s in expand(texp)] == [s["run_id"] for s in expand(again)]  # same params -> same runs (resume)
 
@@ -127,7 +127,7 @@ def test_objective_from_samples_on_hand_computed_values():
 
 
 def test_budget_counts_running_complete_pruned_and_spent_grid_points():
-    from harness.sweep_optuna import counts
+    from harness.sweep.optuna_glue import counts
 
     def t(state, kind=None):
         return SimpleNamespace(number=0, state=state, user_attrs={"fail_kind": kind} if kind else {})
@@ -144,7 +144,7 @@ def test_two_workers_with_one_seed_never_draw_the_same_parameters(tmp_path):
     """Per-trial reseeding: trial n's draw depends on (seed, n) only, so workers do not repeat each other."""
     import optuna
 
-    from harness.sweep_optuna import make_sampler
+    from harness.sweep.optuna_glue import make_sampler
 
     cfg = SweepConfig.model_validate({**SWEEP, "sampler": "random"})
     url = f"sqlite:///{tmp_path / 's.db'}"
@@ -167,7 +167,7 @@ def test_two_workers_with_one_seed_never_draw_the_same_parameters(tmp_path):
 
 
 def test_non_finite_losses_are_named():
-    from harness.sweep_worker import non_finite_losses
+    from harness.sweep.worker import non_finite_losses
 
     assert non_finite_losses({"actor/pg_loss": math.nan, "critic/value_loss": 1.0, "actor/entropy": math.inf}) == ["actor/pg_loss"]
     assert non_finite_losses({"actor/pg_loss": float(np.float64(0.5))}) == []
@@ -197,7 +197,7 @@ def test_a_worker_racing_another_to_create_a_fresh_database_retries(tmp_path, mo
     import optuna
     import sqlalchemy
 
-    from harness import sweep_optuna
+    from harness.sweep import optuna_glue as sweep_optuna
 
     made = []
 

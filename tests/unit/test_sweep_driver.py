@@ -9,13 +9,13 @@ import pytest
 import yaml
 from rich.console import Console
 
-from harness import results
-from harness.executor import TaskContext
-from harness.progress import make_view
-from harness.sweep import load_sweep
-from harness.sweep_optuna import Storage, make_sampler, open_study
-from harness.sweep_study import Driver
-from harness.sweep_worker import request_stop, run_sweep_task
+from harness.core import results
+from harness.execution.pool import TaskContext
+from harness.execution.progress import make_view
+from harness.sweep.config import load_sweep
+from harness.sweep.optuna_glue import Storage, make_sampler, open_study
+from harness.sweep.driver import Driver
+from harness.sweep.worker import request_stop, run_sweep_task
 
 BASE = {
     "name": "base", "seeds": [0],
@@ -226,7 +226,7 @@ def test_retry_failed_enqueues_each_failed_trial_once_with_its_parameters(driver
 def test_a_killed_grid_point_is_spent_unless_retried():
     from types import SimpleNamespace
 
-    from harness.sweep_optuna import counts, retried_numbers
+    from harness.sweep.optuna_glue import counts, retried_numbers
 
     killed = SimpleNamespace(number=4, state=optuna.trial.TrialState.FAIL, user_attrs={"fail_kind": "killed"})
     retry = SimpleNamespace(number=9, state=optuna.trial.TrialState.WAITING, user_attrs={"retry_of": 4})

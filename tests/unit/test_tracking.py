@@ -1,4 +1,4 @@
-"""harness.tracking: pure helpers on hand-computed values, the forwarding rules (skip what a tracker
+"""harness.tracking.trackers: pure helpers on hand-computed values, the forwarding rules (skip what a tracker
 holds, drop a failing tracker after one report), the W&B log reader, and verl's settings."""
 
 import json
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import tracking
-from harness.cli import main
-from harness.config import expand, load_experiment
-from harness.errors import UserError
+from harness.tracking import trackers as tracking
+from harness.cli.app import main
+from harness.config.experiment import expand, load_experiment
+from harness.core.errors import UserError
 
 EXP = {"name": "t", "variants": [{"name": "grpo", "preset": "grpo"}]}
 

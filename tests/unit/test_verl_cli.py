@@ -9,8 +9,8 @@ import yaml
 
 pytest.importorskip("verl", reason="verl backend tests need the verl extra (make test installs it)")
 from harness.backends.verl.backend import VerlBackend  # noqa: E402
-from harness.cli import main  # noqa: E402
-from harness.config import load_experiment  # noqa: E402
+from harness.cli.app import main  # noqa: E402
+from harness.config.experiment import load_experiment  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"

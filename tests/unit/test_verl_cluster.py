@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 pytest.importorskip("verl", reason="verl backend tests need the verl extra (make test installs it)")
-from harness import results  # noqa: E402
+from harness.core import results  # noqa: E402
 from harness.backends.verl import cluster  # noqa: E402
 from harness.backends.verl.backend import VerlBackend  # noqa: E402
-from harness.config import expand, load_experiment  # noqa: E402
+from harness.config.experiment import expand, load_experiment  # noqa: E402
 
 FAKE_MAIN_PPO = textwrap.dedent('''
     """Stands in for `python -m verl.trainer.main_ppo`: reads the overrides, writes what verl writes."""

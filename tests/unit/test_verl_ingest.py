@@ -8,7 +8,7 @@ pytest.importorskip("verl", reason="verl backend tests need the verl extra (make
 from verl.trainer.ppo.v1.trainer_base import PPOTrainer  # noqa: E402
 from verl.utils.tracking import FileLogger  # noqa: E402
 
-from harness import results  # noqa: E402
+from harness.core import results  # noqa: E402
 from harness.backends.verl import ingest  # noqa: E402
 
 SPEC = {"train": {"max_new_tokens": 8}, "eval": {"k_max": None}}
@@ -85,7 +85,7 @@ def test_a_dump_from_another_reward_function_is_refused(tmp_path):
 
 
 def test_the_report_reads_an_ingested_verl_run(tmp_path, monkeypatch):
-    from harness.cli import main
+    from harness.cli.app import main
 
     rd = tmp_path / "res" / "vexp" / "grpo-s0-x"
     for step, ok in ((0, 1), (2, 3)):

@@ -9,7 +9,7 @@ pytest.importorskip("verl", reason="verl backend tests need the verl extra (make
 import algorithms  # noqa: E402
 from harness.backends.verl import compose  # noqa: E402
 from harness.backends.verl.overrides import VerlMappingError, algorithm_overrides, overrides  # noqa: E402
-from harness.config import VerlSettings  # noqa: E402
+from harness.config.experiment import VerlSettings  # noqa: E402
 
 BASE = {
     "experiment": "m", "variant": "v", "seed": 3, "run_id": "v-s3-abc", "plugins": [],

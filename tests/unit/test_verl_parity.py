@@ -23,7 +23,7 @@ import algorithms  # noqa: E402
 from harness.backends.verl import preflight  # noqa: E402
 from harness.backends.verl.reward import compute_score  # noqa: E402
 from harness.backends.verl.rollout import filter_keep  # noqa: E402
-from harness.errors import UserError  # noqa: E402
+from harness.core.errors import UserError  # noqa: E402
 
 
 def fresh(code: str, **env) -> dict:

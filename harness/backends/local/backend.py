@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import results
+from harness.core import results
 
 
 class LocalBackend:

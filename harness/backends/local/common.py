@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from harness.backends.local.model import CharTokenizer, ModelConfig, TinyGPT
 from harness.tasks import modchain
 

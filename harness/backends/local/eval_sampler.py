@@ -3,7 +3,7 @@
 MODEL is a run folder (results/<experiment>/<run_id>/, using checkpoints/latest.pt) or a
 checkpoint file inside one. The model is character-level: benchmark prompts must use its task's
 characters (e.g. modchain problems `{"problem": "4*9+4=", "answer": "0"}`); the system prompt is
-ignored. Importing this module registers the sampler in harness.evaluate.SAMPLERS.
+ignored. Importing this module registers the sampler in harness.evaluation.evaluate.SAMPLERS.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from pathlib import Path
 
 import yaml
 
-from harness import results
+from harness.core import results
 from harness.backends.local import common
 from harness.backends.local.sampler import sample
-from harness.errors import UserError
-from harness.evaluate import SAMPLERS, Completion
+from harness.core.errors import UserError
+from harness.evaluation.evaluate import SAMPLERS, Completion
 
 
 class LocalSampler:
-    """Sampler protocol of harness.evaluate over a TinyGPT checkpoint (CPU)."""
+    """Sampler protocol of harness.evaluation.evaluate over a TinyGPT checkpoint (CPU)."""
 
     def __init__(self, model: str, device: str = "auto") -> None:
         path = Path(model)

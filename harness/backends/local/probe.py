@@ -31,7 +31,7 @@ import torch
 import algorithms
 from harness.backends.local import common
 from harness.backends.local.sampler import sample, sequence_forward
-from harness.errors import UserError
+from harness.core.errors import UserError
 from harness.tasks import modchain
 
 GROUP_TYPES = ("all_wrong", "all_correct", "mixed")

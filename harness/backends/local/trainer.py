@@ -24,14 +24,15 @@ import torch
 import algorithms
 from algorithms.advantages import gae_advantages_and_returns
 from algorithms.losses import aggregate, kl_estimate, value_loss
-from harness import metrics as hm
-from harness import results, tracking
+from harness.core import metrics as hm
+from harness.core import results
+from harness.tracking import trackers as tracking
 from harness.backends.local import common
 from harness.backends.local.rollout import Batch, collect_batch
 from harness.backends.local.sampler import chunked_forward, sample, sequence_forward
 from harness.backends.local.warmstart import load_warm_start
-from harness.config import import_plugins
-from harness.errors import StopRequested
+from harness.config.experiment import import_plugins
+from harness.core.errors import StopRequested
 from harness.tasks import modchain
 
 MICRO = 64  # sequences per forward: one 512-sequence forward is erratic on a 2-core VM, chunks of 64 are not

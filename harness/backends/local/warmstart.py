@@ -13,7 +13,7 @@ import torch
 
 from harness.backends.local import common
 from harness.backends.local.sampler import sequence_forward
-from harness.config import canonical_hash
+from harness.config.experiment import canonical_hash
 from harness.tasks import modchain
 
 

@@ -17,9 +17,9 @@ import os
 import shutil
 from pathlib import Path
 
-from harness import results
+from harness.core import results
 from harness.backends.verl.overrides import VerlMappingError
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 
 class VerlBackend:
@@ -39,7 +39,7 @@ class VerlBackend:
     def overrides(self, spec: dict, run_dir: Path, cache_dir: Path) -> list[str]:
         from harness.backends.verl.data import data_paths
         from harness.backends.verl.overrides import overrides
-        from harness.tracking import verl_logger_settings
+        from harness.tracking.trackers import verl_logger_settings
 
         model, critic = self.model_paths(spec, cache_dir)
         paths = data_paths(run_dir, list(spec["eval"]["benchmarks"]))
@@ -58,8 +58,8 @@ class VerlBackend:
         except ImportError as e:
             raise UserError(f"backend: verl needs the verl extra: pip install 'ngrpo-harness[verl]' ({e})") from None
         from harness.backends.verl import compose, data, preflight
-        from harness.config import expand
-        from harness.runner import DEFAULT_CACHE
+        from harness.config.experiment import expand
+        from harness.runs.scheduler import DEFAULT_CACHE
 
         cache_dir = cache_dir or DEFAULT_CACHE
         vc = exp.verl
@@ -125,7 +125,7 @@ class VerlBackend:
 
     def train(self, spec: dict, run_dir: Path, cache_dir: Path, progress=None) -> None:
         from harness.backends.verl import compose, data
-        from harness.tracking import prepare_verl_tracking
+        from harness.tracking.trackers import prepare_verl_tracking
 
         self.prepare(spec, cache_dir)
         run_dir = Path(run_dir)

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import results
+from harness.core import results
 from harness.backends.verl import ingest
 from harness.backends.verl.plugin import PLUGINS_ENV
 

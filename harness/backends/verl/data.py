@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import results
+from harness.core import results
 from harness.backends.local import common
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ Two sources, written by verl in both modes:
 `sync(run_dir, spec)` rebuilds samples.parquet (one row per sample; `correct` is the reward's boolean
 `acc`, never the shaped score) and metrics.jsonl (a `train` record per step with verl's keys, the
 common ones renamed to the harness's namespaces, and an `eval` record per evaluated step computed by
-harness.metrics from the samples). Steps an interrupted launch logged after the checkpoint its
+harness.core.metrics from the samples). Steps an interrupted launch logged after the checkpoint its
 successor resumed from are dropped, so a resumed run has each step once.
 """
 
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import metrics as hm
-from harness import results
+from harness.core import metrics as hm
+from harness.core import results
 
 KEY_MAP = {  # verl metric -> harness metric of the same meaning
     "actor/ppo_kl": "actor/approx_kl", "actor/kl_loss": "actor/kl_ref", "actor/pg_clipfrac": "actor/clipfrac",

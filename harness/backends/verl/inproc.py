@@ -27,8 +27,8 @@ import pandas as pd
 import torch
 
 from algorithms.filters import group_outcomes
-from harness import results
-from harness.errors import StopRequested
+from harness.core import results
+from harness.core.errors import StopRequested
 from harness.backends.local.common import derive_seed, pin_threads
 from harness.backends.verl import compat, ingest
 from harness.backends.verl import rollout as ro

@@ -94,7 +94,7 @@ def register_all() -> list[str]:
 def _import_user_plugins() -> None:
     raw = os.environ.get(PLUGINS_ENV, "")
     if raw:
-        from harness.config import import_plugins
+        from harness.config.experiment import import_plugins
 
         import_plugins([p for p in raw.split(os.pathsep) if p])
 

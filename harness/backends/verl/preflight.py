@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 from harness.backends.verl.plugin import PLUGINS_ENV
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 _PROBE = r"""
 import json, sys, traceback

@@ -17,7 +17,7 @@ derived from the shaped reward), plus fields verl copies into `reward_extra_info
                       the benchmark and problem id from the row's extra_info, so validation dumps
                       (which carry no data_source) map back to samples.parquet rows.
 
-Math answers go through harness.grading (math-verify in killable worker processes with a hard
+Math answers go through harness.grading.grader (math-verify in killable worker processes with a hard
 timeout; anything unparseable or too slow is wrong). Modchain rows (data_source `modchain`) are
 graded exactly (`grader`: answer or strict).
 """
@@ -46,7 +46,7 @@ def gold_answer(ground_truth: Any) -> str:
 
 
 def _math_grader(processes: int, timeout: float):
-    from harness.grading import MathGrader
+    from harness.grading.grader import MathGrader
 
     key = (processes, timeout)
     if key not in _graders:

@@ -2,11 +2,11 @@
 
 Shared artefacts (warm starts) are built first, each once, under a lock in the cache (a second
 `harness run` waits for it instead of training it again); every run goes through its backend
-(harness.backends), never a trainer directly. A run folder is locked (harness.locks) while a
+(harness.backends), never a trainer directly. A run folder is locked (harness.core.locks) while a
 worker trains it: a run held by another live process is reported ("running in process PID") and
 waited for, or skipped with wait=False; a lock left by a dead process is taken over.
 
-Stopping (harness.executor): the first Ctrl-C or SIGTERM starts nothing new and asks every running
+Stopping (harness.execution.pool): the first Ctrl-C or SIGTERM starts nothing new and asks every running
 worker to checkpoint its current step and stop, then raises Interrupted (exit 130 / 143); a second
 one kills the workers at once. Either way every run is left resumable.
 """
@@ -23,13 +23,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from harness import results
+from harness.core import results
 from harness.backends import get_backend
-from harness.config import Experiment, expand
-from harness.errors import Interrupted, StopRequested
-from harness.executor import StopSignals, TaskContext, WorkerPool, make_pool
-from harness.locks import FileLock, describe, owner_info
-from harness.progress import fmt_seconds, make_view
+from harness.config.experiment import Experiment, expand
+from harness.core.errors import Interrupted, StopRequested
+from harness.execution.pool import StopSignals, TaskContext, WorkerPool, make_pool
+from harness.core.locks import FileLock, describe, owner_info
+from harness.execution.progress import fmt_seconds, make_view
 
 DEFAULT_CACHE = Path(os.environ.get("NGRPO_HARNESS_CACHE", Path.home() / ".cache" / "ngrpo-harness"))
 PROBE_EVERY = 1.0  # seconds between checks of runs held by another process

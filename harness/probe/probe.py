@@ -29,9 +29,9 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 import algorithms
-from harness import results
-from harness.config import Name, Variant, _Strict, expand, load_experiment, resolve_variant
-from harness.errors import UserError
+from harness.core import results
+from harness.config.experiment import Name, Variant, _Strict, expand, load_experiment, resolve_variant
+from harness.core.errors import UserError
 
 PROBE_FILE, PROBE_METRICS, PROBE_SAMPLES = "probe.yaml", "probe.jsonl", "probe_samples.parquet"
 
@@ -123,7 +123,7 @@ def probe_command(
     `harness report` plots it."""
     from rich.console import Console
 
-    from harness.runner import DEFAULT_CACHE
+    from harness.runs.scheduler import DEFAULT_CACHE
 
     console = Console(stderr=True)
     cfg, spec, settings, presets = load_probe(file)

@@ -1,9 +1,9 @@
-"""Ray tasks behind the WorkerPool interface (harness.executor): `--executor ray [--address ADDR]`.
+"""Ray tasks behind the WorkerPool interface (harness.execution.pool): `--executor ray [--address ADDR]`.
 
 Each task is a Ray task (num_cpus = the run's torch threads, never retried by Ray) on a local Ray
 instance started for this command and stopped after it, or on the cluster at `address` ("auto",
 "HOST:PORT", "ray://HOST:10001"). The tasks are the functions the process pool runs
-(harness.runner.run_task / prepare_task, harness.sweep_worker.run_sweep_task), with the same
+(harness.runs.scheduler.run_task / prepare_task, harness.sweep.worker.run_sweep_task), with the same
 TaskContext, so skip / resume / lock semantics and the results are the same bits. On a cluster every
 node needs the harness installed and the results folder and warm-start cache at the same paths (a
 shared filesystem); run locks then name the driver's pid and the node's host.
@@ -22,8 +22,8 @@ import time
 import traceback
 from typing import Any, Callable
 
-from harness.errors import UserError
-from harness.executor import TaskContext
+from harness.core.errors import UserError
+from harness.execution.pool import TaskContext
 
 NOT_INSTALLED = "--executor ray: ray is not installed (pip install 'ray==2.60.0', or the project's `ray` or `verl` extra)"
 

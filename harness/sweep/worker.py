@@ -1,8 +1,8 @@
-"""What one sweep run does in its worker (a WorkerPool process or a Ray task; harness.executor).
+"""What one sweep run does in its worker (a WorkerPool process or a Ray task; harness.execution.pool).
 
-Same skip / resume / lock semantics as `harness run` (harness.runner.run_task): a finished run is
+Same skip / resume / lock semantics as `harness run` (harness.runs.scheduler.run_task): a finished run is
 reused, an interrupted one resumes from its checkpoint, a run folder is trained by one process at a
-time (harness.locks). Differences, because a sweep owns its runs through Optuna trials:
+time (harness.core.locks). Differences, because a sweep owns its runs through Optuna trials:
 
 - a run whose folder is locked by another process (another worker on the same parameters, or an
   orphan of a killed sweep) is waited for, then reused or resumed, instead of skipped;
@@ -26,11 +26,11 @@ import numbers
 import traceback
 from pathlib import Path
 
-from harness import results
+from harness.core import results
 from harness.backends import get_backend
-from harness.errors import StopRequested
-from harness.executor import TaskContext
-from harness.locks import describe, owner_info
+from harness.core.errors import StopRequested
+from harness.execution.pool import TaskContext
+from harness.core.locks import describe, owner_info
 
 STOP_FILE = "stop.request"
 
@@ -90,7 +90,7 @@ def _progress(ctx: TaskContext, key: str, run_dir: Path, token: str):
 
 def _prepare_shared(ctx: TaskContext, spec: dict, cache_dir: Path) -> bool:
     """Build the run's missing shared artefact under the runner's lock; False if asked to stop first."""
-    from harness.runner import prepare_task
+    from harness.runs.scheduler import prepare_task
 
     key = get_backend(spec["backend"]).shared_key(spec, cache_dir)
     if key is None:
@@ -101,7 +101,7 @@ def _prepare_shared(ctx: TaskContext, spec: dict, cache_dir: Path) -> bool:
 
 def run_sweep_task(ctx: TaskContext, spec: dict, run_dir: str, cache_dir: str, token: str) -> tuple[str, str | None]:
     """Train (or reuse, or resume) one run of a trial; returns (final state, reason or None)."""
-    from harness.runner import run_lock
+    from harness.runs.scheduler import run_lock
 
     rd, rid = Path(run_dir), spec["run_id"]
     rd.mkdir(parents=True, exist_ok=True)

@@ -23,9 +23,9 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import algorithms
-from harness.config import (CLIP_KNOBS, Experiment, Name, canonical_hash, clip_cannot_bind, expand, load_experiment, read_yaml,
+from harness.config.experiment import (CLIP_KNOBS, Experiment, Name, canonical_hash, clip_cannot_bind, expand, load_experiment, read_yaml,
                             validation_message)
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 Choice = Union[bool, int, float, str]
 SAMPLERS = ("tpe", "random", "grid", "cmaes")
@@ -278,10 +278,10 @@ def sweep_command(
     at once). Exit code 1 when the sweep stopped on too many failed trials.
     """
     from harness.backends import get_backend
-    from harness.executor import check_executor
-    from harness.runner import DEFAULT_CACHE
-    from harness.sweep_optuna import open_storage
-    from harness.sweep_study import run_sweep
+    from harness.execution.pool import check_executor
+    from harness.runs.scheduler import DEFAULT_CACHE
+    from harness.sweep.optuna_glue import open_storage
+    from harness.sweep.driver import run_sweep
 
     cfg, exp = load_sweep(file)
     get_backend(exp.backend).check(exp)

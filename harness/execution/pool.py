@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from multiprocessing.connection import wait as conn_wait
 from typing import Any, Callable, Iterator
 
-from harness.errors import Interrupted, StopRequested, UserError
+from harness.core.errors import Interrupted, StopRequested, UserError
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -239,7 +239,7 @@ def check_executor(executor: str, address: str | None) -> None:
     if address and executor != "ray":
         raise UserError("--address: only meaningful with --executor ray")
     if executor == "ray":
-        from harness.executor_ray import check_ray
+        from harness.execution.ray_pool import check_ray
 
         check_ray(address)
 
@@ -247,7 +247,7 @@ def check_executor(executor: str, address: str | None) -> None:
 def make_pool(executor: str, jobs: int, threads: int = 1, address: str | None = None):
     """A WorkerPool (local processes) or a RayPool (Ray tasks; jobs 0 = the cluster's CPUs / threads)."""
     if executor == "ray":
-        from harness.executor_ray import RayPool
+        from harness.execution.ray_pool import RayPool
 
         return RayPool(jobs, threads, address)
     return WorkerPool(jobs)

@@ -35,10 +35,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
 
-from harness.errors import UserError
-from harness.grading import MathGrader
-from harness.metrics import eval_summary
-from harness.results import append_metrics, append_samples, atomic_write_bytes, read_samples, write_spec, write_status
+from harness.core.errors import UserError
+from harness.grading.grader import MathGrader
+from harness.core.metrics import eval_summary
+from harness.core.results import append_metrics, append_samples, atomic_write_bytes, read_samples, write_spec, write_status
 from harness.tasks.math_data import SYSTEM_PROMPT, MathProblem, load_benchmark, parse_benchmark_arg, render_prompt
 
 
@@ -297,7 +297,7 @@ def prompts_sha256(prompts: list[str]) -> str:
 
 
 def summary_metrics(samples: pd.DataFrame, benchmark: str, step: int, k_max: int | None) -> dict:
-    """eval/<benchmark>/pass@k and AUC for metrics.jsonl (computed by harness.metrics)."""
+    """eval/<benchmark>/pass@k and AUC for metrics.jsonl (computed by harness.core.metrics)."""
     rec: dict[str, Any] = {"step": step, **eval_summary(samples, k_max)}
     rec[f"eval/{benchmark}/mean_length"] = float(samples["length"].mean())
     return rec

@@ -10,7 +10,7 @@ in the caller's process and every doubt ends as *incorrect*:
 2. ``precheck`` rejects, as incorrect, answers over ``max_answer_chars``, nested deeper than
    ``max_depth`` or holding a numeric power tower, without starting any parser.
 3. Answer-form conventions (multiple-choice letters, percent, ``1e-3``, a.m./p.m., whitespace in
-   unparsed strings) are applied as described in ``harness.grading_rules``.
+   unparsed strings) are applied as described in ``harness.grading.rules``.
 4. Each distinct gold is parsed **once**, with its own time budget (``gold_timeout``), and cached
    by the pool; the parsed gold is shipped to the workers pickled. A gold is parsed *as a whole*
    (math-verify's first ``\\boxed`` match only, never a number pulled out of it): a gold that does
@@ -50,7 +50,7 @@ from typing import Sequence
 
 import numpy as np
 
-from harness import grading_rules as rules
+from harness.grading import rules as rules
 
 MAX_ANSWER_CHARS = 1000
 MAX_DEPTH = 50
@@ -164,7 +164,7 @@ def grade_exact(response: str, gold: str, extract: bool = True) -> bool:
 
 
 # ----------------------------------------------------------------------------- pool
-_WORKER_CODE = "from harness.grading_worker import worker_main; worker_main()"
+_WORKER_CODE = "from harness.grading.worker import worker_main; worker_main()"
 
 
 class _Worker:

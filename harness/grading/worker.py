@@ -1,8 +1,8 @@
-"""The math-verify side of ``harness.grading``: what runs inside a grading worker subprocess.
+"""The math-verify side of ``harness.grading.grader``: what runs inside a grading worker subprocess.
 
 ``Verifier.handle(task) -> dict`` grades one task (also usable in-process, e.g. by tests);
 ``worker_main()`` is the subprocess loop (JSON lines on stdin/stdout) with the soft timer. See
-``harness.grading`` for the protocol's other side and the statuses.
+``harness.grading.grader`` for the protocol's other side and the statuses.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 import pickle
 import sys
 
-from harness import grading_rules as rules
+from harness.grading import rules as rules
 
 
 class SoftTimeout(BaseException):

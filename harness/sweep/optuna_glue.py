@@ -10,9 +10,9 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from harness.config import Experiment, canonical_hash
-from harness.errors import UserError
-from harness.sweep import SweepConfig
+from harness.config.experiment import Experiment, canonical_hash
+from harness.core.errors import UserError
+from harness.sweep.config import SweepConfig
 
 
 # ------------------------------------------------------------------------------------------ storage
@@ -140,7 +140,7 @@ def make_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:
 
 def study_fingerprint(cfg: SweepConfig, exp: Experiment) -> str:
     """What a study's trials are made from: the sweep and the base experiment, without what changes no
-    run (`loggers`; `verl:` on a local experiment), as harness.config.expand leaves them out of run ids."""
+    run (`loggers`; `verl:` on a local experiment), as harness.config.experiment.expand leaves them out of run ids."""
     unused = {"loggers"} | ({"verl"} if exp.backend == "local" else set())
     return canonical_hash([cfg.fingerprint(), exp.model_dump(exclude=unused)])
 

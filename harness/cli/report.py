@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 STATE_STYLE = {"done": "green", "running": "yellow", "pending": "yellow", "failed": "red", "unreadable": "red"}
 

@@ -1,6 +1,6 @@
 """`harness run`, `harness validate` and `harness list`.
 
-Heavy imports (torch through `algorithms` and `harness.config`) happen inside the commands, so
+Heavy imports (torch through `algorithms` and `harness.config.experiment`) happen inside the commands, so
 `harness run --help` stays fast.
 """
 
@@ -15,13 +15,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 err_console = Console(stderr=True)
 
 
 def _load_with_warnings(file: Path):
-    from harness.config import load_experiment, warn_if_clip_cannot_bind
+    from harness.config.experiment import load_experiment, warn_if_clip_cannot_bind
 
     exp = load_experiment(file)
     with warnings.catch_warnings(record=True):
@@ -55,7 +55,7 @@ def run_command(
     shown as bars; otherwise (nohup, CI, a pipe) as one line per event plus periodic summaries.
     With --executor ray the runs are Ray tasks, with the same skip / resume / lock semantics.
     """
-    from harness.runner import DEFAULT_CACHE, run_experiment
+    from harness.runs.scheduler import DEFAULT_CACHE, run_experiment
 
     exp = _load_with_warnings(file)
     if dry_run:
@@ -67,7 +67,7 @@ def run_command(
         raise UserError("--jobs: must be >= 0 (0 = automatic)")
     if summary_every < 0:
         raise UserError("--summary-every: must be >= 0 seconds (0 = no summaries)")
-    from harness.executor import check_executor
+    from harness.execution.pool import check_executor
 
     check_executor(executor, address)
     if not (jobs == 0 and address):  # on a Ray cluster, 0 = its CPUs / train.threads
@@ -96,9 +96,9 @@ def validate_command(
     A sweep file (it has `experiment:` and `params:`): the sweep and its base experiment are checked.
     """
     if schema:
-        from harness.config import Experiment
-        from harness.schema import format_schema
-        from harness.sweep import SweepConfig
+        from harness.config.experiment import Experiment
+        from harness.config.fields import format_schema
+        from harness.sweep.config import SweepConfig
 
         print(format_schema("Experiment file (harness run / validate); unknown fields are refused", Experiment))
         print()
@@ -106,7 +106,7 @@ def validate_command(
         return
     if file is None:
         raise UserError("validate: give an experiment or sweep file, or --schema to print the schema")
-    from harness.config import expand, is_sweep_file, read_yaml
+    from harness.config.experiment import expand, is_sweep_file, read_yaml
 
     if file.is_file() and is_sweep_file(read_yaml(file)):
         _validate_sweep(file)
@@ -126,7 +126,7 @@ def validate_command(
 
 
 def _validate_sweep(file: Path) -> None:
-    from harness.sweep import load_sweep
+    from harness.sweep.config import load_sweep
 
     cfg, exp = load_sweep(file)
     params = ", ".join(f"{k} in {{{', '.join(map(str, p.choices))}}}" if p.kind == "categorical" else

@@ -16,8 +16,8 @@ on one study when they share the storage URL and the results folder:
   trial (kind "error" / "killed", reason recorded in the storage and in trials.json); the study
   goes on and, except on a grid, asks for a replacement, up to `max_failed` failures.
 - pruning: the first seed's objective at each evaluation is reported; a pruned trial's runs are
-  stopped (a stop request for that trial only, harness.sweep_worker) and recorded with state "pruned".
-- stopping: runs execute on a WorkerPool or RayPool (harness.executor, tags ("run", trial, seed
+  stopped (a stop request for that trial only, harness.sweep.worker) and recorded with state "pruned".
+- stopping: runs execute on a WorkerPool or RayPool (harness.execution.pool, tags ("run", trial, seed
   index)). The first Ctrl-C / SIGTERM asks every running run to checkpoint its step and stop; the
   trials this worker owned are closed as interrupted and enqueued again (their runs resume), exit
   130 / 143; a second signal kills the runs at once (they resume from their last checkpoint).
@@ -39,18 +39,18 @@ import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 
-from harness import results
+from harness.core import results
 from harness.backends import get_backend
-from harness.config import Experiment, expand
-from harness.errors import Interrupted, UserError
-from harness.executor import StopSignals, make_pool
-from harness.locks import FileLock, owner_info
-from harness.metrics import objective_from_samples
-from harness.progress import make_view
-from harness.runner import prepare_task
-from harness.sweep import SweepConfig, base_values, trial_exp
-from harness.sweep_optuna import Storage, counts, dashboard_command, fail_kind, open_study, retried_numbers
-from harness.sweep_worker import clear_stop, request_stop, run_sweep_task
+from harness.config.experiment import Experiment, expand
+from harness.core.errors import Interrupted, UserError
+from harness.execution.pool import StopSignals, make_pool
+from harness.core.locks import FileLock, owner_info
+from harness.core.metrics import objective_from_samples
+from harness.execution.progress import make_view
+from harness.runs.scheduler import prepare_task
+from harness.sweep.config import SweepConfig, base_values, trial_exp
+from harness.sweep.optuna_glue import Storage, counts, dashboard_command, fail_kind, open_study, retried_numbers
+from harness.sweep.worker import clear_stop, request_stop, run_sweep_task
 
 STALE_UNLOCKED_S = 120.0  # a running trial with no lock file this old lost its worker before it locked
 MAX_RETRIES = 3  # a trial whose worker died is re-enqueued at most this many times (Ctrl-C: always)

@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 import algorithms
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 Pos = Field(gt=0)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -276,7 +276,7 @@ class Experiment(_Strict):
     @field_validator("loggers")
     @classmethod
     def _loggers(cls, v: list[str]) -> list[str]:
-        from harness.tracking import missing_message
+        from harness.tracking.trackers import missing_message
 
         if len(set(v)) != len(v):
             raise ValueError("duplicates")
@@ -346,7 +346,7 @@ def is_sweep_file(raw: Any) -> bool:
 
 def validation_message(e: ValidationError, model: type[BaseModel]) -> str:
     """`field.path: message` for the first error; an unknown field gets the closest valid name."""
-    from harness.schema import fields_at, suggest
+    from harness.config.fields import fields_at, suggest
 
     errors = e.errors()
     err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])  # a typo explains a missing field

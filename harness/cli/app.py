@@ -13,7 +13,7 @@ import sys
 from typer.core import TyperCommand, TyperGroup
 from typer.exceptions import Exit
 
-from harness.errors import EXIT_USER_ERROR, Interrupted, UserError
+from harness.core.errors import EXIT_USER_ERROR, Interrupted, UserError
 
 HELP = (
     "Compare RL algorithms for LLM reasoning (PPO, GRPO, DAPO, PSR-NSR, NGRPO) on the same budget.\n\n"
@@ -23,19 +23,19 @@ HELP = (
 # name -> (implementation, one-line help for `harness --help`; tests/unit/test_cli.py checks it is the
 # first line of the implementation's docstring)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("harness.commands:run_command",
+    "run": ("harness.cli.commands:run_command",
             "Run every (variant, seed) of an experiment: finished runs are skipped, interrupted ones resumed."),
-    "validate": ("harness.commands:validate_command",
+    "validate": ("harness.cli.commands:validate_command",
                  "Check an experiment or sweep file without running it, or print the schema (--schema)."),
-    "sweep": ("harness.sweep:sweep_command",
+    "sweep": ("harness.sweep.config:sweep_command",
               "Search a variant's settings with Optuna; the objective is a report metric averaged over seeds."),
-    "report": ("harness.report.cli:report_command",
+    "report": ("harness.cli.report:report_command",
                "Render Pass@k curves, Pass@k AUC tables (with seed CIs), comparisons and training diagnostics."),
-    "eval": ("harness.evaluate:eval_command",
+    "eval": ("harness.evaluation.evaluate:eval_command",
              "Sample n completions per benchmark problem, grade them with math-verify, write samples.parquet."),
-    "list": ("harness.commands:list_command",
+    "list": ("harness.cli.commands:list_command",
              "Show the registered pieces (with their knobs) and every preset's settings."),
-    "probe": ("harness.probe:probe_command",
+    "probe": ("harness.probe.probe:probe_command",
               "Probe gradient dynamics: 1 and K updates of each algorithm on all-wrong, all-correct and mixed groups."),
 }
 
