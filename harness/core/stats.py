@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 CONFIDENCE = 0.95
 NAN = float("nan")
@@ -66,7 +66,7 @@ def _arr(values: Sequence[float], what: str) -> np.ndarray:
 
 
 def _t_interval(est: float, se: float, df: float, n: int, method: str, confidence: float) -> Interval:
-    half = 0.0 if se == 0 else float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    half = 0.0 if se == 0 else float(special.stdtrit(df, 0.5 + confidence / 2)) * se  # t quantile
     return Interval(float(est), float(est - half), float(est + half), int(n), method, float(se), float(df))
 
 
@@ -127,7 +127,7 @@ def t_pvalue(iv: Interval) -> float:
         return NAN
     if iv.se == 0:
         return 1.0 if iv.estimate == 0 else 0.0
-    return float(2 * stats.t.sf(abs(iv.estimate) / iv.se, iv.df))
+    return float(2 * special.stdtr(iv.df, -abs(iv.estimate) / iv.se))  # 2 P(T_df < -|t|)
 
 
 # ------------------------------------------------------------------------------ permutation and P(better)
@@ -176,7 +176,7 @@ def prob_better_interval(a: Sequence[float], b: Sequence[float], confidence: flo
     max(|theta_hat - theta| - 1/(2mn), 0)^2 <= z^2 V(theta). Inside [0, 1], never degenerate at 0 or 1."""
     x, y = _arr(a, "prob_better_interval a"), _arr(b, "prob_better_interval b")
     m, n, th = x.size, y.size, prob_better(x, y)
-    z2, cc = stats.norm.ppf(0.5 + confidence / 2) ** 2, 0.5 / (m * n)
+    z2, cc = special.ndtri(0.5 + confidence / 2) ** 2, 0.5 / (m * n)
     f = lambda t: max(abs(th - t) - cc, 0.0) ** 2 - z2 * _newcombe_var(t, m, n)  # noqa: E731
     low = optimize.brentq(f, 0.0, th - cc, xtol=1e-10) if th > cc else 0.0
     high = optimize.brentq(f, th + cc, 1.0, xtol=1e-10) if th < 1 - cc else 1.0
