@@ -1,4 +1,4 @@
-"""`harness report DIR [--out DIR] [--reference VARIANT] [--step STEP]`."""
+"""`harness report DIR [--out DIR] [--reference VARIANT] [--step STEP] [--interval seeds|seeds+problems]`."""
 
 from __future__ import annotations
 
@@ -21,21 +21,24 @@ def report_command(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output root; each experiment goes to OUT/<experiment>/ (default: reports/)."),
     reference: Optional[str] = typer.Option(None, "--reference", "-r", help="Variant to compare against (default: 'grpo', or the variant whose preset is grpo)."),
     step: Optional[int] = typer.Option(None, "--step", "-s", help="Evaluated step for curves and AUC tables (default: each run's final step)."),
+    interval: str = typer.Option("seeds", "--interval", help="seeds: t-interval over seeds (paired by seed, else Welch); seeds+problems: two-level bootstrap over seeds, then problems (docs/statistics.md)."),
 ) -> None:
     """Render Pass@k curves, Pass@k AUC tables (with seed CIs), comparisons and training diagnostics."""
-    run_report(results, out=out, reference=reference, step=step)
+    run_report(results, out=out, reference=reference, step=step, interval=interval)
 
 
 def run_report(results: Path, out: Path | None = None, reference: str | None = None, step: int | None = None,
-               console: Console | None = None) -> list:
+               console: Console | None = None, interval: str = "seeds") -> list:
     """Load, render every experiment (and gradient-dynamics probe), print a summary. Raises UserError when
     nothing can be reported."""
     from harness.report.build import build_experiment
+    from harness.report.compare import check_interval
     from harness.report.load import load_results
     from harness.report.plots import slug
     from harness.report.probe import find_probe_dirs, render_probes
     from harness.report.sweep import report_sweeps
 
+    check_interval(interval)
     console = console or Console(stderr=False)
     out_root = Path(out) if out is not None else Path("reports")
     t_start = time.perf_counter()
@@ -64,7 +67,8 @@ def run_report(results: Path, out: Path | None = None, reference: str | None = N
         dest = out_root / slug(exp.name)
         try:
             with console.status(f"rendering {exp.name} -> {dest}"):
-                rep = build_experiment(exp, dest, reference=reference, step=step, source=str(results))
+                rep = build_experiment(exp, dest, reference=reference, step=step, source=str(results),
+                                       interval=interval)
         except UserError as e:  # e.g. --step or --reference does not apply to this experiment
             if len(reportable) == 1:
                 raise
@@ -134,13 +138,14 @@ def _diff_cell(r) -> str:
 
     if r["ci_low"] != r["ci_low"]:  # NaN: one seed on a side
         return f"{signed(r['diff'])} (one seed: no CI, no P)"
-    return f"{signed(r['diff'])} [{signed(r.ci_low)}, {signed(r.ci_high)}] P={r.p_improve:.2f}"
+    word = "resolved" if r.resolved else "not resolved"
+    return f"{signed(r['diff'])} [{signed(r.ci_low)}, {signed(r.ci_high)}] {word} P={r.p_improve:.2f}"
 
 
 def _print_summary(console: Console, rep) -> None:
     benches = rep.benchmarks or list(dict.fromkeys(rep.table["benchmark"]))
     console.print(_variant_table(
-        f"Pass@k AUC — {rep.name} (mean [95% CI], n seeds; * = best)", rep.table, benches, _auc_cell))
+        f"Pass@k AUC — {rep.name} (mean [95% CI over {rep.interval}], n seeds; * = best or not resolved below it)", rep.table, benches, _auc_cell))
     if rep.passk is not None and len(rep.passk):
         t = Table(title=f"pass@1 / pass@k before and after RL — {rep.name} (mean ± sd over seeds)", title_justify="left")
         p = rep.passk.assign(col=[f"{b} @{k}" for b, k in zip(rep.passk["benchmark"], rep.passk["k"])])
@@ -154,10 +159,15 @@ def _print_summary(console: Console, rep) -> None:
         console.print(t)
     if rep.vs_start is not None and len(rep.vs_start):
         console.print(_variant_table(
-            f"AUC change from the policy before RL (mean [95% CI], P(better))", rep.vs_start, benches, _diff_cell))
+            f"AUC change from the policy before RL (mean [95% CI over {rep.interval}], P(better))", rep.vs_start, benches, _diff_cell))
     if rep.comparison is not None and len(rep.comparison):
         console.print(_variant_table(
-            f"AUC difference vs {rep.reference} (mean [95% CI], P(better))", rep.comparison, benches, _diff_cell))
+            f"AUC difference vs {rep.reference} (mean [95% CI over {rep.interval}], P(better))", rep.comparison, benches, _diff_cell))
+    from harness.report.compare import summary_sentences
+
+    lines = summary_sentences(rep.comparison, rep.reference, f"comparisons against {rep.reference}")
+    for i, line in enumerate(lines):  # the last line counts them
+        console.print(line if i == len(lines) - 1 else f"resolved: {line}", highlight=False, soft_wrap=True)
     for n in rep.notes:
         console.print(f"[yellow]note:[/] {n}", highlight=False)
     timing = ", ".join(f"{k} {v:.2f}s" for k, v in rep.timings.items())

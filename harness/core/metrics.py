@@ -1,4 +1,4 @@
-"""Pass@k, Pass@k AUC and bootstrap confidence intervals: the only place these are computed.
+"""Pass@k and Pass@k AUC: the only place these are computed (intervals and tests: harness.core.stats).
 
 Definitions (ALGORITHMS.md, "Evaluation"):
 - unbiased pass@k (Chen et al. 2021, arXiv 2107.03374) in the stable product form
@@ -15,7 +15,6 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 ArrayLike = int | float | Sequence[int] | np.ndarray
 
@@ -151,56 +150,6 @@ def eval_summary(samples: pd.DataFrame, k_max: int | None = None) -> dict[str, f
             out[f"eval/{bench}/pass@{int(k)}"] = float(v)
         out[f"eval/{bench}/auc"] = pass_at_k_auc(c["k"].to_numpy(), c["pass_at_k"].to_numpy()).auc
     return out
-
-
-@dataclass(frozen=True)
-class CI:
-    mean: float
-    low: float
-    high: float
-    n: int
-
-
-def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> CI:
-    """Mean and percentile-bootstrap CI (scipy.stats.bootstrap) over seeds; one value gives a zero-width CI."""
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.size == 0:
-        raise ValueError("bootstrap_ci: no values")
-    mean = float(arr.mean())
-    if arr.size == 1 or np.all(arr == arr[0]):
-        return CI(mean, mean, mean, int(arr.size))
-    res = stats.bootstrap(
-        (arr,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
-        method="percentile", random_state=np.random.default_rng(seed),
-    )
-    return CI(mean, float(res.confidence_interval.low), float(res.confidence_interval.high), int(arr.size))
-
-
-def bootstrap_diff_ci(
-    a: Sequence[float], b: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
-) -> tuple[CI, float]:
-    """CI of mean(a) - mean(b) over independent seeds, and the probability of improvement P(a > b).
-
-    The probability of improvement is the fraction of (a_i, b_j) pairs with a_i > b_j (ties count half),
-    i.e. the Mann-Whitney U statistic divided by |a||b| (scipy.stats.mannwhitneyu).
-    """
-    a_arr, b_arr = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a_arr.size == 0 or b_arr.size == 0:
-        raise ValueError("bootstrap_diff_ci: both samples need at least one value")
-    diff = float(a_arr.mean() - b_arr.mean())
-    if a_arr.size < 2 or b_arr.size < 2:
-        ci = CI(diff, diff, diff, int(min(a_arr.size, b_arr.size)))
-    else:
-        res = stats.bootstrap(
-            (a_arr, b_arr), lambda x, y, axis=-1: np.mean(x, axis=axis) - np.mean(y, axis=axis),
-            confidence_level=confidence, n_resamples=n_resamples, method="percentile",
-            random_state=np.random.default_rng(seed), vectorized=True,
-        )
-        lo, hi = res.confidence_interval
-        ci = CI(diff, float(lo) if np.isfinite(lo) else diff, float(hi) if np.isfinite(hi) else diff,
-                int(min(a_arr.size, b_arr.size)))
-    u = stats.mannwhitneyu(a_arr, b_arr, alternative="two-sided").statistic
-    return ci, float(u / (a_arr.size * b_arr.size))
 
 
 def objective_from_samples(samples: pd.DataFrame, benchmark: str, metric: str, step: int | None = None) -> float:

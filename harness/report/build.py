@@ -10,6 +10,7 @@ import pandas as pd
 
 from harness.report import html as html_mod
 from harness.report import plots
+from harness.report.compare import across_benchmarks, check_interval
 from harness.report.load import ExperimentData, select_step
 from harness.report.tables import (START, auc_table, before_rl, comparison_table, grid_label, passk_table,
                                    resolve_reference, start_aucs, write_passk, write_tables)
@@ -27,13 +28,16 @@ class ExperimentReport:
     passk: pd.DataFrame | None = None  # pass@1 and pass@k_max per variant (and before RL)
     benchmarks: list[str] = field(default_factory=list)  # in the experiment file's order
     notes: list[str] = field(default_factory=list)
+    interval: str = "seeds"  # which interval the tables show (compare.INTERVALS)
     timings: dict[str, float] = field(default_factory=dict)
 
 
 def build_experiment(data: ExperimentData, out: Path, reference: str | None = None, step: int | None = None,
-                     source: str = "") -> ExperimentReport:
-    """Write everything for one experiment under `out`. Caller checks data has reported runs."""
-    rep = ExperimentReport(data.name, out)
+                     source: str = "", interval: str = "seeds") -> ExperimentReport:
+    """Write everything for one experiment under `out`. Caller checks data has reported runs.
+
+    interval: "seeds" (t over seeds) or "seeds+problems" (two-level bootstrap; compare.INTERVALS)."""
+    rep = ExperimentReport(data.name, out, interval=check_interval(interval))
     t0 = time.perf_counter()
     curves, aucs, notes = select_step(data, step)
     rep.notes += notes
@@ -42,14 +46,15 @@ def build_experiment(data: ExperimentData, out: Path, reference: str | None = No
     start = start_aucs(data.aucs, aucs)
     rows = ([START] if len(start) else []) + variants
     with_start = pd.concat([start, aucs], ignore_index=True) if len(start) else aucs
-    table = auc_table(with_start, rows, benches)
+    probs = _problems(data, aucs) if interval == "seeds+problems" else None
+    table = auc_table(with_start, rows, benches, probs)
     ref = resolve_reference(reference, data.runs, variants)
-    comp = comparison_table(with_start, ref, rows, benches) if ref else None
-    vs_start = comparison_table(with_start, START, variants, benches) if len(start) else None
+    comp = comparison_table(with_start, ref, rows, benches, probs) if ref else None
+    vs_start = comparison_table(with_start, START, variants, benches, probs) if len(start) else None
     if ref is None:
         rep.notes.append("no reference variant (no 'grpo' variant or grpo preset); comparison skipped — pass --reference")
     rep.table, rep.reference, rep.comparison, rep.vs_start, rep.benchmarks = table, ref, comp, vs_start, benches
-    paths = write_tables(out, table, comp, ref, data.name, step_label, vs_start, benches)
+    paths = write_tables(out, table, comp, ref, data.name, step_label, vs_start, benches, interval)
     start_curves = before_rl(data.curves, aucs, ("benchmark", "k"))
     rep.passk = passk_table(pd.concat([start_curves, curves], ignore_index=True) if len(start_curves) else curves, rows, benches)
     paths.update(write_passk(out, rep.passk, data.name, step_label, benches))
@@ -74,13 +79,21 @@ def build_experiment(data: ExperimentData, out: Path, reference: str | None = No
     index = html_mod.write_index(out, experiment=data.name, source=source, step_label=step_label,
                                  grid=grid_label(table), runs=data.runs, table=table, comp=comp, reference=ref,
                                  figures=figures, specs=data.specs, notes=rep.notes, vs_start=vs_start,
-                                 benchmarks=benches, passk=rep.passk)
+                                 benchmarks=benches, passk=rep.passk, interval=interval,
+                                 across=across_benchmarks(with_start, rows, ref))
     rep.timings["html"] = time.perf_counter() - t0
     rep.files = [*paths.values(), out / "auc_by_run_step.csv", index]
     for f in figures.values():
         if f:
             rep.files += [p for v in (f.values() if "png" not in f else [f]) for p in v.values()]
     return rep
+
+
+def _problems(data: ExperimentData, aucs: pd.DataFrame) -> pd.DataFrame:
+    """Per-problem AUCs at each run's reported step, plus the policy before RL's (one row per seed)."""
+    sel = data.problems.merge(aucs[["run_id", "step"]].drop_duplicates(), on=["run_id", "step"], how="inner")
+    start = before_rl(data.problems, aucs, ("benchmark", "problem_id"))
+    return pd.concat([start, sel], ignore_index=True) if len(start) else sel
 
 
 def _final_label(aucs: pd.DataFrame) -> str:

@@ -18,6 +18,8 @@ table{border-collapse:collapse;margin:8px 0 16px;font-size:0.88em}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f3f3f3} tr:nth-child(even) td{background:#fafafa}
 td.best{font-weight:bold;background:#e6f4ea!important}
+td.resolved-up{background:#dafbe1!important} td.resolved-down{background:#ffebe9!important}
+td.unresolved{color:#666} p.summary{background:#f6f8fa;padding:8px 12px;border-left:4px solid #999;max-width:1000px}
 .state-done{color:#1a7f37}.state-running,.state-pending{color:#9a6700}.state-failed,.state-unreadable{color:#cf222e;font-weight:bold}
 .caption{color:#555;font-size:0.9em;max-width:1000px} .warn{color:#9a6700}
 img{max-width:100%;border:1px solid #eee;margin:4px 0}
@@ -68,6 +70,62 @@ def auc_html(table: pd.DataFrame, benchmarks=None) -> str:
     return html_table(wide, classes)
 
 
+def comparison_html(comp: pd.DataFrame, benchmarks=None) -> str:
+    """A comparison table: the words say resolved / not resolved, the colour repeats it (green: resolved
+    above the reference, red: resolved below, grey text: not resolved)."""
+    from harness.report.tables import comparison_wide
+
+    wide = comparison_wide(comp, benchmarks)
+    wide.index.name = "variant"
+    cls = comp.assign(c=["" if pd.isna(r.ci_low) else ("unresolved" if not r.resolved else
+                         "resolved-up" if r.diff > 0 else "resolved-down") for r in comp.itertuples()])
+    classes = cls.pivot(index="variant", columns="benchmark", values="c").reindex(index=wide.index, columns=wide.columns)
+    return html_table(wide, classes.fillna(""))
+
+
+def summary_html(comp: pd.DataFrame | None, reference: str | None, vs_start: pd.DataFrame | None, interval: str) -> str:
+    """The page's one-paragraph summary: only resolved differences are named (compare.summary_sentences)."""
+    from harness.report.compare import INTERVAL_WORDS, summary_sentences
+    from harness.report.tables import START
+
+    sections = []
+    if comp is not None and len(comp):  # the pre-RL row against the reference is said once, below
+        named = summary_sentences(comp[comp["variant"] != START], reference, f"comparisons against {reference}")
+        sections.append(f"Against {reference}: " + _sentence(named))
+    if vs_start is not None and len(vs_start):
+        sections.append(f"From '{START}': " + _sentence(summary_sentences(vs_start, START, "changes")))
+    if not sections:
+        return ""
+    text = " ".join(sections) + f" Intervals: {INTERVAL_WORDS[interval]}."
+    return f"<p class='summary'><b>Resolved differences.</b> {_e(text)}</p>"
+
+
+def _sentence(lines: list[str]) -> str:
+    """'a; b (2 of 6 resolved; ...).' from summary_sentences' lines (the last one counts them)."""
+    if not lines:
+        return "nothing to compare."
+    named, tail = lines[:-1], lines[-1]
+    return ("; ".join(named) if named else "no difference resolved") + f" ({tail})."
+
+
+def across_html(across: pd.DataFrame | None, reference: str | None) -> list[str]:
+    """rliable's aggregates over benchmarks (IQM, average probability of improvement), when there are >= 2."""
+    if across is None or not len(across):
+        return []
+    df = pd.DataFrame({
+        "IQM of AUC": [f"{r.iqm:.2f} [{r.iqm_low:.2f}, {r.iqm_high:.2f}]" for r in across.itertuples()],
+        f"P(better than {reference})": ["–" if pd.isna(r.p_improve) else
+                                       f"{r.p_improve:.2f} [{r.p_improve_low:.2f}, {r.p_improve_high:.2f}]"
+                                       for r in across.itertuples()]}, index=across["variant"])
+    df.index.name = "variant"
+    return ["<h2>Across benchmarks (rliable)</h2>",
+            f"<p class='caption'>IQM = mean of the middle 50% of every (seed, benchmark) AUC; P(better) = "
+            f"probability that a seed beats a seed of {_e(reference)} on a benchmark, averaged over the "
+            f"{int(across['n_benchmarks'].iloc[0])} benchmarks. [95% stratified percentile bootstrap, seeds "
+            "resampled within each benchmark, as rliable does; with few seeds it is narrower than its nominal "
+            "level, so it is shown for orientation and never called resolved.]</p>", html_table(df)]
+
+
 def _flatten(d: dict, prefix: str = "") -> dict:
     """{"a": {"b": 1}} -> {"a.b": 1}; None values are kept (a setting set to null), lists are values."""
     out: dict = {}
@@ -115,10 +173,13 @@ def _unflatten(d: dict) -> dict:
 def write_index(out: Path, *, experiment: str, source: str, step_label: str, grid: str, runs: pd.DataFrame,
                 table: pd.DataFrame, comp: pd.DataFrame | None, reference: str | None, figures: dict,
                 specs: dict[str, dict], notes: list[str], vs_start: pd.DataFrame | None = None,
-                benchmarks=None, passk: pd.DataFrame | None = None) -> Path:
-    from harness.report.tables import CONFIDENCE, START, comparison_wide, passk_wide
+                benchmarks=None, passk: pd.DataFrame | None = None, interval: str = "seeds",
+                across: pd.DataFrame | None = None) -> Path:
+    from harness.report.compare import INTERVAL_WORDS
+    from harness.report.tables import CONFIDENCE, START, passk_wide
 
     ci = f"{int(CONFIDENCE * 100)}%"
+    iv = INTERVAL_WORDS[interval]
     n_rep, n_all = int(runs["reported"].sum()), len(runs)
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(experiment)} — harness report</title>"
@@ -127,13 +188,17 @@ def write_index(out: Path, *, experiment: str, source: str, step_label: str, gri
         f"<p class='caption'>Source: <code>{_e(source)}</code> · generated {_e(time.strftime('%Y-%m-%d %H:%M:%S'))} · "
         f"{n_rep} of {n_all} runs reported (finished) · curves and AUCs at {_e(step_label)} · {_e(grid)}. "
         f"Every number is recomputed from samples.parquet (Pass@k, AUC) and metrics.jsonl (training); "
-        f"intervals are {ci} percentile-bootstrap CIs over seeds.</p>",
+        f"intervals: {_e(iv)} (docs/statistics.md).</p>",
     ]
+    summary = summary_html(comp, reference, vs_start, interval)
+    if summary:
+        parts.append(summary)
     if notes:
         parts.append("<ul>" + "".join(f"<li class='warn'>{_e(n)}</li>" for n in notes) + "</ul>")
     parts += ["<h2>Pass@k AUC</h2>",
-              f"<p class='caption'>Mean Pass@k AUC (0-100) over seeds [{ci} CI] (n = number of seeds; one seed has no "
-              f"CI); best per benchmark highlighted. Row '{START}': the policy's first evaluation, before any RL step "
+              f"<p class='caption'>Mean Pass@k AUC (0-100) over seeds [{_e(iv)}] (n = number of seeds; one seed has "
+              f"no CI; two seeds: very wide); highlighted = best per benchmark: the highest mean and every row not "
+              f"resolved below it (Holm-corrected). Row '{START}': the policy's first evaluation, before any RL step "
               f"(once per seed). {_e(grid)}.</p>", auc_html(table, benchmarks)]
     if passk is not None and len(passk):
         pw = passk_wide(passk, benchmarks)
@@ -142,24 +207,22 @@ def write_index(out: Path, *, experiment: str, source: str, step_label: str, gri
                   f"<p class='caption'>mean ± sd over seeds [min, max] (n = seeds); row '{START}': the first evaluation.</p>",
                   html_table(pw)]
     if vs_start is not None and len(vs_start):
-        sw = comparison_wide(vs_start, benchmarks)
-        sw.index.name = "variant"
         parts += [f"<h2>Change from the policy before RL</h2>",
-                  f"<p class='caption'>AUC(variant) − AUC({START}): mean difference [{ci} bootstrap CI]; negative = "
-                  f"RL lowered the Pass@k AUC.</p>", html_table(sw)]
+                  f"<p class='caption'>AUC(variant) − AUC({START}): mean difference [{_e(iv)}]; resolved = the "
+                  f"interval excludes 0; negative = RL lowered the Pass@k AUC.</p>", comparison_html(vs_start, benchmarks)]
     if comp is not None and len(comp):
-        cw = comparison_wide(comp, benchmarks)
-        cw.index.name = "variant"
         parts += [f"<h2>Comparison against {_e(reference)}</h2>",
-                  f"<p class='caption'>AUC(variant) − AUC({_e(reference)}): mean difference [{ci} bootstrap CI]; "
-                  f"P(better) = probability that a seed of the variant beats a seed of {_e(reference)}.</p>",
-                  html_table(cw)]
+                  f"<p class='caption'>AUC(variant) − AUC({_e(reference)}): mean difference [{_e(iv)}]; resolved = "
+                  f"the interval excludes 0 (green: above, red: below, grey: not resolved); P(better) = probability "
+                  f"that a seed of the variant beats a seed of {_e(reference)} [{ci} Newcombe interval]; p = exact "
+                  f"permutation p-value.</p>", comparison_html(comp, benchmarks)]
     else:
         parts.append("<h2>Comparison</h2><p>No reference variant (pass --reference VARIANT).</p>")
+    parts += across_html(across, reference)
     parts.append(f"<h2>Pass@k curves ({_e(step_label)})</h2><div class='figs'>")
     for bench, paths in figures.get("passk", {}).items():
         parts.append(f"<figure>{_img(paths['png'], 'pass@k ' + bench)}<figcaption>{_e(bench)}: pass@k vs k "
-                     f"(log2 axis); band = {ci} bootstrap CI over seeds.</figcaption></figure>")
+                     f"(log2 axis); band = {ci} t-interval over seeds.</figcaption></figure>")
     parts.append("</div>")
     if figures.get("auc_vs_step"):
         parts += ["<h2>Sample efficiency: Pass@k AUC vs step</h2>", _img(figures["auc_vs_step"]["png"], "AUC vs step")]
@@ -189,7 +252,8 @@ def write_root_index(out_root: Path, built: list) -> Path:
         if rep is not None and getattr(rep, "table", None) is not None and len(rep.table):
             best = rep.table[rep.table["best"]]
             summary = "; ".join(f"{b}: {', '.join(best[best['benchmark'] == b]['variant'])}" for b in rep.benchmarks)
-            what = f"{rep.table['variant'].nunique()} rows · best AUC per benchmark — {summary}"
+            what = (f"{rep.table['variant'].nunique()} rows · best AUC per benchmark (and rows not resolved "
+                    f"below it) — {summary}")
         elif rep is not None:
             what = getattr(rep, "summary", "") or "rendered now"
         else:

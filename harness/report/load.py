@@ -15,6 +15,7 @@ import pandas as pd
 
 from harness.core.errors import UserError
 from harness.core.metrics import aucs_from_curves, curves_from_samples
+from harness.report.compare import problem_aucs
 from harness.report.tables import ordered_benchmarks
 from harness.core.results import SAMPLE_COLUMNS, find_run_dirs, load_run
 
@@ -41,6 +42,7 @@ class ExperimentData:
     curves: pd.DataFrame = field(default_factory=pd.DataFrame)  # RUN_KEYS + step, benchmark, k, pass_at_k, ...
     aucs: pd.DataFrame = field(default_factory=pd.DataFrame)  # RUN_KEYS + step, benchmark, auc, k_max
     train: pd.DataFrame = field(default_factory=pd.DataFrame)  # RUN_KEYS + step + metrics.jsonl keys
+    problems: pd.DataFrame = field(default_factory=pd.DataFrame)  # RUN_KEYS + step, benchmark, problem_id, auc
 
     @property
     def reported(self) -> pd.DataFrame:
@@ -88,25 +90,28 @@ def _train_frame(metrics: pd.DataFrame) -> pd.DataFrame:
     return metrics[keep].apply(pd.to_numeric, errors="coerce")
 
 
-def _load_one(run_dir: Path) -> tuple[dict, dict | None, pd.DataFrame | None, pd.DataFrame | None, list[str]]:
-    """-> (run row, spec, curves, train, warnings) for one run folder."""
+def _load_one(run_dir: Path) -> tuple[dict, dict | None, pd.DataFrame | None, pd.DataFrame | None, list[str],
+                                       pd.DataFrame | None]:
+    """-> (run row, spec, curves, train, warnings, per-problem AUCs) for one run folder."""
     rec = load_run(run_dir)
     if rec.error:
-        return _run_row(rec, rec.error, False), None, None, None, [f"skipped {run_dir}: {rec.error}"]
+        return _run_row(rec, rec.error, False), None, None, None, [f"skipped {run_dir}: {rec.error}"], None
     if rec.state != "done":
         err = rec.status.get("error")
         note = f"error: {err}" if err else f"not finished (step {rec.status.get('step', '?')}/{rec.status.get('total_steps', '?')})"
-        return _run_row(rec, note, False), None, None, None, []
+        return _run_row(rec, note, False), None, None, None, [], None
     samples = rec.samples
     missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
     if missing or samples.empty:
         why = f"samples.parquet missing columns {missing}" if missing else "no evaluation samples"
-        return _run_row(rec, why, False), None, None, None, [f"skipped {run_dir}: {why}"]
+        return _run_row(rec, why, False), None, None, None, [f"skipped {run_dir}: {why}"], None
     try:
         curves = curves_from_samples(samples, by=("step", "benchmark"))
+        problems = problem_aucs(samples)
     except ValueError as e:
-        return _run_row(rec, f"bad samples: {e}", False), None, None, None, [f"skipped {run_dir}: bad samples ({e})"]
-    return _run_row(rec, "", True), rec.spec, curves, _train_frame(rec.metrics), []
+        return (_run_row(rec, f"bad samples: {e}", False), None, None, None,
+                [f"skipped {run_dir}: bad samples ({e})"], None)
+    return _run_row(rec, "", True), rec.spec, curves, _train_frame(rec.metrics), [], problems
 
 
 def load_results(
@@ -127,15 +132,16 @@ def load_results(
     by_exp: dict[str, dict[str, list]] = {}
     warnings: list[str] = []
     for i, run_dir in enumerate(run_dirs):
-        row, spec, curves, train, warns = _load_one(run_dir)
+        row, spec, curves, train, warns, problems = _load_one(run_dir)
         warnings += warns
         exp = _experiment_name(run_dir, spec)
-        acc = by_exp.setdefault(exp, {"runs": [], "specs": {}, "curves": [], "train": []})
+        acc = by_exp.setdefault(exp, {"runs": [], "specs": {}, "curves": [], "train": [], "problems": []})
         acc["runs"].append(row)
         if row["reported"]:
             keys = {"run_id": row["run_id"], "variant": row["variant"], "seed": row["seed"]}
             acc["specs"][row["run_id"]] = spec
             acc["curves"].append(curves.assign(**keys))
+            acc["problems"].append(problems.assign(**keys))
             if train is not None and len(train):
                 acc["train"].append(train.assign(**keys))
         if progress:
@@ -177,7 +183,11 @@ def _assemble(name: str, acc: dict, warnings: list[str]) -> ExperimentData:
         columns=[*RUN_KEYS, "step", "benchmark", "auc", "k_max"])
     train_list = [t for t in acc["train"] if t["run_id"].iat[0] in keep]
     train = pd.concat(train_list, ignore_index=True) if train_list else pd.DataFrame(columns=[*RUN_KEYS, "step"])
-    return ExperimentData(name, runs, {k: v for k, v in acc["specs"].items() if k in keep}, curves, aucs, train)
+    probs = [p for p in acc["problems"] if len(p) and p["run_id"].iat[0] in keep]
+    problems = pd.concat(probs, ignore_index=True) if probs else pd.DataFrame(
+        columns=[*RUN_KEYS, "step", "benchmark", "problem_id", "auc"])
+    return ExperimentData(name, runs, {k: v for k, v in acc["specs"].items() if k in keep}, curves, aucs, train,
+                          problems)
 
 
 def _fingerprint(spec: dict) -> str:

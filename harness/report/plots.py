@@ -1,6 +1,6 @@
 """Figures (matplotlib Agg + seaborn): Pass@k curves, AUC vs step, training diagnostics.
 
-Every band is a bootstrap confidence interval over seeds from harness.core.metrics.bootstrap_ci (via
+Every band is a t-interval over seeds from harness.core.stats.mean_interval (via
 tables.aggregate). Each figure is written as PNG and SVG.
 """
 
@@ -114,7 +114,7 @@ def plot_auc_vs_step(aucs_all: pd.DataFrame, variants: Sequence[str], out: Path,
             ax.set_xlabel("training step")
             ax.set_ylabel("Pass@k AUC (0-100)")
         axes[0][0].legend(fontsize=8)
-        fig.suptitle(f"{experiment} — sample efficiency (band: {int(CONFIDENCE * 100)}% bootstrap CI over seeds)", fontsize=10)
+        fig.suptitle(f"{experiment} — sample efficiency (band: {int(CONFIDENCE * 100)}% t-interval over seeds)", fontsize=10)
         fig.tight_layout()
         return _save(fig, out, "auc_vs_step")
 
@@ -145,7 +145,7 @@ def plot_diagnostics(train: pd.DataFrame, variants: Sequence[str], out: Path, ex
         if handles:
             fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), fontsize=8,
                        bbox_to_anchor=(0.5, 1.0))
-        fig.suptitle(f"{experiment} — training diagnostics (band: {int(CONFIDENCE * 100)}% bootstrap CI over seeds)",
+        fig.suptitle(f"{experiment} — training diagnostics (band: {int(CONFIDENCE * 100)}% t-interval over seeds)",
                      fontsize=10, y=1.04)
         fig.tight_layout()
         return _save(fig, out, "diagnostics")

@@ -5,10 +5,10 @@ sweep (it holds sweep.json and trials.json).
                             sit on a grid (cells annotated; best cell starred; best region outlined;
                             the base variant's setting marked), else a filled contour through the trials
     sweep_params.png|svg    objective against each parameter: every complete trial's seed mean with its
-                            95% bootstrap CI over seeds, and the mean over trials at each grid value
+                            95% t-interval over seeds, and the mean over trials at each grid value
     sweep_importance.png|svg  Optuna's parameter importances
     sweep_trials.csv        every trial: state, params, objective mean [CI] over seeds, failure/prune reason,
-                            difference to the best [CI], in best region
+                            difference to the best [CI], Holm-adjusted p (p_holm), in best region
     sweep_best.md           the best trials table, the best region and the optuna-dashboard command
     sweep.html              all of it on one self-contained page
 """
@@ -98,7 +98,7 @@ def plot_heatmap(data: SweepData, out: Path) -> dict[str, Path] | None:
                 ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8, frameon=False)
             done = f"{len(c)} of {len(xs) * len(ys)} cells" + (" (grey: not run or not complete)" if len(c) < len(xs) * len(ys) else "")
             others = " averaged over the other parameters" if len(data.params) > 2 else ""
-            ax.set_title(f"{title}{others}; {done}\nred outline: not significantly worse than the best (red star), 95% CI",
+            ax.set_title(f"{title}{others}; {done}\nred outline: not resolved below the best (red star), Holm 5% family-wise",
                          fontsize=9)
         else:
             x, y, z = c[px].astype(float), c[py].astype(float), c["mean"].astype(float)
@@ -107,7 +107,7 @@ def plot_heatmap(data: SweepData, out: Path) -> dict[str, Path] | None:
                 fig.colorbar(cf, ax=ax, label=data.objective)
             ax.scatter(x, y, c="k", s=12, label="trials")
             ax.scatter(c.loc[c["in_best_region"].astype(bool), px], c.loc[c["in_best_region"].astype(bool), py],
-                       facecolors="none", edgecolors="red", s=60, label="best region (95% CI)")
+                       facecolors="none", edgecolors="red", s=60, label="best region (Holm, 5% family-wise)")
             if best is not None:
                 ax.plot(best[px], best[py], marker="*", color="red", ms=12, ls="", label=f"best (trial {int(best['number'])})")
             if px in data.defaults and py in data.defaults:
@@ -173,7 +173,7 @@ def plot_importance(data: SweepData, out: Path) -> dict[str, Path] | None:
 def trials_table(data: SweepData) -> pd.DataFrame:
     t = data.trials.copy()
     cols = ["number", "state", *data.params, "mean", "low", "high", "n", "diff", "diff_low", "diff_high",
-            "in_best_region", "fail_kind", "reason", "run_ids"]
+            "p_holm", "in_best_region", "fail_kind", "reason", "run_ids"]
     t["run_ids"] = [" ".join(r) for r in t["run_ids"]]
     return t[cols].sort_values("number").reset_index(drop=True)
 
@@ -182,8 +182,10 @@ def best_table(data: SweepData) -> pd.DataFrame:
     c = data.complete.sort_values("mean", ascending=not data.maximize).head(TOP)
     rows = {f"trial {int(r['number'])}": {
         **{p: _fmt(r[p]) for p in data.params},
-        data.objective: f"{r['mean']:.2f} [{r['low']:.2f}, {r['high']:.2f}] (n={int(r['n'])})",
-        "vs best": "—" if pd.isna(r["diff"]) or r["diff"] == 0 else f"{r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}]",
+        data.objective: (f"{r['mean']:.2f} (n=1: one seed, no CI)" if pd.isna(r["low"]) else
+                         f"{r['mean']:.2f} [{r['low']:.2f}, {r['high']:.2f}] (n={int(r['n'])})"),
+        "vs best": "—" if pd.isna(r["diff"]) or r["diff"] == 0 else (f"{r['diff']:+.2f}" if pd.isna(r["diff_low"]) else
+                                                                    f"{r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}]"),
         "best region": "yes" if r["in_best_region"] else "no"} for _, r in c.iterrows()}
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "trial"
@@ -212,8 +214,9 @@ def build_sweep_report(folder: Path, out: Path) -> tuple[list[Path], list[str]]:
              f"{data.meta['objective']['direction']}, mean over seeds {data.meta['seeds']}"]
     if b is not None:
         lines.append(f"best: trial {int(b['number'])} (" + ", ".join(f"{p} {_fmt(b[p])}" for p in data.params)
-                     + f"): {b['mean']:.2f} [{b['low']:.2f}, {b['high']:.2f}] (n={int(b['n'])} seeds, {int(CONFIDENCE * 100)}% bootstrap CI)")
-        lines.append(f"best region (not significantly worse than the best, {int(CONFIDENCE * 100)}% CI of the difference): "
+                     + f"): {b['mean']:.2f} [{b['low']:.2f}, {b['high']:.2f}] (n={int(b['n'])} seeds, {int(CONFIDENCE * 100)}% t-interval)")
+        lines.append(f"best region (not resolved below the best after Holm's correction over the "
+                     f"{len(data.complete) - 1} comparisons with it, 5% family-wise): "
                      f"{len(region)} of {len(data.complete)} complete trials")
         if data.defaults:
             lines.append("base setting: " + ", ".join(f"{k} {_fmt(v)}" for k, v in data.defaults.items()) + "; " + _base_in_region(data))
@@ -287,7 +290,7 @@ def _html(data: SweepData, out: Path, figs: dict, best: pd.DataFrame, table: pd.
             parts.append(f"<h2>{caption}</h2>" + html_mod._img(figs[key]["png"], caption))
     parts.append("<h2>Best trials</h2>" + (html_mod.html_table(best) if len(best) else "<p>no complete trial</p>"))
     shown = table.drop(columns=["run_ids"]).assign(**{k: table[k].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
-                                                      for k in ("mean", "low", "high", "diff", "diff_low", "diff_high")})
+                                                      for k in ("mean", "low", "high", "diff", "diff_low", "diff_high", "p_holm")})
     parts.append("<h2>All trials</h2>" + html_mod.html_table(shown, index=False))
     if data.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li class='warn'>{html_mod._e(n)}</li>" for n in data.notes) + "</ul>")

@@ -1,6 +1,7 @@
 """A sweep's results folder, loaded for the report: trials (from trials.json, Optuna's view), each run's
-objective recomputed from its samples (harness.core.metrics, as the sweep computed it), seed CIs, Optuna's
-parameter importances, and the best region (trials not significantly worse than the best one).
+objective recomputed from its samples (harness.core.metrics, as the sweep computed it), seed t-intervals, Optuna's
+parameter importances, and the best region (trials not resolved below the best one after Holm's correction
+over every trial compared with it; harness.core.stats).
 
     results/<experiment>_sweep_<variant>/
         sweep.json      objective, params, sampler, storage URL (written by `harness sweep`)
@@ -19,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from harness.core import results
-from harness.core.metrics import bootstrap_ci, bootstrap_diff_ci, objective_from_samples
+from harness.core.stats import diff_interval, holm, mean_interval, t_pvalue
+from harness.core.metrics import objective_from_samples
 from harness.report.tables import CONFIDENCE
 
 SWEEP_FILE, TRIALS_FILE = "sweep.json", "trials.json"
@@ -89,10 +91,10 @@ def load_sweep_data(folder: Path) -> SweepData:
                 vals.append(v)
                 runs.append({"number": t["number"], "run_id": rid, "seed": spec.get("seed"), "objective": v})
         if vals:
-            ci = bootstrap_ci(vals, confidence=CONFIDENCE)
-            row.update(mean=ci.mean, low=ci.low, high=ci.high, n=ci.n)
-            if t["value"] is not None and abs(ci.mean - t["value"]) > 1e-6:
-                notes.append(f"trial {t['number']}: recomputed objective {ci.mean:.4f} differs from the study's {t['value']:.4f}")
+            ci = mean_interval(vals, CONFIDENCE)
+            row.update(mean=ci.estimate, low=ci.low, high=ci.high, n=ci.n)
+            if t["value"] is not None and abs(ci.estimate - t["value"]) > 1e-6:
+                notes.append(f"trial {t['number']}: recomputed objective {ci.estimate:.4f} differs from the study's {t['value']:.4f}")
         rows.append(row)
     trials = pd.DataFrame(rows)
     for c in ("mean", "low", "high", "n"):
@@ -151,20 +153,31 @@ def _importances(data: SweepData) -> dict[str, float]:
 
 
 def mark_best_region(data: SweepData) -> None:
-    """Column `in_best_region`: the trial is not significantly worse than the best one (95% bootstrap CI of the
-    seed-mean difference includes 0 or favours it), and `diff`, `diff_low`, `diff_high` vs the best."""
+    """Columns `diff`, `diff_low`, `diff_high` (each trial minus the best: paired t when both ran the same
+    seeds, else Welch), `p_holm` (Holm-adjusted over the family of every trial compared with the best) and
+    `in_best_region`: the best trial, and every trial not resolved worse than it at 5% family-wise."""
     t = data.trials
-    for c in ("in_best_region", "diff", "diff_low", "diff_high"):
+    for c in ("in_best_region", "diff", "diff_low", "diff_high", "p_holm"):
         t[c] = np.nan if c != "in_best_region" else False
     best = data.best
     if best is None:
         return
-    by_trial = data.runs.groupby("number")["objective"].apply(list)
-    ref = by_trial[best["number"]]
+    groups = {n: g for n, g in data.runs.groupby("number")}
+    ref = groups[best["number"]]
+    idx, pvals = [], []
     for i, r in t.iterrows():
-        if r["number"] not in by_trial.index:
+        if r["number"] not in groups:
             continue
-        ci, _ = bootstrap_diff_ci(by_trial[r["number"]], ref, confidence=CONFIDENCE)
-        t.loc[i, ["diff", "diff_low", "diff_high"]] = [ci.mean, ci.low, ci.high]
-        worse = ci.high < 0 if data.maximize else ci.low > 0
-        t.loc[i, "in_best_region"] = bool(r["number"] == best["number"] or not worse)
+        g = groups[r["number"]]
+        iv = diff_interval(g["objective"].to_numpy(float), ref["objective"].to_numpy(float), g["seed"].tolist(),
+                           ref["seed"].tolist(), CONFIDENCE)
+        t.loc[i, ["diff", "diff_low", "diff_high"]] = [iv.estimate, iv.low, iv.high]
+        if r["number"] != best["number"]:
+            worse = iv.estimate < 0 if data.maximize else iv.estimate > 0
+            idx.append(i)
+            pvals.append(t_pvalue(iv) if worse else 1.0)
+    adj = holm(pvals)
+    t.loc[best.name, "in_best_region"] = True
+    for i, p in zip(idx, adj):
+        t.loc[i, "p_holm"] = p
+        t.loc[i, "in_best_region"] = bool(np.isnan(p) or p >= 1 - CONFIDENCE)

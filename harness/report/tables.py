@@ -1,4 +1,5 @@
-"""AUC tables, reference comparisons and seed aggregation (statistics from harness.core.metrics only)."""
+"""AUC tables, reference comparisons and seed aggregation (statistics from harness.core.stats only,
+row by row through harness.report.compare)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,22 @@ import numpy as np
 import pandas as pd
 
 from harness.core.errors import UserError
-from harness.core.metrics import bootstrap_ci, bootstrap_diff_ci
+from harness.core.stats import CONFIDENCE, mean_interval
+from harness.report.compare import INTERVAL_WORDS, COMPARISON_COLUMNS, best_flags, comparison_row, mean_of
 
-CONFIDENCE = 0.95
 START = "before RL"  # the row of the policy before RL (its first evaluation); not a valid variant name, so no clash
 
 
 def aggregate(df: pd.DataFrame, by: Sequence[str], value: str) -> pd.DataFrame:
-    """Mean over seeds with a bootstrap CI per group: columns [*by, mean, low, high, n]."""
+    """Mean over seeds with a t-interval per group: columns [*by, mean, low, high, n] (one seed: NaN bounds)."""
     rows = []
     for key, grp in df.groupby(list(by), sort=True, observed=True):
         key = key if isinstance(key, tuple) else (key,)
         vals = grp[value].dropna().to_numpy(dtype=float)
         if vals.size == 0:
             continue
-        ci = bootstrap_ci(vals, confidence=CONFIDENCE)
-        rows.append((*key, ci.mean, ci.low, ci.high, ci.n))
+        ci = mean_interval(vals, CONFIDENCE)
+        rows.append((*key, ci.estimate, ci.low, ci.high, ci.n))
     return pd.DataFrame(rows, columns=[*by, "mean", "low", "high", "n"])
 
 
@@ -104,19 +105,25 @@ def passk_wide(table: pd.DataFrame, benchmarks: Sequence[str] | None = None) -> 
 
 
 # ------------------------------------------------------------------------------------------- AUC
-def auc_table(aucs: pd.DataFrame, variants: Sequence[str], benchmarks: Sequence[str] | None = None) -> pd.DataFrame:
+def auc_table(aucs: pd.DataFrame, variants: Sequence[str], benchmarks: Sequence[str] | None = None,
+              problems: pd.DataFrame | None = None) -> pd.DataFrame:
     """Long table: variant, benchmark, auc_mean, ci_low, ci_high, n_seeds, k_max, steps, best.
 
-    One seed has no interval: ci_low and ci_high are NaN there (never a zero-width "CI"). The row
-    `START` (if in aucs) competes for `best`, so a variant below the starting point is never bold.
+    One seed has no interval: ci_low and ci_high are NaN there (never a zero-width "CI"). `best`: the
+    highest mean per benchmark and every row not resolved below it (Holm over the benchmark's rows,
+    compare.best_flags). The row `START` (if in aucs) competes too. problems: per-problem AUCs
+    (compare.problem_aucs, with variant and seed) for the two-level interval; None: t over seeds.
     """
-    agg = aggregate(aucs, ["variant", "benchmark"], "auc").rename(
-        columns={"mean": "auc_mean", "low": "ci_low", "high": "ci_high", "n": "n_seeds"})
+    rows = []
+    for (variant, bench), grp in aucs.groupby(["variant", "benchmark"], sort=True, observed=True):
+        iv = mean_of(grp["auc"].to_numpy(dtype=float), grp["seed"].tolist(), problems, variant, bench)
+        rows.append((variant, bench, iv.estimate, iv.low, iv.high, iv.n))
+    agg = pd.DataFrame(rows, columns=["variant", "benchmark", "auc_mean", "ci_low", "ci_high", "n_seeds"])
     meta = aucs.groupby(["variant", "benchmark"]).agg(
         k_max=("k_max", "min"), steps=("step", lambda s: "/".join(map(str, sorted(set(s))))))
     agg = agg.merge(meta.reset_index(), on=["variant", "benchmark"])
     agg.loc[agg["n_seeds"] < 2, ["ci_low", "ci_high"]] = float("nan")
-    agg["best"] = agg["auc_mean"] == agg.groupby("benchmark")["auc_mean"].transform("max")
+    agg["best"] = best_flags(aucs, agg, problems)
     return order_variants(agg, variants, benchmarks).reset_index(drop=True)
 
 
@@ -141,30 +148,31 @@ def resolve_reference(requested: str | None, runs: pd.DataFrame, variants: Seque
 
 
 def comparison_table(aucs: pd.DataFrame, reference: str, variants: Sequence[str],
-                     benchmarks: Sequence[str] | None = None) -> pd.DataFrame:
-    """Per (variant != reference, benchmark): AUC difference with CI and probability of improvement.
-
-    With one seed on either side there is no interval and no P(better): those columns are NaN.
+                     benchmarks: Sequence[str] | None = None, problems: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per (variant != reference, benchmark): AUC difference with its interval (paired by seed where both
+    sides share seeds, else Welch; two-level with `problems`), resolved, P(better) with its interval and
+    the permutation p-value (compare.comparison_row). One seed on a side: those columns are NaN.
     """
     rows = []
     for (variant, bench), grp in aucs.groupby(["variant", "benchmark"], sort=True):
         if variant == reference or variant not in variants:
             continue
-        ref = aucs[(aucs["variant"] == reference) & (aucs["benchmark"] == bench)]["auc"].to_numpy()
-        if ref.size == 0:
+        ref = aucs[(aucs["variant"] == reference) & (aucs["benchmark"] == bench)]
+        if ref.empty:
             continue
-        ci, p_imp = bootstrap_diff_ci(grp["auc"].to_numpy(), ref, confidence=CONFIDENCE)
-        lo, hi, p = (ci.low, ci.high, p_imp) if min(len(grp), ref.size) >= 2 else (float("nan"),) * 3
-        rows.append((variant, bench, reference, ci.mean, lo, hi, p, len(grp), ref.size))
-    cols = ["variant", "benchmark", "reference", "diff", "ci_low", "ci_high", "p_improve", "n_seeds", "n_ref_seeds"]
-    return order_variants(pd.DataFrame(rows, columns=cols), variants, benchmarks).reset_index(drop=True)
+        stat = comparison_row(grp["auc"].to_numpy(dtype=float), grp["seed"].tolist(), ref["auc"].to_numpy(dtype=float),
+                              ref["seed"].tolist(), problems, variant, reference, bench)
+        rows.append({"variant": variant, "benchmark": bench, "reference": reference, **stat,
+                     "n_seeds": len(grp), "n_ref_seeds": len(ref)})
+    frame = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    return order_variants(frame, variants, benchmarks).reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------- rendering
 def _cell(mean: float, lo: float, hi: float, n: int, digits: int = 2) -> str:
     if n < 2 or pd.isna(lo):
         return f"{mean:.{digits}f} (n={n}: one seed, no CI)"
-    return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (n={n})"
+    return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (n={n}{', very wide' if n == 2 else ''})"
 
 
 def signed(x: float, digits: int = 2) -> str:
@@ -172,12 +180,21 @@ def signed(x: float, digits: int = 2) -> str:
     return f"{(x if round(x, digits) != 0 else 0.0):+.{digits}f}"
 
 
+def resolved_word(r) -> str:
+    """"resolved" when the difference's interval excludes 0, else "not resolved"."""
+    return "resolved" if bool(r.resolved) else "not resolved"
+
+
 def diff_cell(r) -> str:
-    """One comparison cell: difference [CI], P(better) (n vs n_ref); one seed on a side has neither."""
+    """One comparison cell: difference [CI] resolved or not, P(better) [CI], permutation p (n vs n_ref,
+    design); one seed on a side has none of them."""
     if pd.isna(r.ci_low):
         return f"{signed(r.diff)} (n={r.n_seeds} vs {r.n_ref_seeds}: one seed, no CI or P(better))"
-    return (f"{signed(r.diff)} [{signed(r.ci_low)}, {signed(r.ci_high)}], P(better)={r.p_improve:.2f} "
-            f"(n={r.n_seeds} vs {r.n_ref_seeds})")
+    design = "paired" if str(r.interval).startswith("paired") or r.interval == "two-level bootstrap" else "unpaired"
+    wide = ", very wide" if min(r.n_seeds, r.n_ref_seeds) == 2 else ""
+    return (f"{signed(r.diff)} [{signed(r.ci_low)}, {signed(r.ci_high)}] {resolved_word(r)}, "
+            f"P(better)={r.p_improve:.2f} [{r.p_improve_low:.2f}, {r.p_improve_high:.2f}], p={r.p_perm:.2g} "
+            f"(n={r.n_seeds} vs {r.n_ref_seeds}, {design}{wide})")
 
 
 def grid_label(table: pd.DataFrame) -> str:
@@ -234,16 +251,21 @@ def comparison_wide(comp: pd.DataFrame, benchmarks: Sequence[str] | None = None)
 
 def write_tables(out: Path, table: pd.DataFrame, comp: pd.DataFrame | None, reference: str | None,
                  experiment: str, step_label: str, vs_start: pd.DataFrame | None = None,
-                 benchmarks: Sequence[str] | None = None) -> dict[str, Path]:
-    """Write auc_table.{md,csv,tex}, comparison.{md,csv,tex} and vs_before_rl.{md,csv,tex}; returns name -> path."""
+                 benchmarks: Sequence[str] | None = None, interval: str = "seeds") -> dict[str, Path]:
+    """Write auc_table.{md,csv,tex}, comparison.{md,csv,tex} and vs_before_rl.{md,csv,tex}; returns name -> path.
+
+    interval: which interval the tables show (compare.INTERVALS); every caption names it.
+    """
     out.mkdir(parents=True, exist_ok=True)
     grid = grid_label(table)
-    ci = f"{int(CONFIDENCE * 100)}%"
+    ci = INTERVAL_WORDS[interval]
     paths = {"auc_csv": out / "auc_table.csv", "auc_md": out / "auc_table.md", "auc_tex": out / "auc_table.tex"}
     table.to_csv(paths["auc_csv"], index=False, float_format="%.4f")
     start_note = f" Row '{START}': the policy's first evaluation (before any RL step), once per seed." if (table["variant"] == START).any() else ""
     caption = (f"Pass@k AUC (0-100) on {experiment}, {step_label}: mean over seeds "
-               f"[{ci} bootstrap CI] (n = seeds; one seed has no CI); best per benchmark in bold.{start_note} {grid}.")
+               f"[{ci}] (n = seeds; one seed has no CI; two seeds: very wide); bold = best per benchmark: the "
+               f"highest mean and every row not resolved below it (Holm-corrected over the benchmark's rows)."
+               f"{start_note} {grid}.")
     wide = auc_wide(table, benchmarks=benchmarks)
     paths["auc_md"].write_text(f"### Pass@k AUC — {experiment}\n\n{caption}\n\n" + to_markdown(wide))
     paths["auc_tex"].write_text(to_latex(wide, caption, f"tab:auc-{experiment}"))
@@ -255,9 +277,11 @@ def write_tables(out: Path, table: pd.DataFrame, comp: pd.DataFrame | None, refe
             continue
         paths.update({f"{key}_csv": out / f"{stem}.csv", f"{key}_md": out / f"{stem}.md", f"{key}_tex": out / f"{stem}.tex"})
         frame.to_csv(paths[f"{key}_csv"], index=False, float_format="%.4f")
-        ccap = (f"Pass@k AUC difference vs {ref} on {experiment}, {step_label}: mean difference "
-                f"[{ci} bootstrap CI over seeds], P(better) = probability that a seed of the "
-                f"variant beats a seed of {ref} (Mann-Whitney U / n1 n2); one seed on a side has neither. {grid}.")
+        ccap = (f"Pass@k AUC difference vs {ref} on {experiment}, {step_label}: mean difference [{ci}]; "
+                f"resolved = the interval excludes 0 (each cell on its own, no correction for the table's "
+                f"{len(frame)} cells); P(better) = probability that a seed of the variant beats a seed of {ref} "
+                f"(Mann-Whitney U / n1 n2) [95% Newcombe interval]; p = exact permutation p-value (sign flips "
+                f"when paired, else relabelling); one seed on a side has none of them. {grid}.")
         w = comparison_wide(frame, benchmarks)
         paths[f"{key}_md"].write_text(f"### AUC vs {ref} — {experiment}\n\n{ccap}\n\n" + to_markdown(w))
         paths[f"{key}_tex"].write_text(to_latex(w, ccap, f"tab:{key}-{experiment}"))

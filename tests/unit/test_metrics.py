@@ -1,4 +1,4 @@
-"""pass@k, Pass@k AUC and bootstrap CIs (harness.core.metrics)."""
+"""pass@k and Pass@k AUC (harness.core.metrics); intervals are tested in tests/unit/test_stats.py."""
 
 import math
 
@@ -8,8 +8,6 @@ import pytest
 
 from harness.core.metrics import (
     aucs_from_curves,
-    bootstrap_ci,
-    bootstrap_diff_ci,
     curves_from_samples,
     k_grid,
     pass_at_k,
@@ -84,13 +82,3 @@ def test_curves_from_samples_and_auc():
     assert curves["pass_at_k"].tolist() == pytest.approx([p1, p2, p4])
     auc = aucs_from_curves(curves)
     assert auc["auc"].iloc[0] == pytest.approx(100 * (p1 + 2 * p2 + p4) / 4)
-
-
-def test_bootstrap_cis():
-    ci = bootstrap_ci([0.5])
-    assert (ci.low, ci.high, ci.n) == (0.5, 0.5, 1)
-    ci = bootstrap_ci([1.0, 2.0, 3.0, 4.0, 5.0])
-    assert ci.low < 3.0 < ci.high and ci.mean == 3.0
-    diff, p = bootstrap_diff_ci([3.0, 4.0, 5.0], [1.0, 2.0, 3.0])
-    assert diff.mean == pytest.approx(2.0) and diff.low <= 2.0 <= diff.high
-    assert p == pytest.approx((9 - 0.5) / 9)
