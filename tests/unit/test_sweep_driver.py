@@ -192,12 +192,13 @@ def test_cmaes_sampler_runs_on_two_numeric_parameters(tmp_path):
 
 
 def test_best_region_holds_trials_not_significantly_worse(tmp_path):
+    # paired by seed: trial 1 is -1, +1, -2 against the best (not resolved); trial 2 is -10 every seed (resolved)
     from harness.report.sweep_data import SweepData, mark_best_region
 
     trials = pd.DataFrame({"number": [0, 1, 2], "state": ["COMPLETE"] * 3, "eps_pos": [0.1, 0.2, 0.4],
                            "mean": [11.0, 10.0, 1.0], "low": [10.0, 9.0, 0.0], "high": [12.0, 11.0, 2.0], "n": [3, 3, 3]})
     runs = pd.DataFrame({"number": [0] * 3 + [1] * 3 + [2] * 3, "run_id": list("abcdefghi"), "seed": [0, 1, 2] * 3,
-                         "objective": [10.0, 11.0, 12.0, 9.0, 10.0, 11.0, 0.0, 1.0, 2.0]})
+                         "objective": [10.0, 11.0, 12.0, 9.0, 12.0, 10.0, 0.0, 1.0, 2.0]})
     meta = {"objective": {"metric": "auc", "benchmark": "easy", "direction": "maximize"}}
     data = SweepData(Path(tmp_path), meta, trials, runs, ["eps_pos"], {"eps_pos": False})
     mark_best_region(data)
