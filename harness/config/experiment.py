@@ -270,7 +270,7 @@ class Experiment(_Strict):
         description="experiment trackers that every run also logs to (metrics.jsonl is always written and stays the "
         "source of truth): tensorboard (event files in the run folder), wandb (offline run in the run folder; "
         "`wandb sync` later), mlflow (SQLite store results/mlflow.db); optional extras, e.g. "
-        "pip install 'ngrpo-harness[tracking]'. Not part of the run id: adding a tracker re-runs nothing (harness/tracking.py)",
+        "pip install 'ngrpo-harness[tracking]'. Not part of the run id: adding a tracker re-runs nothing (harness/tracking/trackers.py)",
     )
 
     @field_validator("loggers")

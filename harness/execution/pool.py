@@ -11,7 +11,7 @@ A task is `fn(ctx, *args)` with a TaskContext: `ctx.progress(key)` is the Progre
 a backend (it raises StopRequested once a stop is requested, so the backend checkpoints the current
 step and stops), `ctx.note(key, text)` sends a line to the parent, `ctx.stop_requested()` polls.
 A "crash" is a task that raised (died=False, error = its traceback) or whose process died (died=True).
-Another executor only has to provide the same calls and the same context: harness/executor_ray.py
+Another executor only has to provide the same calls and the same context: harness/execution/ray_pool.py
 runs the tasks as Ray tasks; `make_pool` picks one (`--executor process|ray`).
 
 Workers ignore SIGINT (a terminal's Ctrl-C reaches the whole process group; the parent decides and

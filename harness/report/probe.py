@@ -1,6 +1,6 @@
 """Report of a gradient-dynamics probe folder (harness probe): figures, tables, index.html.
 
-Reads results/<name>/{probe.yaml, probe.jsonl, probe_samples.parquet} (harness/probe.py); pass@k
+Reads results/<name>/{probe.yaml, probe.jsonl, probe_samples.parquet} (harness/probe/probe.py); pass@k
 curves come from the stored samples through harness.core.metrics only.
 """
 

@@ -37,7 +37,7 @@ def test_listed_help_is_each_commands_docstring():
     for name, (target, short) in COMMANDS.items():
         module, _, func = target.partition(":")
         doc = inspect.getdoc(getattr(importlib.import_module(module), func))
-        assert doc.split("\n")[0] == short, f"update harness/cli.py COMMANDS[{name!r}] to the first docstring line"
+        assert doc.split("\n")[0] == short, f"update harness/cli/app.py COMMANDS[{name!r}] to the first docstring line"
 
 
 def test_subcommand_help_and_unknown_command(capsys):

@@ -1,4 +1,4 @@
-"""Gradient-dynamics probe on the embedded backend (`harness probe FILE`, config in harness/probe.py).
+"""Gradient-dynamics probe on the embedded backend (`harness probe FILE`, config in harness/probe/probe.py).
 
 From one policy state, take groups whose G sampled responses are all wrong, all correct or mixed;
 for each group type and each algorithm, start from the identical state and apply K updates on that
