@@ -33,7 +33,7 @@ from harness.core import results
 from harness.tracking import trackers as tracking
 from harness.backends import get_backend
 from harness.config.experiment import expand, load_experiment
-from harness.runs.scheduler import DEFAULT_CACHE
+from harness.core.paths import default_cache
 
 CONFIGS = {"none": [], "tensorboard": ["tensorboard"], "wandb": ["wandb"], "mlflow": ["mlflow"],
            "all": ["tensorboard", "wandb", "mlflow"]}
@@ -101,7 +101,7 @@ def main() -> int:
         spec["train"] = {**spec["train"], "steps": args.steps}
     steps, exp_steps = spec["train"]["steps"], exp.train.steps
     backend = get_backend(spec["backend"])
-    backend.prepare(spec, DEFAULT_CACHE)
+    backend.prepare(spec, default_cache())
     root = Path(tempfile.mkdtemp(prefix="tracking-bench-"))
     print(f"# tracker overhead per RL step ({args.experiment}, variant {args.variant}, {steps} RL steps, "
           f"B={spec['train']['prompts_per_step']} x G={spec['train']['group_size']}, eval every {spec['eval']['every']})")
@@ -129,7 +129,7 @@ def main() -> int:
         step_times: list[float] = []
         t_run = time.perf_counter()
         try:
-            backend.train({**spec, "loggers": CONFIGS[name]}, run_dir, DEFAULT_CACHE,
+            backend.train({**spec, "loggers": CONFIGS[name]}, run_dir, default_cache(),
                           progress=lambda s, n, rec: step_times.append(rec["time/sample_s"] + rec["time/train_s"]))
         finally:
             timer.restore()

@@ -17,13 +17,13 @@ from harness.backends.local.trainer import evaluate
 from harness.backends.local.warmstart import warm_policy
 from harness.config.experiment import expand, load_experiment
 from harness.core.metrics import curves_from_samples
-from harness.runs.scheduler import DEFAULT_CACHE
+from harness.core.paths import default_cache
 
 
 def main(path: str, steps: int, lr: float, lo: int, hi: int) -> None:
     spec = expand(load_experiment(path))[0]
     common.pin_threads(1)
-    model = warm_policy(spec, DEFAULT_CACHE)
+    model = warm_policy(spec, default_cache())
     tok = common.tokenizer()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     for s in range(steps):

@@ -16,14 +16,14 @@ from harness.backends.local import common
 from harness.backends.local.sampler import sample
 from harness.backends.local.warmstart import warm_policy
 from harness.config.experiment import expand, load_experiment
-from harness.runs.scheduler import DEFAULT_CACHE
+from harness.core.paths import default_cache
 from harness.tasks import modchain
 
 
 def main(path: str) -> None:
     spec = expand(load_experiment(path))[0]
     common.pin_threads(1)
-    model = warm_policy(spec, DEFAULT_CACHE)
+    model = warm_policy(spec, default_cache())
     tok = common.tokenizer()
     print(path, spec["warm_start"])
     for k in range(2, 8):

@@ -55,13 +55,14 @@ def run_command(
     shown as bars; otherwise (nohup, CI, a pipe) as one line per event plus periodic summaries.
     With --executor ray the runs are Ray tasks, with the same skip / resume / lock semantics.
     """
-    from harness.runs.scheduler import DEFAULT_CACHE, run_experiment
+    from harness.core.paths import default_cache
+    from harness.runs.scheduler import run_experiment
 
     exp = _load_with_warnings(file)
     if dry_run:
         from harness.backends import dry_run as print_dry_run
 
-        print_dry_run(exp, results_dir, cache_dir or DEFAULT_CACHE)
+        print_dry_run(exp, results_dir, cache_dir or default_cache())
         return
     if jobs < 0:
         raise UserError("--jobs: must be >= 0 (0 = automatic)")
@@ -72,7 +73,7 @@ def run_command(
     check_executor(executor, address)
     if not (jobs == 0 and address):  # on a Ray cluster, 0 = its CPUs / train.threads
         jobs = jobs or max(1, (os.cpu_count() or 1) // exp.train.threads)
-    states = run_experiment(exp, results_dir, jobs, cache_dir or DEFAULT_CACHE, err_console, source=file.read_text(),
+    states = run_experiment(exp, results_dir, jobs, cache_dir or default_cache(), err_console, source=file.read_text(),
                             wait=not no_wait, summary_every=summary_every, executor=executor, address=address)
     failed = [r for r, s in states.items() if s != "done"]
     err_console.print(f"{len(states) - len(failed)}/{len(states)} runs done under {results_dir / exp.name}")

@@ -123,12 +123,12 @@ def probe_command(
     `harness report` plots it."""
     from rich.console import Console
 
-    from harness.runs.scheduler import DEFAULT_CACHE
+    from harness.core.paths import default_cache
 
     console = Console(stderr=True)
     cfg, spec, settings, presets = load_probe(file)
     out = Path(results_dir) / cfg.name
-    cache = Path(cache_dir or DEFAULT_CACHE)
+    cache = Path(cache_dir or default_cache())
     t0 = time.perf_counter()
     with console.status("loading the starting policy (building the warm start if it is not cached)"):
         start = _start_policy(spec, settings, cache)

@@ -31,6 +31,11 @@ COMPARISON_COLUMNS = ["variant", "benchmark", "reference", "diff", "ci_low", "ci
                       "n_ref_seeds", "resolved", "interval", "p_improve_low", "p_improve_high", "p_perm"]
 
 
+def signed(x: float, digits: int = 2) -> str:
+    """+1.23 / -1.23, and +0.00 for anything that rounds to zero (never "-0.00")."""
+    return f"{(x if round(x, digits) != 0 else 0.0):+.{digits}f}"
+
+
 def check_interval(interval: str) -> str:
     if interval not in INTERVALS:
         raise UserError(f"--interval {interval!r}: use one of {', '.join(INTERVALS)}")
@@ -124,7 +129,6 @@ def summary_sentences(comp: pd.DataFrame | None, reference: str | None, label: s
     one that counts the unresolved ones and the resolutions chance alone would give."""
     if comp is None or not len(comp):
         return []
-    from harness.report.tables import signed
 
     res = comp[comp["resolved"].astype(bool)]
     out = [f"{r.variant} {'above' if r.diff > 0 else 'below'} {reference} on {r.benchmark} by {signed(r.diff)} "

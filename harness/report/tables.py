@@ -11,7 +11,7 @@ import pandas as pd
 
 from harness.core.errors import UserError
 from harness.core.stats import CONFIDENCE, mean_interval
-from harness.report.compare import INTERVAL_WORDS, COMPARISON_COLUMNS, best_flags, comparison_row, mean_of
+from harness.report.compare import INTERVAL_WORDS, signed, COMPARISON_COLUMNS, best_flags, comparison_row, mean_of
 
 START = "before RL"  # the row of the policy before RL (its first evaluation); not a valid variant name, so no clash
 
@@ -173,11 +173,6 @@ def _cell(mean: float, lo: float, hi: float, n: int, digits: int = 2) -> str:
     if n < 2 or pd.isna(lo):
         return f"{mean:.{digits}f} (n={n}: one seed, no CI)"
     return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (n={n}{', very wide' if n == 2 else ''})"
-
-
-def signed(x: float, digits: int = 2) -> str:
-    """+1.23 / -1.23, and +0.00 for anything that rounds to zero (never "-0.00")."""
-    return f"{(x if round(x, digits) != 0 else 0.0):+.{digits}f}"
 
 
 def resolved_word(r) -> str:

@@ -14,7 +14,6 @@ one kills the workers at once. Either way every run is left resumable.
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 import time
 import traceback
@@ -31,7 +30,6 @@ from harness.execution.pool import StopSignals, TaskContext, WorkerPool, make_po
 from harness.core.locks import FileLock, describe, owner_info
 from harness.execution.progress import fmt_seconds, make_view
 
-DEFAULT_CACHE = Path(os.environ.get("NGRPO_HARNESS_CACHE", Path.home() / ".cache" / "ngrpo-harness"))
 PROBE_EVERY = 1.0  # seconds between checks of runs held by another process
 
 
@@ -147,7 +145,7 @@ def _remaining_steps(spec: dict, run_dir: Path) -> int:
     return spec["train"]["steps"] - start
 
 
-def run_experiment(exp: Experiment, results_dir: Path, jobs: int, cache_dir: Path = DEFAULT_CACHE,
+def run_experiment(exp: Experiment, results_dir: Path, jobs: int, cache_dir: Path,
                    console: Console | None = None, source: str | None = None, wait: bool = True,
                    summary_every: float = 30.0, executor: str = "process", address: str | None = None) -> dict[str, str]:
     """Run every unfinished RunSpec of exp; returns run_id -> final state (done | failed | held).

@@ -279,7 +279,7 @@ def sweep_command(
     """
     from harness.backends import get_backend
     from harness.execution.pool import check_executor
-    from harness.runs.scheduler import DEFAULT_CACHE
+    from harness.core.paths import default_cache
     from harness.sweep.optuna_glue import open_storage
     from harness.sweep.driver import run_sweep
 
@@ -301,6 +301,6 @@ def sweep_command(
     if jobs == 0 and not address:  # a cluster (--address) is sized by Ray: 0 = its CPUs / train.threads
         jobs = max(1, (os.cpu_count() or 1) // exp.train.threads)
     ok = run_sweep(cfg, exp, file, out, store, jobs=jobs, executor=executor, address=address,
-                   cache_dir=cache_dir or DEFAULT_CACHE, retry_failed=retry_failed, summary_every=summary_every)
+                   cache_dir=cache_dir or default_cache(), retry_failed=retry_failed, summary_every=summary_every)
     if not ok:
         raise typer.Exit(1)

@@ -59,9 +59,9 @@ class VerlBackend:
             raise UserError(f"backend: verl needs the verl extra: pip install 'ngrpo-harness[verl]' ({e})") from None
         from harness.backends.verl import compose, data, preflight
         from harness.config.experiment import expand
-        from harness.runs.scheduler import DEFAULT_CACHE
+        from harness.core.paths import default_cache
 
-        cache_dir = cache_dir or DEFAULT_CACHE
+        cache_dir = cache_dir or default_cache()
         vc = exp.verl
         explicit = exp.train.model_fields_set
         if vc.mode == "cluster" and "threads" in explicit:
