@@ -35,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "Sample n completions per benchmark problem, grade them with math-verify, write samples.parquet."),
     "list": ("harness.cli.commands:list_command",
              "Show the registered pieces (with their knobs) and every preset's settings."),
-    "plan": ("harness.report.plan:plan_command",
+    "plan": ("harness.cli.plan:plan_command",
              "Seeds needed to resolve an AUC difference of D with 80% power, per benchmark, from a pilot's spread."),
     "probe": ("harness.probe.probe:probe_command",
               "Probe gradient dynamics: 1 and K updates of each algorithm on all-wrong, all-correct and mixed groups."),

@@ -136,6 +136,24 @@ def aucs_from_curves(curves: pd.DataFrame, by: Sequence[str] = ("benchmark",)) -
     return pd.DataFrame(rows, columns=[*by, "auc", "k_max"])
 
 
+def problem_aucs(samples: pd.DataFrame, by: Sequence[str] = ("step", "benchmark")) -> pd.DataFrame:
+    """Per-problem Pass@k AUC contributions: columns [*by, problem_id, auc].
+
+    auc = 100 * sum_k w_k pass@k(n_p, c_p, k) over the curve's k grid (1, 2, ..., 2^m <= its smallest n;
+    trapezoid weights on log2 k), so its mean over the problems is the benchmark's Pass@k AUC. The
+    two-level interval (harness.core.stats) resamples these.
+    """
+    per = samples.groupby([*by, "problem_id"], sort=True, observed=True)["correct"].agg(n="size", c="sum").reset_index()
+    out = []
+    for _, grp in per.groupby(list(by), sort=True, observed=True):
+        ks = k_grid(int(grp["n"].min()))
+        m = ks.size - 1
+        w = np.ones(1) if m == 0 else np.r_[0.5, np.ones(m - 1), 0.5] / m
+        vals = pass_at_k(grp["n"].to_numpy()[None, :], grp["c"].to_numpy()[None, :], ks[:, None])
+        out.append(grp[[*by, "problem_id"]].assign(auc=100.0 * (w @ vals)))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=[*by, "problem_id", "auc"])
+
+
 def eval_summary(samples: pd.DataFrame, k_max: int | None = None) -> dict[str, float]:
     """Flat `eval/<benchmark>/pass@<k>` and `eval/<benchmark>/auc` values for metrics.jsonl.
 

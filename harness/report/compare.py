@@ -17,7 +17,6 @@ import pandas as pd
 from harness.core.stats import (CONFIDENCE, Interval, average_prob_better, compare, diff_interval, holm, iqm,
                                 mean_interval, paired_by_seed, stratified_bootstrap, t_pvalue, two_level_interval)
 from harness.core.errors import UserError
-from harness.core.metrics import k_grid, pass_at_k
 
 INTERVALS = ("seeds", "seeds+problems")
 ALPHA = 1 - CONFIDENCE
@@ -40,21 +39,6 @@ def check_interval(interval: str) -> str:
     if interval not in INTERVALS:
         raise UserError(f"--interval {interval!r}: use one of {', '.join(INTERVALS)}")
     return interval
-
-
-def problem_aucs(samples: pd.DataFrame, by: Sequence[str] = ("step", "benchmark")) -> pd.DataFrame:
-    """Per-problem AUC contributions [*by, problem_id, auc]: 100 * sum_k w_k pass@k(n_p, c_p, k) over the
-    curve's k grid (1, 2, ..., 2^m <= its smallest n; trapezoid weights on log2 k), whose mean over the
-    problems is the benchmark's Pass@k AUC exactly."""
-    per = samples.groupby([*by, "problem_id"], sort=True, observed=True)["correct"].agg(n="size", c="sum").reset_index()
-    out = []
-    for _, grp in per.groupby(list(by), sort=True, observed=True):
-        ks = k_grid(int(grp["n"].min()))
-        m = ks.size - 1
-        w = np.ones(1) if m == 0 else np.r_[0.5, np.ones(m - 1), 0.5] / m
-        vals = pass_at_k(grp["n"].to_numpy()[None, :], grp["c"].to_numpy()[None, :], ks[:, None])
-        out.append(grp[[*by, "problem_id"]].assign(auc=100.0 * (w @ vals)))
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=[*by, "problem_id", "auc"])
 
 
 def _matrix(problems: pd.DataFrame, variant: str, bench: str, seeds: Sequence) -> np.ndarray:

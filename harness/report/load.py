@@ -14,8 +14,7 @@ from typing import Callable
 import pandas as pd
 
 from harness.core.errors import UserError
-from harness.core.metrics import aucs_from_curves, curves_from_samples
-from harness.report.compare import problem_aucs
+from harness.core.metrics import aucs_from_curves, curves_from_samples, problem_aucs
 from harness.report.tables import ordered_benchmarks
 from harness.core.results import SAMPLE_COLUMNS, find_run_dirs, load_run
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import typer
 
 from harness.core.errors import UserError
 
@@ -74,9 +73,9 @@ def _experiment_name(experiment: str) -> str:
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise UserError(f"{experiment}: no such experiment file")
-        import yaml
+        from harness.config.experiment import read_yaml
 
-        spec = yaml.safe_load(path.read_text())
+        spec = read_yaml(path)
         if not isinstance(spec, dict) or not spec.get("name"):
             raise UserError(f"{experiment}: the experiment file has no 'name'")
         return str(spec["name"])
@@ -111,15 +110,3 @@ def format_plan(name: str, effect: float, table: pd.DataFrame, power: float = 0.
     lines.append("  sd: of the per-seed differences between variants (paired) or within a variant (unpaired), "
                  "pooled over the pilot; the last column guards against a pilot that drew a small sd.")
     return "\n".join(lines)
-
-
-def plan_command(
-    experiment: str = typer.Argument(..., help="Experiment name or its YAML file (the pilot: results/<name>/)."),
-    effect: float = typer.Option(..., "--effect", help="AUC difference to resolve, in AUC points (0-100 scale)."),
-    results: Path = typer.Option(Path("results"), "--results", help="Results root holding the pilot's runs."),
-) -> None:
-    """Seeds needed to resolve an AUC difference of D with 80% power, per benchmark, from a pilot's spread."""
-    if not effect > 0:
-        raise UserError(f"--effect {effect}: must be > 0 (an AUC difference in points on the 0-100 scale, e.g. 2)")
-    name, aucs, benches = pilot_aucs(experiment, results)
-    print(format_plan(name, effect, plan_seeds(aucs, effect, benchmarks=benches)))

@@ -112,7 +112,7 @@ def auc_table(aucs: pd.DataFrame, variants: Sequence[str], benchmarks: Sequence[
     One seed has no interval: ci_low and ci_high are NaN there (never a zero-width "CI"). `best`: the
     highest mean per benchmark and every row not resolved below it (Holm over the benchmark's rows,
     compare.best_flags). The row `START` (if in aucs) competes too. problems: per-problem AUCs
-    (compare.problem_aucs, with variant and seed) for the two-level interval; None: t over seeds.
+    (core.metrics.problem_aucs, with variant and seed) for the two-level interval; None: t over seeds.
     """
     rows = []
     for (variant, bench), grp in aucs.groupby(["variant", "benchmark"], sort=True, observed=True):

@@ -82,3 +82,20 @@ def test_curves_from_samples_and_auc():
     assert curves["pass_at_k"].tolist() == pytest.approx([p1, p2, p4])
     auc = aucs_from_curves(curves)
     assert auc["auc"].iloc[0] == pytest.approx(100 * (p1 + 2 * p2 + p4) / 4)
+
+
+def test_problem_aucs_average_to_the_benchmark_auc():
+    """The two-level interval resamples per-problem AUCs: their mean must be the benchmark's Pass@k AUC."""
+    import numpy as np
+    import pandas as pd
+
+    from harness.core.metrics import aucs_from_curves, curves_from_samples, problem_aucs
+
+    rng = np.random.default_rng(0)
+    rows = [(b, p, s, bool(rng.random() < q)) for b, n in (("easy", 8), ("hard", 5))
+            for p, q in enumerate(rng.random(20)) for s in range(n)]
+    samples = pd.DataFrame(rows, columns=["benchmark", "problem_id", "sample_idx", "correct"]).assign(step=0)
+    per = problem_aucs(samples).groupby("benchmark")["auc"].mean()
+    whole = aucs_from_curves(curves_from_samples(samples)).set_index("benchmark")["auc"]
+    assert per.to_dict() == pytest.approx(whole.to_dict(), abs=1e-9)
+    assert per["easy"] != pytest.approx(per["hard"])  # the two grids differ (k <= 8 vs k <= 4)
