@@ -87,7 +87,9 @@ def make_tiny_qwen2(path: Path, max_positions: int = 512) -> Path:
 
 def run_vllm(exe: Path, model: Path, out: Path, run_id: str, args: list[str]) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    cmd = [str(exe), "eval", str(model), *args, "--backend", "vllm", "--gpu-memory-utilization", "0.06",
+    # vLLM's CPU worker requests share x (NUMA node memory) minus its own RSS (~0.7 GiB) for the KV cache: 0.06
+    # failed on a machine whose node 0 holds 9.6 of its 24 GiB (0.58 - 0.67 < 0); 0.2 (the CPU default) fits
+    cmd = [str(exe), "eval", str(model), *args, "--backend", "vllm", "--gpu-memory-utilization", "0.2",
            "--out", str(out), "--run-id", run_id]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env, cwd=out)
     if proc.returncode != 0:
