@@ -1,10 +1,14 @@
 """The five algorithms as data: each is a choice of registry pieces plus knob values.
 
 A preset names one advantage estimator, one policy loss, one group filter and one reward shaper, and
-sets knobs. Knobs form one flat namespace: the keyword-only parameters of the chosen pieces plus the
-objective-level knobs below (OBJECTIVE_KNOBS). `get_preset(name, **overrides)` resolves a preset;
-overrides may swap a piece (e.g. advantage="group_zscore") and set any knob by name. An unknown
-preset, piece or knob, or a value out of range, raises an error naming it.
+sets knobs. Each knob belongs to one namespace: the piece that declares it (its keyword-only
+parameters) or the objective (OBJECTIVE_KNOBS, read by every trainer); `Preset.namespaces()` gives
+them. A knob name declared in two namespaces is refused, so a knob is set by its plain name.
+`get_preset(name, **overrides)` resolves a preset; overrides may swap a piece (e.g.
+advantage="group_zscore") and set any knob by name. When a piece is swapped, the preset's values for
+the old piece's knobs are dropped: the new piece starts from its own defaults (psr_nsr's lam = 0.1
+is W-REINFORCE's lambda and never becomes GAE's lambda). An unknown preset, piece or knob, or a value
+out of range, raises an error naming it.
 """
 
 from __future__ import annotations
@@ -49,9 +53,13 @@ class Preset:
     knobs: Mapping[str, Any] = field(default_factory=dict)
 
     def piece_knobs(self, role: str) -> dict[str, Any]:
-        """Knob values for one piece (its signature's keyword-only parameters)."""
-        defaults = ROLES[role].knobs(self.pieces[role])
-        return {k: self.knobs.get(k, v) for k, v in defaults.items()}
+        """Knob values of the piece in `role`: its namespace (its signature's keyword-only parameters)."""
+        return {k: self.knobs[k] for k in ROLES[role].knobs(self.pieces[role])}
+
+    def namespaces(self) -> dict[str, dict[str, Any]]:
+        """role -> the knob values of that role's piece; "objective" -> the objective-level knobs."""
+        return {"objective": {k: self.knobs[k] for k in OBJECTIVE_KNOBS},
+                **{role: self.piece_knobs(role) for role in ROLES}}
 
     def objective(self, key: str) -> Any:
         return self.knobs[key]
@@ -109,6 +117,23 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     return value
 
 
+def _namespaced_defaults(pieces: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(knob -> default, knob -> owning namespace) for the chosen pieces plus the objective knobs.
+
+    A knob name declared by two namespaces is refused: a plain knob name must say which piece it sets.
+    """
+    defaults: dict[str, Any] = {k: v for k, (v, _) in OBJECTIVE_KNOBS.items()}
+    owner = dict.fromkeys(OBJECTIVE_KNOBS, "objective")
+    for role, registry in ROLES.items():
+        for k, v in registry.knobs(pieces[role]).items():
+            if k in owner:
+                other = owner[k] if owner[k] == "objective" else f"{owner[k]} {pieces[owner[k]]!r}"
+                raise ValueError(f"knob {k!r} is declared by {role} {pieces[role]!r} and by {other}: "
+                                 "knob names must be unique across a preset's pieces and the objective")
+            defaults[k], owner[k] = v, role
+    return defaults, owner
+
+
 def _resolve(base: Preset, overrides: Mapping[str, Any]) -> Preset:
     overrides = dict(overrides)
     pieces = dict(base.pieces)
@@ -116,14 +141,20 @@ def _resolve(base: Preset, overrides: Mapping[str, Any]) -> Preset:
         if role in overrides:
             pieces[role] = overrides.pop(role)
         registry.get(pieces[role])  # unknown piece -> error listing valid names
-    defaults: dict[str, Any] = {k: v for k, (v, _) in OBJECTIVE_KNOBS.items()}
-    for role, registry in ROLES.items():
-        for k, v in registry.knobs(pieces[role]).items():
-            if k in defaults and k not in OBJECTIVE_KNOBS and defaults[k] != v:
-                raise ValueError(f"knob {k!r} is declared by two pieces with different defaults")
-            defaults[k] = v
-    # Knobs the base preset set for pieces that an override swapped out are dropped.
-    knobs = {k: base.knobs.get(k, v) for k, v in defaults.items()}
+    defaults, owner = _namespaced_defaults(pieces)
+    # The base preset's values carry over for the objective and for pieces the overrides kept; the
+    # knobs of a swapped-out piece are dropped, even where the new piece has a knob of the same name.
+    kept = {role for role in ROLES if pieces[role] == base.pieces[role]} | {"objective"}
+    knobs = dict(defaults)
+    for k, v in base.knobs.items():
+        if k not in owner:
+            if pieces == dict(base.pieces):  # a preset's own knob that none of its pieces declares
+                raise UnknownNameError(
+                    f"preset {base.name!r} sets knob {k!r}, which none of its pieces ({', '.join(pieces.values())}) "
+                    f"declares; valid knobs: {', '.join(sorted(defaults))}")
+            continue
+        if owner[k] in kept:
+            knobs[k] = v
     rules = _knob_rules()
     for k, v in overrides.items():
         if k not in defaults:

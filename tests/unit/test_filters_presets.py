@@ -95,3 +95,35 @@ def test_list_registered():
     reg = algorithms.list_registered()
     assert set(reg["preset"]) == {"ppo", "grpo", "dapo", "psr_nsr", "ngrpo"}
     assert {"group_zscore", "virtual_max", "fixed_sign", "gae"} <= set(reg["advantage"])
+
+
+def test_swapped_piece_drops_the_old_pieces_knob_values():
+    """psr_nsr's lam (W-REINFORCE's lambda = 0.1) must not become GAE's lambda when advantage is swapped."""
+    p = get_preset("psr_nsr", advantage="gae")
+    assert p.piece_knobs("advantage") == {"gamma": 1.0, "lam": 1.0, "whiten": True}  # GAE's own defaults
+    assert get_preset("psr_nsr", advantage="gae", lam=0.95).piece_knobs("advantage")["lam"] == 0.95
+    assert get_preset("psr_nsr").piece_knobs("advantage") == {"mode": "w_reinforce", "lam": 0.1}
+    ns = get_preset("ngrpo").namespaces()
+    assert set(ns) == {"objective", "advantage", "policy_loss", "group_filter", "reward_shaper"}
+    assert ns["policy_loss"]["eps_pos"] == 0.24 and ns["objective"]["entropy_coef"] == 0.001
+    assert "eps_pos" not in ns["advantage"] and "r_max" not in ns["policy_loss"]
+
+
+def test_knob_names_are_unique_across_namespaces(monkeypatch):
+    reg = algorithms.GROUP_FILTERS
+    monkeypatch.setitem(reg._fns, "f_with_lam", lambda acc, gids, *, lam=0.5: acc)
+    monkeypatch.setitem(reg._meta, "f_with_lam", {})
+    with pytest.raises(ValueError, match="knob 'lam' is declared by group_filter 'f_with_lam' and by advantage 'fixed_sign'"):
+        get_preset("psr_nsr", group_filter="f_with_lam")
+    monkeypatch.setitem(reg._fns, "f_with_kl", lambda acc, gids, *, kl_coef=0.5: acc)
+    monkeypatch.setitem(reg._meta, "f_with_kl", {})
+    with pytest.raises(ValueError, match="knob 'kl_coef' is declared by group_filter 'f_with_kl' and by objective"):
+        get_preset("grpo", group_filter="f_with_kl")
+
+
+def test_a_preset_knob_that_no_piece_declares_is_refused():
+    from algorithms.presets import Preset, _resolve
+
+    bad = Preset("bad", "", "", dict(get_preset("grpo").pieces), {"eps_pos": 0.2})
+    with pytest.raises(KeyError, match="preset 'bad' sets knob 'eps_pos', which none of its pieces"):
+        _resolve(bad, {})
