@@ -52,7 +52,8 @@ from harness.backends.local.rollout import collect_batch
 from harness.backends.local.sampler import sample
 from harness.backends.local.trainer import LocalTrainer
 from harness.backends.local.warmstart import ensure_warm_start
-from harness.config.experiment import expand, load_experiment
+from harness.config.experiment import load_experiment
+from harness.config.runspec import RunSpec, expand
 from harness.tasks import modchain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def log(msg: str = "") -> None:
 
 
 # --------------------------------------------------------------------------------------------- ours
-def our_steps(trainer: LocalTrainer, spec: dict, first_step: int, n: int) -> dict:
+def our_steps(trainer: LocalTrainer, spec: RunSpec, first_step: int, n: int) -> dict:
     """One warm-up step then n timed steps of collect_batch + update."""
     samp, train, lens, toks = [], [], [], []
     for i in range(n + 1):
@@ -117,7 +118,7 @@ def our_sampler(policy: TinyGPT, tok: CharTokenizer, prompts: list[str], tr: dic
     times, n_tok = [], 0
     for r in range(repeats + 1):
         t0 = time.perf_counter()
-        roll = sample(policy, tok, prompts, max_new_tokens=tr["max_new_tokens"], temperature=tr["temperature"], top_p=tr["top_p"],
+        roll = sample(policy, tok, prompts, max_new_tokens=tr.max_new_tokens, temperature=tr.temperature, top_p=tr.top_p,
                       seed=r, chunk=chunk)
         dt = time.perf_counter() - t0
         if r:
@@ -127,12 +128,12 @@ def our_sampler(policy: TinyGPT, tok: CharTokenizer, prompts: list[str], tr: dic
 
 
 # --------------------------------------------------------------------------------------------- HF
-def gpt2_model(tok: CharTokenizer, max_len: int, spec: dict):
+def gpt2_model(tok: CharTokenizer, max_len: int, spec: RunSpec):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    m = spec["model"]
+    m = spec.model
     cfg = GPT2Config(
-        n_layer=m["n_layer"], n_head=m["n_head"], n_embd=m["d_model"], vocab_size=tok.vocab_size, n_positions=max_len,
+        n_layer=m.n_layer, n_head=m.n_head, n_embd=m.d_model, vocab_size=tok.vocab_size, n_positions=max_len,
         bos_token_id=tok.BOS, eos_token_id=tok.EOS, pad_token_id=tok.PAD,
     )
     torch.manual_seed(0)
@@ -141,8 +142,8 @@ def gpt2_model(tok: CharTokenizer, max_len: int, spec: dict):
 
 def hf_generate(model, tok: CharTokenizer, prompts: list[str], tr: dict, repeats: int, chunk: int) -> dict:
     ids, valid = tok.encode_prompts(prompts)  # the exact tensors our sampler starts from
-    T = tr["max_new_tokens"]
-    kw = dict(do_sample=True, use_cache=True, temperature=tr["temperature"], top_p=tr["top_p"], top_k=0,
+    T = tr.max_new_tokens
+    kw = dict(do_sample=True, use_cache=True, temperature=tr.temperature, top_p=tr.top_p, top_k=0,
               max_new_tokens=T, min_new_tokens=T, pad_token_id=tok.PAD, eos_token_id=tok.EOS)
     times, n_tok = [], 0
     with torch.no_grad():
@@ -178,7 +179,7 @@ def char_tokenizer_fast(tok: CharTokenizer, out_dir: Path):
     return fast
 
 
-def trl_step(spec: dict, tok: CharTokenizer, max_len: int, threads: int, n_rl_steps: int, work: Path, checkpointing: bool) -> dict:
+def trl_step(spec: RunSpec, tok: CharTokenizer, max_len: int, threads: int, n_rl_steps: int, work: Path, checkpointing: bool) -> dict:
     """Seconds per RL step of TRL's GRPOTrainer (one warm-up RL step, then n_rl_steps timed).
 
     Mapping of one of our RL steps (B*G completions, M mini-batches = M optimizer steps, 1 epoch):
@@ -199,17 +200,17 @@ def trl_step(spec: dict, tok: CharTokenizer, max_len: int, threads: int, n_rl_st
     hf_logging.set_verbosity_error()
     warnings.filterwarnings("ignore", category=FutureWarning)
 
-    tr, knobs = spec["train"], spec["algorithm"]["knobs"]
-    B, G, M, T = tr["prompts_per_step"], tr["group_size"], tr["mini_batches"], tr["max_new_tokens"]
-    assert tr["epochs"] == 1
+    tr, knobs = spec.train, spec.algorithm.knobs.flat()
+    B, G, M, T = tr.prompts_per_step, tr.group_size, tr.mini_batches, tr.max_new_tokens
+    assert tr.epochs == 1
     n_train_steps = M * (1 + n_rl_steps)
-    problems = common.train_problems(spec, B * (1 + n_rl_steps), spec["task"]["min_ops"], spec["task"]["max_ops"], "trl-bench")
+    problems = common.train_problems(spec, B * (1 + n_rl_steps), spec.task.min_ops, spec.task.max_ops, "trl-bench")
     by_prompt = {p.prompt: p for p in problems}
     work = work / f"trl_ckpt{int(checkpointing)}"
     ds = datasets.Dataset.from_dict({"prompt": [p.prompt for p in problems]})
 
     def modchain_reward(prompts, completions, **_):
-        return modchain.grade(list(completions), [by_prompt[p] for p in prompts], spec["task"]["grader"]).astype(float).tolist()
+        return modchain.grade(list(completions), [by_prompt[p] for p in prompts], spec.task.grader).astype(float).tolist()
 
     fast = char_tokenizer_fast(tok, work / "tokenizer")
     # TRL builds its reference model from the policy's name_or_path: save the random-init GPT-2 locally
@@ -218,10 +219,10 @@ def trl_step(spec: dict, tok: CharTokenizer, max_len: int, threads: int, n_rl_st
     args = GRPOConfig(
         output_dir=str(work / "trl_out"), use_cpu=True, bf16=False, fp16=False, seed=0,
         per_device_train_batch_size=B * G // M, gradient_accumulation_steps=1, steps_per_generation=M,
-        num_generations=G, num_iterations=tr["epochs"], max_steps=n_train_steps,
+        num_generations=G, num_iterations=tr.epochs, max_steps=n_train_steps,
         max_completion_length=T, generation_kwargs={"min_new_tokens": T},
-        temperature=tr["temperature"], top_p=tr["top_p"], top_k=0,
-        learning_rate=tr["lr"], weight_decay=tr["weight_decay"], max_grad_norm=tr["grad_clip"],
+        temperature=tr.temperature, top_p=tr.top_p, top_k=0,
+        learning_rate=tr.lr, weight_decay=tr.weight_decay, max_grad_norm=tr.grad_clip,
         lr_scheduler_type="constant", warmup_steps=0,
         beta=knobs["kl_coef"], epsilon=knobs["eps_low"], epsilon_high=knobs["eps_high"], entropy_coef=knobs["entropy_coef"],
         loss_type="bnpo",  # token-mean over the mini-batch = our agg "token-mean"
@@ -291,27 +292,27 @@ def main() -> int:
 
     common.pin_threads(a.threads)
     exp = load_experiment(a.experiment)
-    specs = [s for s in expand(exp) if s["variant"] == a.variant]
+    specs = [s for s in expand(exp) if s.variant == a.variant]
     if not specs:
         log(f"no variant {a.variant!r} in {a.experiment}")
         return 2
-    spec = copy.deepcopy(specs[0])
-    spec["warm_start"]["steps"] = a.warm_steps
-    spec["train"]["threads"] = a.threads
-    tr = spec["train"]
-    B, G, T = tr["prompts_per_step"], tr["group_size"], tr["max_new_tokens"]
+    spec = specs[0]
+    spec = spec.model_copy(update={"warm_start": spec.warm_start.model_copy(update={"steps": a.warm_steps}),
+                                   "train": spec.train.model_copy(update={"threads": a.threads})})
+    tr = spec.train
+    B, G, T = tr.prompts_per_step, tr.group_size, tr.max_new_tokens
     tok = common.tokenizer()
     max_len = common.build_model(spec).cfg.max_len
-    m = spec["model"]
+    m = spec.model
     import hashlib
 
     digest = hashlib.sha256(Path(a.experiment).read_bytes()).hexdigest()[:12]
-    log(f"# local RL step benchmark  (experiment {a.experiment} sha256:{digest}, variant {a.variant}, preset {spec['preset']})")
+    log(f"# local RL step benchmark  (experiment {a.experiment} sha256:{digest}, variant {a.variant}, preset {spec.preset})")
     log(f"torch {torch.__version__}, threads {a.threads} (torch.get_num_threads()={torch.get_num_threads()}), "
         f"os.cpu_count()={os.cpu_count()}, load avg 1/5/15 min at start: {load()}")
-    log(f"model: n_layer={m['n_layer']} n_head={m['n_head']} d_model={m['d_model']} vocab={tok.vocab_size} max_len={max_len}; "
-        f"B={B} x G={G}, mini_batches={tr['mini_batches']}, epochs={tr['epochs']}, max_new_tokens={T}, "
-        f"temperature={tr['temperature']}, top_p={tr['top_p']}, warm start {a.warm_steps} steps")
+    log(f"model: n_layer={m.n_layer} n_head={m.n_head} d_model={m.d_model} vocab={tok.vocab_size} max_len={max_len}; "
+        f"B={B} x G={G}, mini_batches={tr.mini_batches}, epochs={tr.epochs}, max_new_tokens={T}, "
+        f"temperature={tr.temperature}, top_p={tr.top_p}, warm start {a.warm_steps} steps")
     t_start = time.perf_counter()
 
     with tempfile.TemporaryDirectory(prefix="local_step_bench_") as tmp:
@@ -335,14 +336,14 @@ def main() -> int:
         # 2. our sampler alone, 3. HF generate: same prompt tensors, each micro-batch size on both sides in turn
         import transformers
 
-        prompts = [p.prompt for p in common.train_problems(spec, B, spec["task"]["min_ops"], spec["task"]["max_ops"], "sampler-bench")
+        prompts = [p.prompt for p in common.train_problems(spec, B, spec.task.min_ops, spec.task.max_ops, "sampler-bench")
                    for _ in range(G)]
         chunks = [int(c) for c in a.chunks.split(",")]
         hf_model = gpt2_model(tok, max_len, spec)
         log(f"\n## 2./3. our KV-cached sampler vs HF generate, {len(prompts)} sequences x {T} new tokens, median of {a.repeats} "
             f"after 1 warm-up")
-        log(f"HF: GPT-2 same shape, random init, fp32, use_cache=True, do_sample=True, temperature={tr['temperature']}, "
-            f"top_p={tr['top_p']}, top_k=0, min_new_tokens=max_new_tokens={T}; transformers {transformers.__version__}; "
+        log(f"HF: GPT-2 same shape, random init, fp32, use_cache=True, do_sample=True, temperature={tr.temperature}, "
+            f"top_p={tr.top_p}, top_k=0, min_new_tokens=max_new_tokens={T}; transformers {transformers.__version__}; "
             f"GPT-2 params {sum(p.numel() for p in hf_model.parameters())} vs ours {sum(p.numel() for p in trainer.policy.parameters())}")
         ours_runs, hf_runs = {}, {}
         for chunk in chunks:
@@ -392,13 +393,13 @@ def main() -> int:
                         break
         for ckpt, r in trl_runs.items():
             if ckpt:
-                log(f"trl {r['version']}: per_device_train_batch_size={B * G // tr['mini_batches']}, gradient_accumulation_steps=1, "
-                    f"steps_per_generation={tr['mini_batches']} (generation_batch_size={r['gen_batch']}), num_iterations={tr['epochs']}, "
-                    f"beta={spec['algorithm']['knobs']['kl_coef']}, entropy_coef={spec['algorithm']['knobs']['entropy_coef']}, "
+                log(f"trl {r['version']}: per_device_train_batch_size={B * G // tr.mini_batches}, gradient_accumulation_steps=1, "
+                    f"steps_per_generation={tr.mini_batches} (generation_batch_size={r['gen_batch']}), num_iterations={tr.epochs}, "
+                    f"beta={spec.algorithm.objective('kl_coef')}, entropy_coef={spec.algorithm.objective('entropy_coef')}, "
                     f"loss_type=bnpo, max_completion_length={T}, generation_kwargs={{min_new_tokens: {T}}}; one RL step = "
-                    f"1 generate call on {r['gen_batch']} prompts + {tr['mini_batches']} optimizer steps of {B * G // tr['mini_batches']}")
+                    f"1 generate call on {r['gen_batch']} prompts + {tr.mini_batches} optimizer steps of {B * G // tr.mini_batches}")
             log(f"activation_checkpointing={ckpt!s:5s}{' (TRL default)' if ckpt else ' (fastest)   '}: RL step {r['step_s']:.3f}s = "
-                f"generate {r['gen_s']:.3f}s + rest (scoring, old/ref log-probs, {tr['mini_batches']} optimizer steps) {r['train_s']:.3f}s "
+                f"generate {r['gen_s']:.3f}s + rest (scoring, old/ref log-probs, {tr.mini_batches} optimizer steps) {r['train_s']:.3f}s "
                 f"| mean response length {r['resp_len']:.1f} | steps: {', '.join(f'{x:.3f}' for x in r['all_steps'])} "
                 f"(warm-up {r['warmup_s']:.3f}s) | threads during training {r['threads_seen']} "
                 f"| TRL/ours = {r['step_s'] / fix['step_s']:.2f}x")

@@ -32,7 +32,8 @@ from harness.core import results
 
 from harness.tracking import trackers as tracking
 from harness.backends import get_backend
-from harness.config.experiment import expand, load_experiment
+from harness.config.experiment import load_experiment
+from harness.config.runspec import expand
 from harness.core.paths import default_cache
 
 CONFIGS = {"none": [], "tensorboard": ["tensorboard"], "wandb": ["wandb"], "mlflow": ["mlflow"],
@@ -96,16 +97,16 @@ def main() -> int:
     for var in ("MLFLOW_TRACKING_URI", "WANDB_MODE"):
         os.environ.pop(var, None)
     exp = load_experiment(args.experiment)
-    spec = next(s for s in expand(exp) if s["variant"] == args.variant)
+    spec = next(s for s in expand(exp) if s.variant == args.variant)
     if args.steps:
-        spec["train"] = {**spec["train"], "steps": args.steps}
-    steps, exp_steps = spec["train"]["steps"], exp.train.steps
-    backend = get_backend(spec["backend"])
+        spec = spec.model_copy(update={"train": spec.train.model_copy(update={"steps": args.steps})})
+    steps, exp_steps = spec.train.steps, exp.train.steps
+    backend = get_backend(spec.backend)
     backend.prepare(spec, default_cache())
     root = Path(tempfile.mkdtemp(prefix="tracking-bench-"))
     print(f"# tracker overhead per RL step ({args.experiment}, variant {args.variant}, {steps} RL steps, "
-          f"B={spec['train']['prompts_per_step']} x G={spec['train']['group_size']}, eval every {spec['eval']['every']})")
-    print(f"torch {torch.__version__}, threads {spec['train']['threads']}, os.cpu_count()={os.cpu_count()}, "
+          f"B={spec.train.prompts_per_step} x G={spec.train.group_size}, eval every {spec.eval.every})")
+    print(f"torch {torch.__version__}, threads {spec.train.threads}, os.cpu_count()={os.cpu_count()}, "
           f"load avg at start: {'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
     versions, imports = [], []
     for mod, stmt in (("tensorboard", "from torch.utils.tensorboard import SummaryWriter"), ("wandb", "import wandb"),
@@ -124,12 +125,12 @@ def main() -> int:
     print(f"{'config':12s} {'log ms/step':>11s} {'log CPU ms/step':>15s} {'start s':>8s} {'close s':>8s} "
           f"{f'amortised/{exp_steps} steps ms':>22s} {'wandb-core CPU s':>16s} {'median step s':>13s} {'run wall s':>10s}  records")
     for name in args.configs.split(","):
-        run_dir = root / exp.name / f"{name}-{spec['run_id']}"
+        run_dir = root / exp.name / f"{name}-{spec.run_id}"
         timer = Timer()
         step_times: list[float] = []
         t_run = time.perf_counter()
         try:
-            backend.train({**spec, "loggers": CONFIGS[name]}, run_dir, default_cache(),
+            backend.train(spec.model_copy(update={"loggers": CONFIGS[name]}), run_dir, default_cache(),
                           progress=lambda s, n, rec: step_times.append(rec["time/sample_s"] + rec["time/train_s"]))
         finally:
             timer.restore()

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
+
+if TYPE_CHECKING:
+    from harness.config.runspec import RunSpec
 
 Progress = Callable[[int, int, dict], None]  # (step, total, metrics of the step)
 
@@ -33,13 +36,13 @@ class Backend(Protocol):
         """Everything that can be checked before a run starts (raises UserError, writes nothing);
         for_run=False (`harness validate`, `--dry-run`) leaves out what only starting needs (GPUs)."""
 
-    def shared_key(self, spec: dict, cache_dir: Path) -> str | None:
+    def shared_key(self, spec: RunSpec, cache_dir: Path) -> str | None:
         """Id of a missing artefact shared by several runs (built once by `prepare`), or None."""
 
-    def prepare(self, spec: dict, cache_dir: Path, progress: Progress | None = None) -> None:
+    def prepare(self, spec: RunSpec, cache_dir: Path, progress: Progress | None = None) -> None:
         """Build the shared artefact of `spec` (e.g. the warm start) into cache_dir."""
 
-    def train(self, spec: dict, run_dir: Path, cache_dir: Path, progress: Progress | None = None) -> None:
+    def train(self, spec: RunSpec, run_dir: Path, cache_dir: Path, progress: Progress | None = None) -> None:
         """Run or resume one RunSpec into run_dir; status.json ends 'done' or the call raises.
 
         Call progress after every step: once the user asked to stop (Ctrl-C, SIGTERM) it raises
@@ -64,7 +67,7 @@ def get_backend(name: str) -> Backend:
 
 def dry_run(exp, results_dir: Path, cache_dir: Path) -> None:
     """Print what `harness run` would execute for every run of `exp`, writing and starting nothing."""
-    from harness.config.experiment import expand
+    from harness.config.runspec import expand
 
     if exp.backend == "verl":
         from harness.backends.verl.backend import VerlBackend
@@ -72,8 +75,8 @@ def dry_run(exp, results_dir: Path, cache_dir: Path) -> None:
 
         for run in VerlBackend().check(exp, for_run=False, results_dir=results_dir, cache_dir=cache_dir):
             spec = run["spec"]
-            print(f"# {spec['run_id']} -> {run['run_dir']}")
-            if spec["verl"]["mode"] == "cluster":
+            print(f"# {spec.run_id} -> {run['run_dir']}")
+            if spec.verl.mode == "cluster":
                 print(shell_line(run["overrides"], environment(spec, None)))
             else:
                 print("# in-process: verl's engine on this CPU with these overrides")
@@ -81,4 +84,4 @@ def dry_run(exp, results_dir: Path, cache_dir: Path) -> None:
             print()
         return
     for spec in expand(exp):
-        print(f"# {spec['run_id']} -> {Path(results_dir) / exp.name / spec['run_id']} (local backend, in a worker process)")
+        print(f"# {spec.run_id} -> {Path(results_dir) / exp.name / spec.run_id} (local backend, in a worker process)")

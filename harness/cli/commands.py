@@ -107,7 +107,8 @@ def validate_command(
         return
     if file is None:
         raise UserError("validate: give an experiment or sweep file, or --schema to print the schema")
-    from harness.config.experiment import expand, is_sweep_file, read_yaml
+    from harness.config.experiment import is_sweep_file, read_yaml
+    from harness.config.runspec import expand
 
     if file.is_file() and is_sweep_file(read_yaml(file)):
         _validate_sweep(file)
@@ -120,8 +121,8 @@ def validate_command(
     for col in ("variant", "seed", "run_id", "advantage", "policy loss", "filter", "shaper"):
         table.add_column(col)
     for s in expand(exp):
-        a = s["algorithm"]
-        table.add_row(s["variant"], str(s["seed"]), s["run_id"], a["advantage"], a["policy_loss"], a["group_filter"], a["reward_shaper"])
+        a = s.algorithm
+        table.add_row(s.variant, str(s.seed), s.run_id, a.advantage, a.policy_loss, a.group_filter, a.reward_shaper)
     Console().print(table)
     Console().print(f"[green]ok[/]: {file}")
 

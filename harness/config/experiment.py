@@ -1,9 +1,9 @@
 """Experiment files: a typed schema (pydantic), validated before any work, expanded into RunSpecs.
 
 An experiment = shared settings (task, model, warm start, train, eval, seeds, backend) + a list of
-variants (preset + piece/knob overrides). Each (variant, seed) becomes a RunSpec: a fully resolved,
-JSON-able dict whose content hash is the run id, so re-running the same file finds finished runs
-and an edited file makes new ones.
+variants (preset + piece/knob overrides). Each (variant, seed) becomes a RunSpec
+(harness/config/runspec.py): fully resolved and typed, its content hash the run id, so re-running
+the same file finds finished runs and an edited file makes new ones.
 """
 
 from __future__ import annotations
@@ -410,29 +410,3 @@ def warn_if_clip_cannot_bind(exp: Experiment) -> str | None:
 def canonical_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
-
-def expand(exp: Experiment) -> list[dict]:
-    """One RunSpec (a plain, JSON-able dict) per (variant, seed); run_id = hash of the content."""
-    specs = []
-    # `plugins` and `verl` enter the spec (and so the run id) only when used: run ids of other files stay stable;
-    # `loggers` is added after the hash (trackers change nothing a run computes)
-    unused = (set() if exp.plugins else {"plugins"}) | (set() if exp.backend == "verl" else {"verl"})
-    base = exp.model_dump(exclude={"variants", "seeds", "description", "loggers"} | unused)
-    for i, v in enumerate(exp.variants):
-        preset = resolve_variant(exp, i)
-        for seed in exp.seeds:
-            spec = {
-                "experiment": exp.name,
-                "variant": v.name,
-                "seed": seed,
-                "backend": exp.backend,
-                "preset": v.preset,
-                "overrides": dict(v.overrides),
-                "algorithm": preset.as_dict(),
-                **base,
-            }
-            spec["warm_start"] = {**spec["warm_start"], "seed": exp.warm_start.seed if exp.warm_start.seed is not None else seed}
-            spec["run_id"] = f"{v.name}-s{seed}-{canonical_hash(spec)}"
-            spec["loggers"] = list(exp.loggers)  # after the hash: trackers do not change what a run computes
-            specs.append(spec)
-    return specs

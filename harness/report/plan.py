@@ -75,10 +75,10 @@ def _experiment_name(experiment: str) -> str:
             raise UserError(f"{experiment}: no such experiment file")
         from harness.config.experiment import read_yaml
 
-        spec = read_yaml(path)
-        if not isinstance(spec, dict) or not spec.get("name"):
+        raw = read_yaml(path)
+        if not isinstance(raw, dict) or not raw.get("name"):
             raise UserError(f"{experiment}: the experiment file has no 'name'")
-        return str(spec["name"])
+        return str(raw["name"])
     return experiment
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from harness.core import results
-from harness.config.experiment import expand, load_experiment
+from harness.config.experiment import load_experiment
+from harness.config.runspec import expand
 from harness.core.locks import FileLock, owner_info
 
 pytestmark = pytest.mark.e2e
@@ -28,7 +29,7 @@ FOUR = [{"name": n, "preset": n} for n in ("grpo", "ngrpo", "dapo", "psr_nsr")]
 
 def _run_dirs(exp_file: Path, res: Path) -> dict[str, Path]:
     exp = load_experiment(exp_file)
-    return {s["variant"]: res / exp.name / s["run_id"] for s in expand(exp)}
+    return {s.variant: res / exp.name / s.run_id for s in expand(exp)}
 
 
 def test_two_invocations_share_the_work_warm_start_built_once_both_exit_0(tmp_path, tiny_experiment):

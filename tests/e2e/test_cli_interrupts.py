@@ -20,7 +20,8 @@ import yaml
 
 from harness.core import results
 from harness.cli.app import main
-from harness.config.experiment import expand, load_experiment
+from harness.config.experiment import load_experiment
+from harness.config.runspec import expand
 
 pytestmark = pytest.mark.e2e
 _spec = importlib.util.spec_from_file_location("cli_helpers", Path(__file__).with_name("cli_helpers.py"))
@@ -54,7 +55,7 @@ def setup(tmp_path_factory, make_tiny_experiment):
 
 def _run_dirs(exp_file: Path, res: Path) -> dict[str, Path]:
     exp = load_experiment(exp_file)
-    return {s["variant"]: res / exp.name / s["run_id"] for s in expand(exp)}
+    return {s.variant: res / exp.name / s.run_id for s in expand(exp)}
 
 
 def _start(kind: str, *args, root: Path, gate_step: int) -> "h.Harness":

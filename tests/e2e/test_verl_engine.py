@@ -17,7 +17,8 @@ from harness.backends.verl import compose, data, inproc  # noqa: E402
 from harness.backends.verl import rollout as ro  # noqa: E402
 from harness.backends.verl.backend import VerlBackend  # noqa: E402
 from harness.backends.verl.hf_export import export_hf  # noqa: E402
-from harness.config.experiment import expand, load_experiment  # noqa: E402
+from harness.config.experiment import load_experiment  # noqa: E402
+from harness.config.runspec import expand  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 

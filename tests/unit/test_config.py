@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from harness.cli.app import main
-from harness.config.experiment import expand, load_experiment, warn_if_clip_cannot_bind
+from harness.config.experiment import load_experiment, warn_if_clip_cannot_bind
+from harness.config.runspec import expand
 from harness.core.errors import UserError
 
 BASE = {
@@ -32,15 +33,15 @@ def write(tmp_path: Path, mutate=None) -> Path:
 def test_expand_gives_stable_content_hashed_runs(tmp_path):
     exp = load_experiment(write(tmp_path))
     specs = expand(exp)
-    assert [(s["variant"], s["seed"]) for s in specs] == [("grpo", 0), ("grpo", 1), ("ngrpo_sym", 0), ("ngrpo_sym", 1)]
-    assert len({s["run_id"] for s in specs}) == 4
-    assert [s["run_id"] for s in expand(load_experiment(write(tmp_path)))] == [s["run_id"] for s in specs]
+    assert [(s.variant, s.seed) for s in specs] == [("grpo", 0), ("grpo", 1), ("ngrpo_sym", 0), ("ngrpo_sym", 1)]
+    assert len({s.run_id for s in specs}) == 4
+    assert [s.run_id for s in expand(load_experiment(write(tmp_path)))] == [s.run_id for s in specs]
     edited = expand(load_experiment(write(tmp_path, lambda r: r["train"].update(lr=1e-5))))
-    assert not {s["run_id"] for s in edited} & {s["run_id"] for s in specs}
-    assert specs[2]["algorithm"]["knobs"]["eps_pos"] == 0.2
-    assert specs[0]["warm_start"]["seed"] == 0 and specs[1]["warm_start"]["seed"] == 0  # one shared warm start
+    assert not {s.run_id for s in edited} & {s.run_id for s in specs}
+    assert specs[2].algorithm.piece_knobs("policy_loss")["eps_pos"] == 0.2
+    assert specs[0].warm_start.seed == 0 and specs[1].warm_start.seed == 0  # one shared warm start
     per_seed = expand(load_experiment(write(tmp_path, lambda r: r.update(warm_start={"seed": None}))))
-    assert [s["warm_start"]["seed"] for s in per_seed[:2]] == [0, 1]
+    assert [s.warm_start.seed for s in per_seed[:2]] == [0, 1]
 
 
 BAD = [
@@ -119,7 +120,7 @@ def test_shipped_experiments_validate(monkeypatch):
         raw = yaml.safe_load(f.read_text())
         if "algorithms" in raw:  # a probe file over a base experiment (harness probe)
             cfg, spec, _, _ = load_probe(f)
-            assert spec["experiment"] and cfg.updates >= 1
+            assert spec.experiment and cfg.updates >= 1
             continue
         if "variants" not in raw:  # a sweep file over a base experiment
             cfg, exp = load_sweep(f)

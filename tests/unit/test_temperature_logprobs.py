@@ -70,7 +70,8 @@ def test_trainer_update_scores_the_sampled_policy(tmp_path):
     from harness.backends.local.rollout import collect_batch
     from harness.backends.local.trainer import LocalTrainer
     from harness.backends.local.warmstart import ensure_warm_start
-    from harness.config.experiment import Experiment, expand
+    from harness.config.experiment import Experiment
+    from harness.config.runspec import expand
 
     exp = Experiment.model_validate({
         "name": "t", "model": {"n_layer": 1, "n_head": 2, "d_model": 32},

@@ -13,7 +13,8 @@ pytest.importorskip("verl", reason="verl backend tests need the verl extra (make
 from harness.core import results  # noqa: E402
 from harness.backends.verl import cluster  # noqa: E402
 from harness.backends.verl.backend import VerlBackend  # noqa: E402
-from harness.config.experiment import expand, load_experiment  # noqa: E402
+from harness.config.experiment import load_experiment  # noqa: E402
+from harness.config.runspec import expand  # noqa: E402
 
 FAKE_MAIN_PPO = textwrap.dedent('''
     """Stands in for `python -m verl.trainer.main_ppo`: reads the overrides, writes what verl writes."""
@@ -69,7 +70,7 @@ def setup(tmp_path, monkeypatch):
     (tmp_path / "fake_main_ppo.py").write_text(FAKE_MAIN_PPO)
     monkeypatch.setattr(cluster, "command", lambda overrides: [sys.executable, str(tmp_path / "fake_main_ppo.py"), *overrides])
     spec = expand(load_experiment(tmp_path / "exp.yaml"))[0]
-    return spec, tmp_path / "res" / spec["run_id"], tmp_path / "cache"
+    return spec, tmp_path / "res" / spec.run_id, tmp_path / "cache"
 
 
 def test_a_cluster_run_writes_its_command_and_ingests_verls_outputs(setup):
@@ -82,8 +83,8 @@ def test_a_cluster_run_writes_its_command_and_ingests_verls_outputs(setup):
     assert "algorithm.adv_estimator=harness_group_zscore" in (rd / "verl" / "overrides.txt").read_text()
     assert (rd / "verl" / "data" / "train.parquet").exists() and (rd / "verl" / "data" / "val_easy.parquet").exists()
     s = results.read_samples(rd)
-    assert sorted(s["step"].unique()) == [0, 3, 6] and len(s) == 3 * 3 * 2
-    assert s["length"].tolist() == [4] * len(s)  # "1;1" counted with the model's tokenizer, + EOS
+    assert sorted(s.step.unique()) == [0, 3, 6] and len(s) == 3 * 3 * 2
+    assert s.length.tolist() == [4] * len(s)  # "1;1" counted with the model's tokenizer, + EOS
     recs = results.read_metrics_records(rd)
     train = [r for r in recs if r["kind"] == "train"]
     assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6] and train[-1]["train/reward"] == pytest.approx(0.6)

@@ -1,6 +1,7 @@
 """verl's dumps and file-logger metrics -> samples.parquet and metrics.jsonl (written by verl's own writers)."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -11,7 +12,7 @@ from verl.utils.tracking import FileLogger  # noqa: E402
 from harness.core import results  # noqa: E402
 from harness.backends.verl import ingest  # noqa: E402
 
-SPEC = {"train": {"max_new_tokens": 8}, "eval": {"k_max": None}}
+SPEC = SimpleNamespace(train=SimpleNamespace(max_new_tokens=8), eval=SimpleNamespace(k_max=None))  # what ingest reads of a RunSpec
 
 
 def dump(run_dir, step, rows, extra_cols=True):

@@ -10,6 +10,7 @@ import algorithms  # noqa: E402
 from harness.backends.verl import compose  # noqa: E402
 from harness.backends.verl.overrides import VerlMappingError, algorithm_overrides, overrides  # noqa: E402
 from harness.config.experiment import VerlSettings  # noqa: E402
+from harness.config.runspec import AlgorithmSpec, RunSpec  # noqa: E402
 
 BASE = {
     "experiment": "m", "variant": "v", "seed": 3, "run_id": "v-s3-abc", "plugins": [],
@@ -22,17 +23,18 @@ BASE = {
 }
 
 
-def spec_for(preset: str, mode: str = "cluster", **knobs) -> dict:
+def spec_for(preset: str, mode: str = "cluster", verl_overrides: tuple[str, ...] = (), **knobs) -> RunSpec:
     s = copy.deepcopy(BASE)
-    s.update(preset=preset, overrides=knobs, verl=VerlSettings(mode=mode).model_dump())
-    return s
+    s.update(preset=preset, overrides=knobs, verl=VerlSettings(mode=mode, overrides=list(verl_overrides)).model_dump(),
+             backend="verl", algorithm=AlgorithmSpec.of(algorithms.get_preset(preset, **knobs)), model={}, warm_start={})
+    return RunSpec.model_validate(s)
 
 
 def as_dict(ov: list[str]) -> dict[str, str]:
     return dict(o.split("=", 1) for o in ov)
 
 
-def build(spec: dict, model: str, mode: str = "cluster"):
+def build(spec: RunSpec, model: str, mode: str = "cluster"):
     ov = overrides(spec, mode, "/tmp/run", model, model, "/tmp/run/t.parquet", ["/tmp/run/v.parquet"], ["console", "file"])
     cfg = compose.compose(ov)
     compose.check_quietly(cfg, ov, model_is_local=True)
@@ -121,7 +123,6 @@ def test_settings_without_a_verl_equivalent_are_errors():
     (["actor_rollout_ref.actor.loss_agg_mode=bogus"], "verl rejects the config"),
 ])
 def test_bad_verl_overrides_are_caught(extra, message, model):
-    s = spec_for("grpo")
-    s["verl"]["overrides"] = extra
+    s = spec_for("grpo", verl_overrides=tuple(extra))
     with pytest.raises(VerlMappingError, match=message):
         build(s, model)

@@ -13,18 +13,18 @@ class LocalBackend:
     def check(self, exp, for_run: bool = True) -> None:
         """Nothing beyond the schema: the embedded backend has no external dependency."""
 
-    def shared_key(self, spec: dict, cache_dir: Path) -> str | None:
+    def shared_key(self, spec: RunSpec, cache_dir: Path) -> str | None:
         from harness.backends.local.warmstart import warm_start_path
 
         path = warm_start_path(spec, cache_dir)
         return None if path.exists() else str(path)
 
-    def prepare(self, spec: dict, cache_dir: Path, progress=None) -> None:
+    def prepare(self, spec: RunSpec, cache_dir: Path, progress=None) -> None:
         from harness.backends.local.warmstart import ensure_warm_start
 
         ensure_warm_start(spec, Path(cache_dir), progress=progress)
 
-    def train(self, spec: dict, run_dir: Path, cache_dir: Path, progress=None) -> None:
+    def train(self, spec: RunSpec, run_dir: Path, cache_dir: Path, progress=None) -> None:
         from harness.backends.local.trainer import train
 
         train(spec, Path(run_dir), Path(cache_dir), progress=progress)

@@ -12,6 +12,7 @@ import torch
 
 from harness.core.errors import UserError
 from harness.backends.local.model import CharTokenizer, ModelConfig, TinyGPT
+from harness.config.runspec import RunSpec
 from harness.tasks import modchain
 
 
@@ -29,12 +30,12 @@ def tokenizer() -> CharTokenizer:
     return CharTokenizer(modchain.VOCAB)
 
 
-def build_model(spec: dict, value_head: bool = False) -> TinyGPT:
-    m = spec["model"]
-    max_len = spec["task"]["max_ops"] * 4 + 8 + spec["train"]["max_new_tokens"]
-    for b in spec["eval"]["benchmarks"].values():
-        max_len = max(max_len, b["max_ops"] * 4 + 8 + spec["train"]["max_new_tokens"])
-    cfg = ModelConfig(vocab_size=tokenizer().vocab_size, n_layer=m["n_layer"], n_head=m["n_head"], d_model=m["d_model"], max_len=max_len)
+def build_model(spec: RunSpec, value_head: bool = False) -> TinyGPT:
+    m = spec.model
+    max_len = spec.task.max_ops * 4 + 8 + spec.train.max_new_tokens
+    for b in spec.eval.benchmarks.values():
+        max_len = max(max_len, b.max_ops * 4 + 8 + spec.train.max_new_tokens)
+    cfg = ModelConfig(vocab_size=tokenizer().vocab_size, n_layer=m.n_layer, n_head=m.n_head, d_model=m.d_model, max_len=max_len)
     return TinyGPT(cfg, value_head=value_head)
 
 
@@ -54,20 +55,20 @@ def _heldout(eval_seed: int, name: str, min_ops: int, max_ops: int, problems: in
     return tuple(seen.values())
 
 
-def heldout_sets(spec: dict) -> dict[str, list[modchain.Problem]]:
+def heldout_sets(spec: RunSpec) -> dict[str, list[modchain.Problem]]:
     """Held-out benchmarks, fixed by eval.seed (identical for every run of every experiment with that seed)."""
-    ev = spec["eval"]
+    ev = spec.eval
     return {
-        name: list(_heldout(ev["seed"], name, b["min_ops"], b["max_ops"], b["problems"]))
-        for name, b in sorted(ev["benchmarks"].items())
+        name: list(_heldout(ev.seed, name, b.min_ops, b.max_ops, b.problems))
+        for name, b in sorted(ev.benchmarks.items())
     }
 
 
-def heldout_prompts(spec: dict) -> frozenset[str]:
+def heldout_prompts(spec: RunSpec) -> frozenset[str]:
     return frozenset(p.prompt for ps in heldout_sets(spec).values() for p in ps)
 
 
-def train_problems(spec: dict, n: int, min_ops: int, max_ops: int, *seed_parts: object) -> list[modchain.Problem]:
+def train_problems(spec: RunSpec, n: int, min_ops: int, max_ops: int, *seed_parts: object) -> list[modchain.Problem]:
     """n training problems, disjoint from every held-out set, fixed by seed_parts."""
     exclude = heldout_prompts(spec)
     r = rng("train", *seed_parts)

@@ -15,6 +15,7 @@ import yaml
 from harness.core import results
 from harness.backends.local import common
 from harness.backends.local.sampler import sample
+from harness.config.runspec import RunSpec
 from harness.core.errors import UserError
 from harness.evaluation.evaluate import SAMPLERS, Completion
 
@@ -30,8 +31,8 @@ class LocalSampler:
             raise UserError(f"MODEL {model}: not an embedded-backend run folder (needs spec.yaml and checkpoints/latest.pt)")
         if device not in ("auto", "cpu"):
             raise UserError(f"--device {device}: the local backend runs on the CPU only")
-        self.spec = yaml.safe_load((run_dir / results.SPEC_FILE).read_text())
-        common.pin_threads(self.spec["train"]["threads"])
+        self.spec = RunSpec.from_dict(yaml.safe_load((run_dir / results.SPEC_FILE).read_text()))
+        common.pin_threads(self.spec.train.threads)
         self.tok = common.tokenizer()
         self.model = common.build_model(self.spec)
         state = common.load_checkpoint(ckpt)  # once, and never executing pickled code

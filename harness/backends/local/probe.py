@@ -31,6 +31,7 @@ import torch
 import algorithms
 from harness.backends.local import common
 from harness.backends.local.sampler import sample, sequence_forward
+from harness.config.runspec import RunSpec
 from harness.core.errors import UserError
 from harness.tasks import modchain
 
@@ -57,14 +58,14 @@ def classify_groups(acc: torch.Tensor, group_size: int) -> np.ndarray:
     return np.where(c == 0, "all_wrong", np.where(c == group_size, "all_correct", "mixed"))
 
 
-def find_groups(policy, spec: dict, cfg: dict) -> tuple[dict[str, ProbeBatch], dict[str, int]]:
+def find_groups(policy, spec: RunSpec, cfg: dict) -> tuple[dict[str, ProbeBatch], dict[str, int]]:
     """Sample cfg["candidates"] prompts x G at the rollout temperature; keep the first groups_per_type of each type."""
-    tok, tr, G = common.tokenizer(), spec["train"], spec["train"]["group_size"]
+    tok, tr, G = common.tokenizer(), spec.train, spec.train.group_size
     problems = common.train_problems(spec, cfg["candidates"], cfg["min_ops"], cfg["max_ops"], "probe", cfg["seed"])
     rep = [p for p in problems for _ in range(G)]
-    roll = sample(policy, tok, [p.prompt for p in rep], max_new_tokens=tr["max_new_tokens"], temperature=tr["temperature"],
-                  top_p=tr["top_p"], seed=common.derive_seed("probe-rollout", cfg["seed"]))
-    acc = torch.from_numpy(modchain.grade(roll.texts, rep, spec["task"]["grader"]))
+    roll = sample(policy, tok, [p.prompt for p in rep], max_new_tokens=tr.max_new_tokens, temperature=tr.temperature,
+                  top_p=tr.top_p, seed=common.derive_seed("probe-rollout", cfg["seed"]))
+    acc = torch.from_numpy(modchain.grade(roll.texts, rep, spec.task.grader))
     kinds = classify_groups(acc, G)
     found = {t: int((kinds == t).sum()) for t in GROUP_TYPES}
     short = {t: n for t, n in found.items() if n < cfg["groups_per_type"]}
@@ -152,20 +153,20 @@ def run_updates(start, b: ProbeBatch, preset: algorithms.Preset, cfg: dict, temp
     return policy, rows, first_grad, _flat_params(policy) - theta0
 
 
-def eval_samples(policy, b: ProbeBatch, spec: dict, cfg: dict, label: str, step: int) -> pd.DataFrame:
+def eval_samples(policy, b: ProbeBatch, spec: RunSpec, cfg: dict, label: str, step: int) -> pd.DataFrame:
     """cfg["eval_n"] samples per probe prompt at the eval temperature / top-p -> per-sample rows."""
-    ev, n = spec["eval"], cfg["eval_n"]
+    ev, n = spec.eval, cfg["eval_n"]
     rep = [p for p in b.problems for _ in range(n)]
-    roll = sample(policy, common.tokenizer(), [p.prompt for p in rep], max_new_tokens=spec["train"]["max_new_tokens"],
-                  temperature=ev["temperature"], top_p=ev["top_p"], seed=common.derive_seed("probe-eval", cfg["seed"]))
+    roll = sample(policy, common.tokenizer(), [p.prompt for p in rep], max_new_tokens=spec.train.max_new_tokens,
+                  temperature=ev.temperature, top_p=ev.top_p, seed=common.derive_seed("probe-eval", cfg["seed"]))
     return pd.DataFrame({"algorithm": label, "step": step, "problem_id": [p.problem_id for p in rep],
                          "sample_idx": np.tile(np.arange(n), len(b.problems)),
-                         "correct": modchain.grade(roll.texts, rep, spec["task"]["grader"])})
+                         "correct": modchain.grade(roll.texts, rep, spec.task.grader)})
 
 
-def run_probe(start, spec: dict, cfg: dict, presets: dict[str, algorithms.Preset], progress=None):
+def run_probe(start, spec: RunSpec, cfg: dict, presets: dict[str, algorithms.Preset], progress=None):
     """Everything for one probe. Returns (metric rows, cosine rows, eval sample rows, groups found per type)."""
-    temperature = spec["train"]["temperature"]
+    temperature = spec.train.temperature
     torch.manual_seed(common.derive_seed("probe", cfg["seed"]))
     batches, found = find_groups(start, spec, cfg)
     rows, cos_rows, samples = [], [], []

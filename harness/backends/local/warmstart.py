@@ -14,34 +14,35 @@ import torch
 from harness.backends.local import common
 from harness.backends.local.sampler import sequence_forward
 from harness.config.experiment import canonical_hash
+from harness.config.runspec import RunSpec
 from harness.tasks import modchain
 
 
-def warm_start_key(spec: dict) -> str:
-    keyed = {k: spec[k] for k in ("task", "model", "warm_start")}
-    keyed["max_len_inputs"] = (spec["train"]["max_new_tokens"], sorted((n, b["max_ops"]) for n, b in spec["eval"]["benchmarks"].items()))
-    keyed["eval_seed"] = spec["eval"]["seed"]  # held-out prompts are excluded from warm-start data
+def warm_start_key(spec: RunSpec) -> str:
+    keyed = {k: getattr(spec, k).model_dump() for k in ("task", "model", "warm_start")}
+    keyed["max_len_inputs"] = (spec.train.max_new_tokens, sorted((n, b.max_ops) for n, b in spec.eval.benchmarks.items()))
+    keyed["eval_seed"] = spec.eval.seed  # held-out prompts are excluded from warm-start data
     return canonical_hash(keyed, 16)
 
 
-def warm_start_path(spec: dict, cache_dir: Path) -> Path:
+def warm_start_path(spec: RunSpec, cache_dir: Path) -> Path:
     return Path(cache_dir) / "warmstart" / f"{warm_start_key(spec)}.pt"
 
 
-def train_warm_start(spec: dict, progress=None) -> dict:
+def train_warm_start(spec: RunSpec, progress=None) -> dict:
     """Teacher-forced cross-entropy on completions of random problems; returns the state dict."""
-    ws = spec["warm_start"]
-    seed = ws["seed"]
+    ws = spec.warm_start
+    seed = ws.seed
     torch.manual_seed(common.derive_seed("warm-init", seed))
     model = common.build_model(spec)
     tok = common.tokenizer()
-    opt = torch.optim.AdamW(model.parameters(), lr=ws["lr"], weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(0.1, 1 - s / max(1, ws["steps"])))
+    opt = torch.optim.AdamW(model.parameters(), lr=ws.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(0.1, 1 - s / max(1, ws.steps)))
     model.train()
-    for step in range(ws["steps"]):
-        probs = common.train_problems(spec, ws["batch_size"], ws["min_ops"], ws["max_ops"], "warm", seed, step)
+    for step in range(ws.steps):
+        probs = common.train_problems(spec, ws.batch_size, ws.min_ops, ws.max_ops, "warm", seed, step)
         prompt_ids, _ = tok.encode_prompts([p.prompt for p in probs])
-        comp = tok.encode_completions(modchain.slipped_solutions(probs, common.rng("slip", seed, step), ws["misconception"]))
+        comp = tok.encode_completions(modchain.slipped_solutions(probs, common.rng("slip", seed, step), ws.misconception))
         mask = comp != tok.PAD
         logp, _ = sequence_forward(model, tok, prompt_ids, comp, mask)
         loss = -(logp * mask).sum() / mask.sum()
@@ -51,26 +52,26 @@ def train_warm_start(spec: dict, progress=None) -> dict:
         opt.step()
         sched.step()
         if progress is not None:
-            progress(step + 1, ws["steps"], {"loss": loss.item()})
+            progress(step + 1, ws.steps, {"loss": loss.item()})
     return model.state_dict()
 
 
-def ensure_warm_start(spec: dict, cache_dir: Path, progress=None) -> Path:
+def ensure_warm_start(spec: RunSpec, cache_dir: Path, progress=None) -> Path:
     """Path of the cached warm start for this spec, training (and caching) it first if missing."""
     path = warm_start_path(spec, cache_dir)
     if not path.exists():
-        common.pin_threads(spec["train"]["threads"])
+        common.pin_threads(spec.train.threads)
         t0 = time.perf_counter()
         state = train_warm_start(spec, progress)
         common.atomic_torch_save({"state_dict": state, "seconds": time.perf_counter() - t0, "key": warm_start_key(spec)}, path)
     return path
 
 
-def load_warm_start(spec: dict, cache_dir: Path) -> dict:
+def load_warm_start(spec: RunSpec, cache_dir: Path) -> dict:
     return common.load_checkpoint(warm_start_path(spec, cache_dir))["state_dict"]
 
 
-def warm_policy(spec: dict, cache_dir: Path, progress=None):
+def warm_policy(spec: RunSpec, cache_dir: Path, progress=None):
     """The spec's policy model holding its warm start (built and cached first if needed)."""
     ensure_warm_start(spec, Path(cache_dir), progress=progress)
     model = common.build_model(spec)

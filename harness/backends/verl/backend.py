@@ -17,6 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
+from harness.config.runspec import RunSpec
 from harness.core import results
 from harness.backends.verl.overrides import VerlMappingError
 from harness.core.errors import UserError
@@ -26,26 +27,26 @@ class VerlBackend:
     name = "verl"
 
     # ------------------------------------------------------------------ model and data
-    def exported_model_dir(self, spec: dict, cache_dir: Path) -> Path:
+    def exported_model_dir(self, spec: RunSpec, cache_dir: Path) -> Path:
         from harness.backends.local.warmstart import warm_start_key
 
         return Path(cache_dir) / "verl-hf" / warm_start_key(spec)
 
-    def model_paths(self, spec: dict, cache_dir: Path) -> tuple[str, str]:
-        vc = spec["verl"]
-        model = vc["model"] or str(self.exported_model_dir(spec, cache_dir))
-        return model, vc["critic_model"] or model
+    def model_paths(self, spec: RunSpec, cache_dir: Path) -> tuple[str, str]:
+        vc = spec.verl
+        model = vc.model or str(self.exported_model_dir(spec, cache_dir))
+        return model, vc.critic_model or model
 
-    def overrides(self, spec: dict, run_dir: Path, cache_dir: Path) -> list[str]:
+    def overrides(self, spec: RunSpec, run_dir: Path, cache_dir: Path) -> list[str]:
         from harness.backends.verl.data import data_paths
         from harness.backends.verl.overrides import overrides
         from harness.tracking.trackers import verl_logger_settings
 
         model, critic = self.model_paths(spec, cache_dir)
-        paths = data_paths(run_dir, list(spec["eval"]["benchmarks"]))
-        trackers, _ = verl_logger_settings(spec["loggers"], run_dir, spec["experiment"], spec["run_id"])
-        loggers = (["console"] if spec["verl"]["mode"] == "cluster" else []) + ["file"] + trackers
-        return overrides(spec, spec["verl"]["mode"], run_dir, model, critic, paths.train, paths.val_files, loggers)
+        paths = data_paths(run_dir, list(spec.eval.benchmarks))
+        trackers, _ = verl_logger_settings(spec.loggers, run_dir, spec.experiment, spec.run_id)
+        loggers = (["console"] if spec.verl.mode == "cluster" else []) + ["file"] + trackers
+        return overrides(spec, spec.verl.mode, run_dir, model, critic, paths.train, paths.val_files, loggers)
 
     # ------------------------------------------------------------------ Backend interface
     def check(self, exp, for_run: bool = True, results_dir: Path = Path("results"), cache_dir: Path | None = None) -> list[dict]:
@@ -58,7 +59,7 @@ class VerlBackend:
         except ImportError as e:
             raise UserError(f"backend: verl needs the verl extra: pip install 'ngrpo-harness[verl]' ({e})") from None
         from harness.backends.verl import compose, data, preflight
-        from harness.config.experiment import expand
+        from harness.config.runspec import expand
         from harness.core.paths import default_cache
 
         cache_dir = cache_dir or default_cache()
@@ -78,13 +79,13 @@ class VerlBackend:
         runs, estimators, losses = [], set(), set()
         model_local = vc.model is not None and Path(vc.model).is_dir() and (vc.critic_model is None or Path(vc.critic_model).is_dir())
         for spec in specs:
-            run_dir = Path(results_dir) / exp.name / spec["run_id"]
+            run_dir = Path(results_dir) / exp.name / spec.run_id
             try:
                 ov = self.overrides(spec, run_dir, cache_dir)
                 cfg = compose.compose(ov)
                 compose.check_quietly(cfg, ov, model_is_local=model_local)
             except VerlMappingError as e:
-                raise UserError(f"variant {spec['variant']!r} (backend verl): {e}") from None
+                raise UserError(f"variant {spec.variant!r} (backend verl): {e}") from None
             estimators.add(str(cfg.algorithm.adv_estimator))
             losses.add(str(cfg.actor_rollout_ref.actor.policy_loss.loss_mode))
             runs.append({"spec": spec, "overrides": ov, "run_dir": run_dir})
@@ -94,13 +95,13 @@ class VerlBackend:
                             "verl.mode: inproc (verl's engine on the CPU), set verl.ray_address, or `harness run --dry-run`")
         return runs
 
-    def shared_key(self, spec: dict, cache_dir: Path) -> str | None:
-        if spec["verl"]["model"] is not None:
+    def shared_key(self, spec: RunSpec, cache_dir: Path) -> str | None:
+        if spec.verl.model is not None:
             return None
         out = self.exported_model_dir(spec, cache_dir)
         return None if (out / "config.json").exists() else str(out)
 
-    def prepare(self, spec: dict, cache_dir: Path, progress=None) -> None:
+    def prepare(self, spec: RunSpec, cache_dir: Path, progress=None) -> None:
         """Warm start (cached, as the local backend's) exported as a HF model folder, once."""
         import torch
 
@@ -108,7 +109,7 @@ class VerlBackend:
         from harness.backends.local.warmstart import warm_policy
         from harness.backends.verl.hf_export import export_hf
 
-        if spec["verl"]["model"] is not None:
+        if spec.verl.model is not None:
             return
         out = self.exported_model_dir(spec, cache_dir)
         if (out / "config.json").exists():
@@ -123,7 +124,7 @@ class VerlBackend:
         except OSError:  # another process exported it first
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def train(self, spec: dict, run_dir: Path, cache_dir: Path, progress=None) -> None:
+    def train(self, spec: RunSpec, run_dir: Path, cache_dir: Path, progress=None) -> None:
         from harness.backends.verl import compose, data
         from harness.tracking.trackers import prepare_verl_tracking
 
@@ -134,7 +135,7 @@ class VerlBackend:
         cfg = compose.compose(ov)
         results.atomic_write_text(run_dir / "verl" / "overrides.txt", "\n".join(ov) + "\n")  # what exactly ran
         _, tracker_env = prepare_verl_tracking(spec, run_dir)  # the experiment's `loggers:` through verl's trainer.logger
-        if spec["verl"]["mode"] == "inproc":
+        if spec.verl.mode == "inproc":
             from harness.backends.verl import inproc
 
             with _environ(tracker_env):  # verl's tracking adapters read these once per run

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness.config.runspec import RunSpec
 from harness.core import results
 from harness.backends.verl import ingest
 from harness.backends.verl.plugin import PLUGINS_ENV
@@ -29,9 +30,9 @@ def command(overrides: list[str]) -> list[str]:
     return [sys.executable, "-m", "verl.trainer.main_ppo", *overrides]
 
 
-def environment(spec: dict, metrics_file: Path | None) -> dict[str, str]:
+def environment(spec: RunSpec, metrics_file: Path | None) -> dict[str, str]:
     """Variables the launch adds: the file logger's path and the user plugins for every verl process."""
-    env = {"RAY_DEDUP_LOGS": "0", PLUGINS_ENV: os.pathsep.join(spec.get("plugins", []))}
+    env = {"RAY_DEDUP_LOGS": "0", PLUGINS_ENV: os.pathsep.join(spec.plugins or [])}
     if metrics_file is not None:
         env["VERL_FILE_LOGGER_PATH"] = str(metrics_file)
     return env
@@ -57,7 +58,7 @@ def _progress_step(metrics_file: Path) -> int:
         return 0
 
 
-def run(spec: dict, run_dir: Path, overrides: list[str], token_count, progress=None, extra_env: dict | None = None) -> None:
+def run(spec: RunSpec, run_dir: Path, overrides: list[str], token_count, progress=None, extra_env: dict | None = None) -> None:
     """Launch (or resume) main_ppo for one run and ingest its outputs; raises on a non-zero exit."""
     run_dir = Path(run_dir)
     start = latest_step(run_dir)
@@ -66,7 +67,7 @@ def run(spec: dict, run_dir: Path, overrides: list[str], token_count, progress=N
     vd = ingest.verl_dir(run_dir)
     results.atomic_write_text(vd / "command.sh", "#!/usr/bin/env bash\n" + shell_line(overrides, env) + "\n")
     log_path = metrics_file.with_suffix(".log")
-    steps = spec["train"]["steps"]
+    steps = spec.train.steps
     results.write_status(run_dir, "running", step=start, total_steps=steps, log=str(log_path))
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(command(overrides), stdout=log, stderr=subprocess.STDOUT, cwd=run_dir,

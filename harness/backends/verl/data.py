@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.config.experiment import FileBenchmarkConfig
+from harness.config.runspec import RunSpec
 from harness.core import results
 from harness.backends.local import common
 from harness.core.errors import UserError
@@ -67,45 +69,45 @@ def math_rows(problems, split: str, bench: str, system_prompt: str) -> list[dict
     ]
 
 
-def system_prompt(spec: dict) -> str:
+def system_prompt(spec: RunSpec) -> str:
     from harness.tasks.math_data import SYSTEM_PROMPT
 
-    return spec["task"]["system_prompt"] or SYSTEM_PROMPT
+    return spec.task.system_prompt or SYSTEM_PROMPT
 
 
-def train_rows(spec: dict) -> list[dict]:
+def train_rows(spec: RunSpec) -> list[dict]:
     """Training prompts. modchain: the local backend's draws, round 0 of every step first, then the
     extra rounds filtered variants may need (verl streams the file in order); math: the task's file."""
-    task, tr = spec["task"], spec["train"]
-    if task["name"] == "modchain":
+    task, tr = spec.task, spec.train
+    if task.name == "modchain":
         problems = [
             p
-            for rnd in range(tr["max_sample_rounds"])
-            for step in range(1, tr["steps"] + 1)
-            for p in common.train_problems(spec, tr["prompts_per_step"], task["min_ops"], task["max_ops"], spec["seed"], step, rnd)
+            for rnd in range(tr.max_sample_rounds)
+            for step in range(1, tr.steps + 1)
+            for p in common.train_problems(spec, tr.prompts_per_step, task.min_ops, task.max_ops, spec.seed, step, rnd)
         ]
         return modchain_rows(problems, "train", "train")
     from harness.tasks.math_data import load_benchmark
 
-    return math_rows(load_benchmark(task["train"], "train", task["limit"]), "train", "train", system_prompt(spec))
+    return math_rows(load_benchmark(task.train, "train", task.limit), "train", "train", system_prompt(spec))
 
 
-def val_rows(spec: dict) -> dict[str, list[dict]]:
+def val_rows(spec: RunSpec) -> dict[str, list[dict]]:
     """Validation prompts per benchmark, in the experiment's order."""
     out: dict[str, list[dict]] = {}
     held = None
-    for name, b in spec["eval"]["benchmarks"].items():
-        if "path" in b:
+    for name, b in spec.eval.benchmarks.items():
+        if isinstance(b, FileBenchmarkConfig):
             from harness.tasks.math_data import load_benchmark
 
-            out[name] = math_rows(load_benchmark(b["path"], name, b["limit"]), "test", name, system_prompt(spec))
+            out[name] = math_rows(load_benchmark(b.path, name, b.limit), "test", name, system_prompt(spec))
         else:
             held = held if held is not None else common.heldout_sets(spec)
             out[name] = modchain_rows(held[name], "test", name)
     return out
 
 
-def check_sources(spec: dict) -> None:
+def check_sources(spec: RunSpec) -> None:
     """Load every data source once (UserError naming the file) without writing anything."""
     if not train_rows(spec):
         raise UserError("task: no training problems")
@@ -121,9 +123,9 @@ def write_parquet(path: Path, rows: list[dict]) -> None:
     results.atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 
-def write_datasets(spec: dict, run_dir: Path) -> VerlData:
+def write_datasets(spec: RunSpec, run_dir: Path) -> VerlData:
     """Write (or rewrite, identically) the run's train and validation parquet files."""
-    paths = data_paths(run_dir, list(spec["eval"]["benchmarks"]))
+    paths = data_paths(run_dir, list(spec.eval.benchmarks))
     write_parquet(paths.train, train_rows(spec))
     for name, rows in val_rows(spec).items():
         write_parquet(paths.val[name], rows)

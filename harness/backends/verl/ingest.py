@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.config.runspec import RunSpec
 from harness.core import metrics as hm
 from harness.core import results
 
@@ -84,7 +85,7 @@ def _session(uid: str) -> tuple[str, int, int]:
     return prompt, int(session), int(index)
 
 
-def samples(run_dir: Path, spec: dict, token_count=None) -> pd.DataFrame:
+def samples(run_dir: Path, spec: RunSpec, token_count=None) -> pd.DataFrame:
     """samples.parquet rows from every validation dump (the final output of each session)."""
     frames = []
     val_dir = verl_dir(run_dir) / "val"
@@ -106,7 +107,7 @@ def samples(run_dir: Path, spec: dict, token_count=None) -> pd.DataFrame:
             if token_count is None:
                 raise results.ResultsError(f"{path}: no response lengths and no tokenizer to count them")
             n = pd.Series([token_count(o) for o in df["output"]], index=df.index)
-            truncated = n >= spec["train"]["max_new_tokens"]
+            truncated = n >= spec.train.max_new_tokens
             length = n.where(truncated, n + 1)  # + the EOS the decoded text no longer shows
         frames.append(pd.DataFrame({
             "step": int(path.stem), "benchmark": df["harness_benchmark"].astype(str),
@@ -118,7 +119,7 @@ def samples(run_dir: Path, spec: dict, token_count=None) -> pd.DataFrame:
     return results.samples_frame(pd.concat(frames, ignore_index=True).sort_values(["step", "benchmark", "problem_id", "sample_idx"]))
 
 
-def sync(run_dir: Path, spec: dict, token_count=None) -> None:
+def sync(run_dir: Path, spec: RunSpec, token_count=None) -> None:
     """Rewrite samples.parquet and metrics.jsonl from verl's dumps and logs (atomic, idempotent)."""
     run_dir = Path(run_dir)
     rows = samples(run_dir, spec, token_count)
@@ -131,7 +132,7 @@ def sync(run_dir: Path, spec: dict, token_count=None) -> None:
             out.append({"kind": "train", "step": step, **{k: v for k, v in data.items() if not k.startswith("val-")}})
         at = rows[rows["step"] == step]
         if len(at):
-            ev = {"kind": "eval", "step": step, **hm.eval_summary(at, spec["eval"]["k_max"])}
+            ev = {"kind": "eval", "step": step, **hm.eval_summary(at, spec.eval.k_max)}
             ev.update({k: v for k, v in data.items() if k.startswith("val-") or k == "time/eval_s"})
             out.append(ev)
     results.atomic_write_text(run_dir / results.METRICS_FILE, "".join(json.dumps(r, sort_keys=True, default=float) + "\n" for r in out))

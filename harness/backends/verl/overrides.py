@@ -19,6 +19,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+from harness.config.runspec import RunSpec
 import algorithms
 from harness.backends.verl.plugin import verl_name
 
@@ -61,26 +62,26 @@ def fmt(v) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def algorithm_overrides(spec: dict) -> list[str]:
+def algorithm_overrides(spec: RunSpec) -> list[str]:
     """The preset's pieces and knobs as verl settings (VerlMappingError where verl has no equivalent)."""
-    preset = algorithms.get_preset(spec["preset"], **spec["overrides"])
-    pieces, k = preset.pieces, preset.knobs
-    label = f"variant {spec['variant']!r}"
+    preset = spec.algorithm
+    pieces, k, ak = preset.pieces, preset.knobs.objective, preset.piece_knobs("advantage")
+    label = f"variant {spec.variant!r}"
     out: list[str] = []
     adv = pieces["advantage"]
     if algorithms.ADVANTAGES.meta(adv).get("token_level", False):
         if adv != "gae":
             raise VerlMappingError(f"{label}: token-level advantage {adv!r} has no verl equivalent (verl's only one is gae)")
-        if not k["whiten"]:
+        if not ak["whiten"]:
             raise VerlMappingError(f"{label}: knob whiten=false has no verl equivalent (verl's GAE always whitens)")
         if not k["use_critic"]:
             raise VerlMappingError(f"{label}: gae needs use_critic=true (verl trains a critic for GAE)")
-        out += ["algorithm.adv_estimator=gae", f"algorithm.gamma={fmt(float(k['gamma']))}", f"algorithm.lam={fmt(float(k['lam']))}"]
+        out += ["algorithm.adv_estimator=gae", f"algorithm.gamma={fmt(float(ak['gamma']))}", f"algorithm.lam={fmt(float(ak['lam']))}"]
     else:
         if k["use_critic"]:
             raise VerlMappingError(f"{label}: use_critic=true with advantage {adv!r}: verl trains a critic only for gae")
         out.append(f"algorithm.adv_estimator={verl_name(adv)}")
-        out += [f"+algorithm.harness.{n}={fmt(v)}" for n, v in preset.piece_knobs("advantage").items()]
+        out += [f"+algorithm.harness.{n}={fmt(v)}" for n, v in ak.items()]
     loss, lk = pieces["policy_loss"], preset.piece_knobs("policy_loss")
     if loss == "ppo_clip":
         low, high = lk["eps_low"], lk["eps_high"]
@@ -101,7 +102,7 @@ def algorithm_overrides(spec: dict) -> list[str]:
         f"critic.enable={fmt(bool(k['use_critic']))}",
     ]
     if k["use_critic"]:
-        out += [f"critic.optim.lr={fmt(spec['train']['lr'] * k['critic_lr_mult'])}", f"critic.cliprange_value={fmt(float(k['value_clip']))}"]
+        out += [f"critic.optim.lr={fmt(spec.train.lr * k['critic_lr_mult'])}", f"critic.cliprange_value={fmt(float(k['value_clip']))}"]
     flt = pieces["group_filter"]
     if flt not in FILTER_METRICS:
         raise VerlMappingError(f"{label}: group filter {flt!r} has no verl equivalent ({', '.join(FILTER_METRICS)})")
@@ -112,7 +113,7 @@ def algorithm_overrides(spec: dict) -> list[str]:
     shaper = pieces["reward_shaper"]
     if shaper == "overlong":
         sk = preset.piece_knobs("reward_shaper")
-        max_len = int(sk["max_len"] if sk["max_len"] is not None else spec["train"]["max_new_tokens"])
+        max_len = int(sk["max_len"] if sk["max_len"] is not None else spec.train.max_new_tokens)
         cache = int(sk["cache_len"] if sk["cache_len"] is not None else max(1, max_len // 5))
         out += ["reward.reward_manager.name=dapo", "+reward.reward_kwargs.overlong_buffer_cfg.enable=true",
                 f"+reward.reward_kwargs.overlong_buffer_cfg.len={cache}",
@@ -125,36 +126,36 @@ def algorithm_overrides(spec: dict) -> list[str]:
     return out
 
 
-def train_overrides(spec: dict) -> list[str]:
-    tr, ev, vc = spec["train"], spec["eval"], spec["verl"]
+def train_overrides(spec: RunSpec) -> list[str]:
+    tr, ev, vc = spec.train, spec.eval, spec.verl
     a, r = "actor_rollout_ref.actor", "actor_rollout_ref.rollout"
-    grader = spec["task"]["grader"] if spec["task"]["name"] == "modchain" else "math"
+    grader = spec.task.grader if spec.task.name == "modchain" else "math"
     return [
-        f"data.train_batch_size={tr['prompts_per_step']}", f"data.max_prompt_length={vc['max_prompt_length']}",
-        f"data.max_response_length={tr['max_new_tokens']}", "data.filter_overlong_prompts=true", "data.truncation=error",
-        "data.shuffle=false" if spec["task"]["name"] == "modchain" else "data.shuffle=true", f"data.seed={spec['seed']}",
-        f"{r}.n={tr['group_size']}", f"{r}.temperature={fmt(float(tr['temperature']))}", f"{r}.top_p={fmt(float(tr['top_p']))}",
-        f"{r}.top_k=-1", f"{r}.seed={spec['seed']}",
-        f"{r}.val_kwargs.n={ev['n']}", f"{r}.val_kwargs.temperature={fmt(float(ev['temperature']))}",
-        f"{r}.val_kwargs.top_p={fmt(float(ev['top_p']))}", f"{r}.val_kwargs.top_k=-1", f"{r}.val_kwargs.do_sample=true",
-        f"{a}.ppo_mini_batch_size={tr['prompts_per_step'] // tr['mini_batches']}", f"{a}.ppo_epochs={tr['epochs']}",
-        f"{a}.shuffle=true", f"{a}.data_loader_seed={spec['seed']}", f"{a}.optim.lr={fmt(float(tr['lr']))}",
-        f"{a}.optim.weight_decay={fmt(float(tr['weight_decay']))}", f"{a}.optim.clip_grad={fmt(float(tr['grad_clip']))}",
-        f"{a}.grad_clip={fmt(float(tr['grad_clip']))}", f"critic.grad_clip={fmt(float(tr['grad_clip']))}",
-        f"trainer.total_training_steps={tr['steps']}", f"trainer.total_epochs={tr['steps']}",
-        f"trainer.save_freq={tr['checkpoint_every']}", f"trainer.test_freq={ev['every']}", "trainer.val_before_train=true",
+        f"data.train_batch_size={tr.prompts_per_step}", f"data.max_prompt_length={vc.max_prompt_length}",
+        f"data.max_response_length={tr.max_new_tokens}", "data.filter_overlong_prompts=true", "data.truncation=error",
+        "data.shuffle=false" if spec.task.name == "modchain" else "data.shuffle=true", f"data.seed={spec.seed}",
+        f"{r}.n={tr.group_size}", f"{r}.temperature={fmt(float(tr.temperature))}", f"{r}.top_p={fmt(float(tr.top_p))}",
+        f"{r}.top_k=-1", f"{r}.seed={spec.seed}",
+        f"{r}.val_kwargs.n={ev.n}", f"{r}.val_kwargs.temperature={fmt(float(ev.temperature))}",
+        f"{r}.val_kwargs.top_p={fmt(float(ev.top_p))}", f"{r}.val_kwargs.top_k=-1", f"{r}.val_kwargs.do_sample=true",
+        f"{a}.ppo_mini_batch_size={tr.prompts_per_step // tr.mini_batches}", f"{a}.ppo_epochs={tr.epochs}",
+        f"{a}.shuffle=true", f"{a}.data_loader_seed={spec.seed}", f"{a}.optim.lr={fmt(float(tr.lr))}",
+        f"{a}.optim.weight_decay={fmt(float(tr.weight_decay))}", f"{a}.optim.clip_grad={fmt(float(tr.grad_clip))}",
+        f"{a}.grad_clip={fmt(float(tr.grad_clip))}", f"critic.grad_clip={fmt(float(tr.grad_clip))}",
+        f"trainer.total_training_steps={tr.steps}", f"trainer.total_epochs={tr.steps}",
+        f"trainer.save_freq={tr.checkpoint_every}", f"trainer.test_freq={ev.every}", "trainer.val_before_train=true",
         "trainer.resume_mode=auto", "trainer.critic_warmup=0", "trainer.log_val_generations=0",
         f"reward.custom_reward_function.path={REWARD_FN}", "reward.custom_reward_function.name=compute_score",
         f"+reward.custom_reward_function.reward_kwargs.grader={grader}",
-        f"+reward.custom_reward_function.reward_kwargs.processes={vc['reward_processes']}",
-        f"+reward.custom_reward_function.reward_kwargs.timeout={fmt(float(vc['reward_timeout']))}",
+        f"+reward.custom_reward_function.reward_kwargs.processes={vc.reward_processes}",
+        f"+reward.custom_reward_function.reward_kwargs.timeout={fmt(float(vc.reward_timeout))}",
         # tracker project = the experiment, run name = the run id: verl runs land beside local runs
-        f"trainer.project_name={fmt(spec['experiment'])}", f"trainer.experiment_name={fmt(spec['run_id'])}",
+        f"trainer.project_name={fmt(spec.experiment)}", f"trainer.experiment_name={fmt(spec.run_id)}",
     ]
 
 
-def mode_overrides(spec: dict, mode: str) -> list[str]:
-    vc = spec["verl"]
+def mode_overrides(spec: RunSpec, mode: str) -> list[str]:
+    vc = spec.verl
     a, r, ref, m = "actor_rollout_ref.actor", "actor_rollout_ref.rollout", "actor_rollout_ref.ref", "actor_rollout_ref.model"
     if mode == "inproc":  # one CPU process: FSDP2, fp32, eager attention, no compile (VERL_NOTES §9)
         out = [
@@ -169,24 +170,24 @@ def mode_overrides(spec: dict, mode: str) -> list[str]:
         ]
     else:
         out = [
-            f"{r}.name={vc['rollout_engine']}", f"{r}.tensor_model_parallel_size={vc['tensor_parallel_size']}",
-            f"{r}.gpu_memory_utilization={fmt(float(vc['gpu_memory_utilization']))}",
-            f"trainer.n_gpus_per_node={vc['n_gpus_per_node']}", f"trainer.nnodes={vc['nnodes']}",
+            f"{r}.name={vc.rollout_engine}", f"{r}.tensor_model_parallel_size={vc.tensor_parallel_size}",
+            f"{r}.gpu_memory_utilization={fmt(float(vc.gpu_memory_utilization))}",
+            f"trainer.n_gpus_per_node={vc.n_gpus_per_node}", f"trainer.nnodes={vc.nnodes}",
             f"{m}.use_remove_padding=true", "critic.model.use_remove_padding=true",
-            f"{m}.enable_gradient_checkpointing={fmt(vc['gradient_checkpointing'])}",
-            f"critic.model.enable_gradient_checkpointing={fmt(vc['gradient_checkpointing'])}",
-            f"{ref}.fsdp_config.param_offload={fmt(vc['ref_param_offload'])}",
+            f"{m}.enable_gradient_checkpointing={fmt(vc.gradient_checkpointing)}",
+            f"critic.model.enable_gradient_checkpointing={fmt(vc.gradient_checkpointing)}",
+            f"{ref}.fsdp_config.param_offload={fmt(vc.ref_param_offload)}",
         ]
-    if vc["micro_batch_size_per_gpu"]:
-        mb = vc["micro_batch_size_per_gpu"]
+    if vc.micro_batch_size_per_gpu:
+        mb = vc.micro_batch_size_per_gpu
         out += [f"{a}.ppo_micro_batch_size_per_gpu={mb}", f"{r}.log_prob_micro_batch_size_per_gpu={mb}",
                 f"{ref}.log_prob_micro_batch_size_per_gpu={mb}", f"critic.ppo_micro_batch_size_per_gpu={mb}"]
     else:
-        t = vc["max_token_len_per_gpu"]
+        t = vc.max_token_len_per_gpu
         out += [f"{a}.use_dynamic_bsz=true", f"{a}.ppo_max_token_len_per_gpu={t}", f"{r}.log_prob_max_token_len_per_gpu={t}",
                 f"{ref}.log_prob_max_token_len_per_gpu={t}", f"critic.ppo_max_token_len_per_gpu={t}"]
-    if vc["ray_address"]:
-        out.append(f"+ray_kwargs.ray_init.address={fmt(vc['ray_address'])}")
+    if vc.ray_address:
+        out.append(f"+ray_kwargs.ray_init.address={fmt(vc.ray_address)}")
     return out
 
 
@@ -200,8 +201,8 @@ def path_overrides(run_dir: Path, model: str, critic_model: str, train: Path, va
     ]
 
 
-def overrides(spec: dict, mode: str, run_dir: Path, model: str, critic_model: str, train: Path, val: list[Path],
+def overrides(spec: RunSpec, mode: str, run_dir: Path, model: str, critic_model: str, train: Path, val: list[Path],
               loggers: list[str]) -> list[str]:
     """Every override of one run, the user's `verl.overrides` last."""
     return (algorithm_overrides(spec) + train_overrides(spec) + mode_overrides(spec, mode)
-            + path_overrides(run_dir, model, critic_model, train, val, loggers) + list(spec["verl"]["overrides"]))
+            + path_overrides(run_dir, model, critic_model, train, val, loggers) + list(spec.verl.overrides))
