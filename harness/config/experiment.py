@@ -410,3 +410,4 @@ def warn_if_clip_cannot_bind(exp: Experiment) -> str | None:
 def canonical_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
+
