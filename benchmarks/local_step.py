@@ -46,12 +46,12 @@ from pathlib import Path
 
 import torch
 
-from harness.backends.local import common
-from harness.backends.local.model import CharTokenizer, TinyGPT
+from harness.embedded import common
+from harness.embedded.model import CharTokenizer, TinyGPT
 from harness.backends.local.rollout import collect_batch
-from harness.backends.local.sampler import sample
+from harness.embedded.sampler import sample
 from harness.backends.local.trainer import LocalTrainer
-from harness.backends.local.warmstart import ensure_warm_start
+from harness.embedded.warmstart import ensure_warm_start
 from harness.config.experiment import load_experiment
 from harness.config.runspec import RunSpec, expand
 from harness.tasks import modchain

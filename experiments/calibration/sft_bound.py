@@ -11,10 +11,10 @@ import sys
 
 import torch
 
-from harness.backends.local import common
-from harness.backends.local.sampler import sequence_forward
+from harness.embedded import common
+from harness.embedded.sampler import sequence_forward
 from harness.backends.local.trainer import evaluate
-from harness.backends.local.warmstart import warm_policy
+from harness.embedded.warmstart import warm_policy
 from harness.config.experiment import expand, load_experiment
 from harness.core.metrics import curves_from_samples
 from harness.core.paths import default_cache

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.backends.local import common
-from harness.backends.local.sampler import sample
-from harness.backends.local.warmstart import warm_policy
+from harness.embedded import common
+from harness.embedded.sampler import sample
+from harness.embedded.warmstart import warm_policy
 from harness.config.experiment import expand, load_experiment
 from harness.core.paths import default_cache
 from harness.tasks import modchain

@@ -167,8 +167,8 @@ def _run_cfg(settings: dict) -> dict:
 
 
 def _start_policy(spec: dict, settings: dict, cache: Path):
-    from harness.backends.local import common
-    from harness.backends.local.warmstart import warm_policy
+    from harness.embedded import common
+    from harness.embedded.warmstart import warm_policy
 
     common.pin_threads(spec["train"]["threads"])
     if not settings["checkpoint"]:

@@ -10,9 +10,9 @@ import yaml
 pytest.importorskip("verl", reason="verl backend tests need the verl extra (make test installs it)")
 from harness.backends.local import common  # noqa: E402
 from harness.backends.local.rollout import collect_batch  # noqa: E402
-from harness.backends.local.sampler import chunked_forward  # noqa: E402
+from harness.embedded.sampler import chunked_forward  # noqa: E402
 from harness.backends.local.trainer import LocalTrainer  # noqa: E402
-from harness.backends.local.warmstart import warm_start_path  # noqa: E402
+from harness.embedded.warmstart import warm_start_path  # noqa: E402
 from harness.backends.verl import compose, data, inproc  # noqa: E402
 from harness.backends.verl import rollout as ro  # noqa: E402
 from harness.backends.verl.backend import VerlBackend  # noqa: E402

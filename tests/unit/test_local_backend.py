@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.backends.local.model import CharTokenizer, ModelConfig, TinyGPT
-from harness.backends.local.sampler import _top_p_filter, sample, sequence_forward
+from harness.embedded.model import CharTokenizer, ModelConfig, TinyGPT
+from harness.embedded.sampler import _top_p_filter, sample, sequence_forward
 from harness.tasks import modchain
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import algorithms
-from harness.backends.local import common
-from harness.backends.local.model import ModelConfig, TinyGPT
+from harness.embedded import common
+from harness.embedded.model import ModelConfig, TinyGPT
 from harness.backends.local.probe import ProbeBatch, classify_groups, run_updates
 from harness.tasks import modchain
 
@@ -61,7 +61,7 @@ def test_all_wrong_group_grpo_zero_update_ngrpo_pushes_wrong_answers_down(optimi
     assert ngrpo[-1]["logp_wrong"] < ngrpo[1]["logp_wrong"]
     # the gradient is the descent direction of the wrong answers' log-prob: <grad loss, grad logp_wrong> > 0
     tok = common.tokenizer()
-    from harness.backends.local.sampler import sequence_forward
+    from harness.embedded.sampler import sequence_forward
 
     start.zero_grad()
     logp, _ = sequence_forward(start, tok, ALL_WRONG.prompt_ids, ALL_WRONG.completion_ids, ALL_WRONG.mask)

@@ -6,8 +6,8 @@ policy gradient belonged to another policy than the one that produced the sample
 
 import torch
 
-from harness.backends.local.model import CharTokenizer, ModelConfig, TinyGPT
-from harness.backends.local.sampler import _top_p_filter, chunked_forward, sample, sequence_forward
+from harness.embedded.model import CharTokenizer, ModelConfig, TinyGPT
+from harness.embedded.sampler import _top_p_filter, chunked_forward, sample, sequence_forward
 from harness.tasks import modchain
 
 PROMPTS = ["1+2=", "4*9+4+1*5-8+5=", "7-3*2=", "9*9-1="] * 8
@@ -69,7 +69,7 @@ def test_trainer_update_scores_the_sampled_policy(tmp_path):
     """A real update at train.temperature 0.6: old log-probs equal the sampler's (logged gap ~ 0)."""
     from harness.backends.local.rollout import collect_batch
     from harness.backends.local.trainer import LocalTrainer
-    from harness.backends.local.warmstart import ensure_warm_start
+    from harness.embedded.warmstart import ensure_warm_start
     from harness.config.experiment import Experiment
     from harness.config.runspec import expand
 

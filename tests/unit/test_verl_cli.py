@@ -20,8 +20,8 @@ needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared benchmark
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A stand-in HF model folder (verl's checks open the model's config and tokenizer)."""
-    from harness.backends.local import common
-    from harness.backends.local.model import ModelConfig, TinyGPT
+    from harness.embedded import common
+    from harness.embedded.model import ModelConfig, TinyGPT
     from harness.backends.verl.hf_export import export_hf
 
     tok = common.tokenizer()

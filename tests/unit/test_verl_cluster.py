@@ -56,8 +56,8 @@ FAKE_MAIN_PPO = textwrap.dedent('''
 
 @pytest.fixture()
 def setup(tmp_path, monkeypatch):
-    from harness.backends.local import common
-    from harness.backends.local.model import ModelConfig, TinyGPT
+    from harness.embedded import common
+    from harness.embedded.model import ModelConfig, TinyGPT
     from harness.backends.verl.hf_export import export_hf
 
     tok = common.tokenizer()

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from harness.backends.local import common
-from harness.backends.local.model import ModelConfig, TinyGPT
-from harness.backends.local.sampler import sample, sequence_forward
+from harness.embedded import common
+from harness.embedded.model import ModelConfig, TinyGPT
+from harness.embedded.sampler import sample, sequence_forward
 
 transformers = pytest.importorskip("transformers", reason="the verl backend needs transformers (installed by make test)")
 from harness.backends.verl.hf_export import char_tokenizer, export_hf  # noqa: E402

@@ -46,8 +46,8 @@ def model(tmp_path_factory):
     """A tiny exported model folder: verl's model-config conversion opens it."""
     import torch
 
-    from harness.backends.local import common
-    from harness.backends.local.model import ModelConfig, TinyGPT
+    from harness.embedded import common
+    from harness.embedded.model import ModelConfig, TinyGPT
     from harness.backends.verl.hf_export import export_hf
 
     tok = common.tokenizer()

@@ -14,13 +14,13 @@ class LocalBackend:
         """Nothing beyond the schema: the embedded backend has no external dependency."""
 
     def shared_key(self, spec: RunSpec, cache_dir: Path) -> str | None:
-        from harness.backends.local.warmstart import warm_start_path
+        from harness.embedded.warmstart import warm_start_path
 
         path = warm_start_path(spec, cache_dir)
         return None if path.exists() else str(path)
 
     def prepare(self, spec: RunSpec, cache_dir: Path, progress=None) -> None:
-        from harness.backends.local.warmstart import ensure_warm_start
+        from harness.embedded.warmstart import ensure_warm_start
 
         ensure_warm_start(spec, Path(cache_dir), progress=progress)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import yaml
 
 from harness.core import results
-from harness.backends.local import common
-from harness.backends.local.sampler import sample
+from harness.embedded import common
+from harness.embedded.sampler import sample
 from harness.config.runspec import RunSpec
 from harness.core.errors import UserError
 from harness.evaluation.evaluate import SAMPLERS, Completion

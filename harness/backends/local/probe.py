@@ -29,8 +29,8 @@ import pandas as pd
 import torch
 
 import algorithms
-from harness.backends.local import common
-from harness.backends.local.sampler import sample, sequence_forward
+from harness.embedded import common
+from harness.embedded.sampler import sample, sequence_forward
 from harness.config.runspec import RunSpec
 from harness.core.errors import UserError
 from harness.tasks import modchain

@@ -12,8 +12,8 @@ import torch
 
 import algorithms
 from algorithms.filters import group_outcomes
-from harness.backends.local import common
-from harness.backends.local.sampler import Rollout, sample
+from harness.embedded import common
+from harness.embedded.sampler import Rollout, sample
 from harness.tasks import modchain
 
 

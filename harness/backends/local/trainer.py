@@ -27,10 +27,10 @@ from algorithms.losses import aggregate, kl_estimate, value_loss
 from harness.core import metrics as hm
 from harness.core import results
 from harness.tracking import trackers as tracking
-from harness.backends.local import common
+from harness.embedded import common
 from harness.backends.local.rollout import Batch, collect_batch
-from harness.backends.local.sampler import chunked_forward, sample, sequence_forward
-from harness.backends.local.warmstart import load_warm_start
+from harness.embedded.sampler import chunked_forward, sample, sequence_forward
+from harness.embedded.warmstart import load_warm_start
 from harness.config.experiment import import_plugins
 from harness.core.errors import StopRequested
 from harness.tasks import modchain

@@ -28,7 +28,7 @@ class VerlBackend:
 
     # ------------------------------------------------------------------ model and data
     def exported_model_dir(self, spec: RunSpec, cache_dir: Path) -> Path:
-        from harness.backends.local.warmstart import warm_start_key
+        from harness.embedded.warmstart import warm_start_key
 
         return Path(cache_dir) / "verl-hf" / warm_start_key(spec)
 
@@ -105,8 +105,8 @@ class VerlBackend:
         """Warm start (cached, as the local backend's) exported as a HF model folder, once."""
         import torch
 
-        from harness.backends.local import common
-        from harness.backends.local.warmstart import warm_policy
+        from harness.embedded import common
+        from harness.embedded.warmstart import warm_policy
         from harness.backends.verl.hf_export import export_hf
 
         if spec.verl.model is not None:

@@ -24,7 +24,7 @@ import pandas as pd
 from harness.config.experiment import FileBenchmarkConfig
 from harness.config.runspec import RunSpec
 from harness.core import results
-from harness.backends.local import common
+from harness.embedded import common
 from harness.core.errors import UserError
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from harness.backends.local.model import CharTokenizer, TinyGPT
+from harness.embedded.model import CharTokenizer, TinyGPT
 
 CHAT_TEMPLATE = "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}{{ m['content'] }}{% endif %}{% endfor %}"
 

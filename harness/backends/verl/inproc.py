@@ -29,7 +29,7 @@ import torch
 from algorithms.filters import group_outcomes
 from harness.core import results
 from harness.core.errors import StopRequested
-from harness.backends.local.common import derive_seed, pin_threads
+from harness.embedded.common import derive_seed, pin_threads
 from harness.backends.verl import compat, ingest
 from harness.backends.verl import rollout as ro
 

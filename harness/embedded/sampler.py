@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.backends.local.model import CharTokenizer, TinyGPT
+from harness.embedded.model import CharTokenizer, TinyGPT
 from algorithms.losses import entropy_from_logits
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from harness.backends.local import common
-from harness.backends.local.sampler import sequence_forward
+from harness.embedded import common
+from harness.embedded.sampler import sequence_forward
 from harness.config.experiment import canonical_hash
 from harness.config.runspec import RunSpec
 from harness.tasks import modchain

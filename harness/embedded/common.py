@@ -1,4 +1,4 @@
-"""Shared helpers of the local backend: seeding, tokenizer/model construction, task sets."""
+"""Shared helpers of the embedded model: seeding, tokenizer/model construction, task sets, checkpoints."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from harness.core.errors import UserError
-from harness.backends.local.model import CharTokenizer, ModelConfig, TinyGPT
+from harness.embedded.model import CharTokenizer, ModelConfig, TinyGPT
 from harness.config.runspec import RunSpec
 from harness.tasks import modchain
 
