@@ -31,14 +31,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "Search a variant's settings with Optuna; the objective is a report metric averaged over seeds."),
     "report": ("harness.cli.report:report_command",
                "Render Pass@k curves, Pass@k AUC tables (with seed CIs), comparisons and training diagnostics."),
-    "eval": ("harness.evaluation.evaluate:eval_command",
-             "Sample n completions per benchmark problem, grade them with math-verify, write samples.parquet."),
+    "eval": ("harness.cli.eval:eval_command",
+             "Sample n completions per benchmark problem, grade them with math-verify, "
+             "write samples.parquet."),
     "list": ("harness.cli.commands:list_command",
              "Show the registered pieces (with their knobs) and every preset's settings."),
     "plan": ("harness.cli.plan:plan_command",
              "Seeds needed to resolve an AUC difference of D with 80% power, per benchmark, from a pilot's spread."),
-    "probe": ("harness.probe.probe:probe_command",
-              "Probe gradient dynamics: 1 and K updates of each algorithm on all-wrong, all-correct and mixed groups."),
+    "probe": ("harness.cli.probe:probe_command",
+              "Probe gradient dynamics: 1 and K updates of each algorithm on all-wrong, all-correct "
+              "and mixed groups."),
 }
 
 

@@ -215,7 +215,7 @@ def test_failing_trackers_never_stop_training(env, write_exp, monkeypatch, capsy
     plain = env / "ref" / "plain"
     backend.train({**spec, "loggers": []}, plain, env / "cache")
 
-    add_scalar, log_batch, wandb_log = SummaryWriter.add_scalar, MlflowClient.log_batch, tracking._Wandb.log
+    add_scalar, log_batch, wandb_log = SummaryWriter.add_scalar, MlflowClient.log_batch, tracking.WandbSink.log
 
     def full_disk(self, tag, value, step=None, *a, **k):
         if step >= 2:
@@ -240,7 +240,7 @@ def test_failing_trackers_never_stop_training(env, write_exp, monkeypatch, capsy
 
     monkeypatch.setattr(SummaryWriter, "add_scalar", full_disk)
     monkeypatch.setattr(MlflowClient, "log_batch", broken_store)
-    monkeypatch.setattr(tracking._Wandb, "log", crash_service)
+    monkeypatch.setattr(tracking.WandbSink, "log", crash_service)
     run_dir = env / "res" / "tiny" / spec["run_id"]
     try:
         backend.train(spec, run_dir, env / "cache")

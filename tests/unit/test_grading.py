@@ -132,7 +132,7 @@ from harness.grading.worker import worker_main; worker_main()
 
 
 def test_hard_timeout_kills_a_deaf_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness.grading import grader as grading
+    from harness.grading import pool as grading
 
     monkeypatch.setattr(grading, "_WORKER_CODE", DEAF_WORKER)
     with MathGrader(processes=1, timeout=TIMEOUT) as g:

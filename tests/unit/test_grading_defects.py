@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.grading import grader as grading
+from harness.grading import pool as grading
 from harness.grading.grader import MathGrader
 
 # A worker whose math-verify stalls inside the LaTeX parse of chosen inputs (as a loaded machine
@@ -27,7 +27,7 @@ def stalled(latex, *a, **k):
         time.sleep(60)
     return real(latex, *a, **k)
 mp.latex2sympy = stalled
-from harness.grading.grader import _WORKER_CODE; exec(_WORKER_CODE)
+from harness.grading.pool import _WORKER_CODE; exec(_WORKER_CODE)
 '''
 
 # A worker whose LaTeX parser raises on chosen inputs (latex2sympy rejects many constructs).
