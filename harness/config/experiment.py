@@ -412,3 +412,4 @@ def canonical_hash(obj: Any, length: int = 12) -> str:
 
 
 
+

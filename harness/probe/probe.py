@@ -30,7 +30,8 @@ from pydantic import Field, ValidationError, model_validator
 
 import algorithms
 from harness.core import results
-from harness.config.experiment import Name, Variant, _Strict, expand, load_experiment, resolve_variant
+from harness.config.experiment import Name, Variant, _Strict, load_experiment, resolve_variant
+from harness.config.runspec import RunSpec, expand
 from harness.core.errors import UserError
 
 PROBE_FILE, PROBE_METRICS, PROBE_SAMPLES = "probe.yaml", "probe.jsonl", "probe_samples.parquet"
@@ -181,11 +182,11 @@ def _run_cfg(settings: dict) -> dict:
     return {k: settings[k] for k in keys}
 
 
-def _start_policy(spec: dict, settings: dict, cache: Path):
+def _start_policy(spec: RunSpec, settings: dict, cache: Path):
     from harness.embedded import common
     from harness.embedded.warmstart import warm_policy
 
-    common.pin_threads(spec["train"]["threads"])
+    common.pin_threads(spec.train.threads)
     if not settings["checkpoint"]:
         return warm_policy(spec, cache).eval()
     policy = common.build_model(spec)  # a run's checkpoint: tensors only (weights_only=True), as on resume

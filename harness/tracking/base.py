@@ -1,5 +1,9 @@
 """What every tracker shares: the logger names, a run's identity and hyper-parameters, key rules and
-the run folder's tracking.json (pure helpers but for read_state/write_state)."""
+the run folder's tracking.json (pure helpers but for read_state/write_state).
+
+Every `spec` in this package is a RunSpec's plain layout (`RunSpec.to_dict()`, as in spec.yaml):
+trackers record what the run folder records.
+"""
 
 from __future__ import annotations
 

@@ -117,6 +117,9 @@ atexit.register(lambda: [t.close(ok=False) for t in list(_OPEN)])
 def start(spec: dict, run_dir: Path) -> Tracker:
     """Open the trackers named by spec["loggers"] for run_dir, then replay from metrics.jsonl what they lack.
 
+    `spec` is a RunSpec's plain layout (`RunSpec.to_dict()`, what spec.yaml holds): trackers log it as
+    the run's config, so they see exactly what the run folder records.
+
     Call after metrics.jsonl has been cut back to the checkpoint; with no loggers this does nothing.
     """
     for t in list(_OPEN):

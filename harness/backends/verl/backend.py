@@ -40,7 +40,7 @@ class VerlBackend:
     def overrides(self, spec: RunSpec, run_dir: Path, cache_dir: Path) -> list[str]:
         from harness.backends.verl.data import data_paths
         from harness.backends.verl.overrides import overrides
-        from harness.tracking.trackers import verl_logger_settings
+        from harness.tracking.verl import verl_logger_settings
 
         model, critic = self.model_paths(spec, cache_dir)
         paths = data_paths(run_dir, list(spec.eval.benchmarks))
@@ -126,7 +126,7 @@ class VerlBackend:
 
     def train(self, spec: RunSpec, run_dir: Path, cache_dir: Path, progress=None) -> None:
         from harness.backends.verl import compose, data
-        from harness.tracking.trackers import prepare_verl_tracking
+        from harness.tracking.verl import prepare_verl_tracking
 
         self.prepare(spec, cache_dir)
         run_dir = Path(run_dir)
@@ -134,7 +134,7 @@ class VerlBackend:
         ov = self.overrides(spec, run_dir, cache_dir)
         cfg = compose.compose(ov)
         results.atomic_write_text(run_dir / "verl" / "overrides.txt", "\n".join(ov) + "\n")  # what exactly ran
-        _, tracker_env = prepare_verl_tracking(spec, run_dir)  # the experiment's `loggers:` through verl's trainer.logger
+        _, tracker_env = prepare_verl_tracking(spec.to_dict(), run_dir)  # the experiment's `loggers:` through verl's trainer.logger
         if spec.verl.mode == "inproc":
             from harness.backends.verl import inproc
 
