@@ -121,8 +121,27 @@ def test_settings_without_a_verl_equivalent_are_errors():
     (["actor_rollout_ref.actor.policy_loss.loss_mode=nope"], "'nope' is not registered in verl"),
     (["algorithm.filter_groups.enable=true", "algorithm.filter_groups.metric=pred_len"], "not produced by the reward function"),
     (["actor_rollout_ref.actor.loss_agg_mode=bogus"], "verl rejects the config"),
+    (["+algorithm.harness.std_epss=0.1"], r"\+algorithm.harness.std_epss: not a knob of advantage 'group_zscore' "
+                                           r"\(valid: norm_by_std, std_eps\)"),
 ])
 def test_bad_verl_overrides_are_caught(extra, message, model):
     s = spec_for("grpo", verl_overrides=tuple(extra))
     with pytest.raises(VerlMappingError, match=message):
         build(s, model)
+
+
+def test_harness_knobs_need_a_harness_estimator(model):
+    s = spec_for("ppo", verl_overrides=("+algorithm.harness.lam=0.5",))
+    with pytest.raises(VerlMappingError, match=r"\+algorithm.harness.lam: knobs of the harness's estimators, but "
+                                               r"algorithm.adv_estimator is verl's own 'gae'"):
+        build(s, model)
+
+
+def test_estimator_refuses_an_unknown_knob_at_call_time():
+    from omegaconf import OmegaConf
+
+    from harness.backends.verl.plugin import knobs_from_config
+
+    assert knobs_from_config("virtual_max", OmegaConf.create({"harness": {"r_max": 2.0}})) == {"r_max": 2.0}
+    with pytest.raises(ValueError, match="harness.rmax: not a knob of advantage 'virtual_max'"):
+        knobs_from_config("virtual_max", OmegaConf.create({"harness": {"rmax": 2.0}}))

@@ -105,6 +105,7 @@ def _check_names(cfg) -> None:
     if est not in ADV_ESTIMATOR_REGISTRY and est not in builtin:
         raise VerlMappingError(f"algorithm.adv_estimator: {est!r} is not registered in verl "
                                f"(registered: {', '.join(sorted(ADV_ESTIMATOR_REGISTRY))})")
+    _check_harness_knobs(cfg)
     loss = cfg.actor_rollout_ref.actor.policy_loss.loss_mode
     if loss not in POLICY_LOSS_REGISTRY:
         raise VerlMappingError(f"actor_rollout_ref.actor.policy_loss.loss_mode: {loss!r} is not registered in verl "
@@ -117,6 +118,23 @@ def _check_names(cfg) -> None:
     if fg.enable and fg.metric not in REWARD_METRICS:
         raise VerlMappingError(f"algorithm.filter_groups.metric: {fg.metric!r} is not produced by the reward "
                                f"function (one of {', '.join(REWARD_METRICS)})")
+
+
+def _check_harness_knobs(cfg) -> None:
+    """`+algorithm.harness.<knob>` must name a knob of the harness estimator in use (verl would drop a typo)."""
+    from harness.backends.verl.plugin import PREFIX, knobs_from_config
+
+    harness_cfg = cfg.algorithm.get("harness", None)
+    if not harness_cfg:
+        return
+    est = str(cfg.algorithm.adv_estimator)
+    if not est.startswith(PREFIX):
+        raise VerlMappingError(f"+algorithm.harness.{next(iter(harness_cfg))}: knobs of the harness's estimators, "
+                               f"but algorithm.adv_estimator is verl's own {est!r} (remove them)")
+    try:
+        knobs_from_config(est.removeprefix(PREFIX), cfg.algorithm)
+    except ValueError as e:
+        raise VerlMappingError(str(e)) from None
 
 
 def _verl_validate(cfg, model_is_local: bool) -> None:

@@ -47,14 +47,21 @@ def group_ids_from_index(index) -> torch.Tensor:
 
 
 def knobs_from_config(piece: str, config) -> dict:
-    """The piece's knobs from `config.harness` (verl's algorithm DictConfig); absent ones keep their defaults."""
+    """The piece's knobs from `config.harness` (verl's algorithm DictConfig); absent ones keep their defaults.
+
+    A name the piece does not take is an error (ValueError naming it and the valid knobs), never dropped.
+    """
     given = {}
     if config is not None:
         harness_cfg = config.get("harness", None) if hasattr(config, "get") else None
         if harness_cfg is not None:
             given = dict(harness_cfg)
     valid = algorithms.ADVANTAGES.knobs(piece)
-    return {k: v for k, v in given.items() if k in valid}
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise ValueError(f"+algorithm.harness.{unknown[0]}: not a knob of advantage {piece!r} "
+                         f"(valid: {', '.join(sorted(valid)) or 'none'})")
+    return given
 
 
 def make_estimator(piece: str):
