@@ -1,4 +1,9 @@
-"""Supervised warm start on task solutions (optionally with a systematic misconception), cached on disk by (task, model, warm-start settings, seed).
+"""Supervised warm start on task solutions (optionally with a systematic misconception), cached on disk.
+
+The cache key is (task, model, warm-start settings and seed, the inputs of the model's length, and
+the hash of the held-out prompts its data excluded); the file records that hash too and is trained
+again when it does not match, so no held-out problem is ever in warm-start data, whatever the cache
+holds. Training problems exclude the held-out prompts when they are drawn (common.train_problems).
 
 Every run of an experiment with the same seed starts from the identical policy, and the warm start
 is paid once: the runner builds the missing ones before launching RL runs.
@@ -6,6 +11,7 @@ is paid once: the runner builds the missing ones before launching RL runs.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -18,15 +24,31 @@ from harness.config.runspec import RunSpec
 from harness.tasks import modchain
 
 
+def heldout_digest(spec: RunSpec) -> str:
+    """sha256 of the spec's held-out prompts (sorted): what warm-start data must exclude."""
+    return hashlib.sha256("\n".join(sorted(common.heldout_prompts(spec))).encode()).hexdigest()[:16]
+
+
 def warm_start_key(spec: RunSpec) -> str:
+    """Cache key: everything the warm start depends on, the exact held-out set it excluded included."""
     keyed = {k: getattr(spec, k).model_dump() for k in ("task", "model", "warm_start")}
     keyed["max_len_inputs"] = (spec.train.max_new_tokens, sorted((n, b.max_ops) for n, b in spec.eval.benchmarks.items()))
-    keyed["eval_seed"] = spec.eval.seed  # held-out prompts are excluded from warm-start data
+    keyed["heldout_sha256"] = heldout_digest(spec)
     return canonical_hash(keyed, 16)
 
 
 def warm_start_path(spec: RunSpec, cache_dir: Path) -> Path:
     return Path(cache_dir) / "warmstart" / f"{warm_start_key(spec)}.pt"
+
+
+def warm_start_ready(spec: RunSpec, cache_dir: Path) -> bool:
+    """Whether the cache holds this spec's warm start, recording that its data excluded exactly this
+    spec's held-out prompts (a file without that record, e.g. an older version's, is not ready)."""
+    path = warm_start_path(spec, cache_dir)
+    if not path.exists():
+        return False
+    saved = common.load_checkpoint(path)
+    return "heldout_sha256" in saved and saved["heldout_sha256"] == heldout_digest(spec)
 
 
 def train_warm_start(spec: RunSpec, progress=None) -> dict:
@@ -59,16 +81,25 @@ def train_warm_start(spec: RunSpec, progress=None) -> dict:
 def ensure_warm_start(spec: RunSpec, cache_dir: Path, progress=None) -> Path:
     """Path of the cached warm start for this spec, training (and caching) it first if missing."""
     path = warm_start_path(spec, cache_dir)
-    if not path.exists():
+    # whatever the cache holds (an older version's file, a copied cache): a file that does not record
+    # the held-out set its data excluded, or records another, is trained again
+    if not warm_start_ready(spec, cache_dir):
         common.pin_threads(spec.train.threads)
         t0 = time.perf_counter()
         state = train_warm_start(spec, progress)
-        common.atomic_torch_save({"state_dict": state, "seconds": time.perf_counter() - t0, "key": warm_start_key(spec)}, path)
+        common.atomic_torch_save({"state_dict": state, "seconds": time.perf_counter() - t0, "key": warm_start_key(spec),
+                                  "heldout_sha256": heldout_digest(spec)}, path)
     return path
 
 
 def load_warm_start(spec: RunSpec, cache_dir: Path) -> dict:
-    return common.load_checkpoint(warm_start_path(spec, cache_dir))["state_dict"]
+    """The cached warm start's weights; CheckpointError if its data did not exclude this spec's held-out sets."""
+    path = warm_start_path(spec, cache_dir)
+    saved = common.load_checkpoint(path)
+    if "heldout_sha256" not in saved or saved["heldout_sha256"] != heldout_digest(spec):
+        raise common.CheckpointError(f"{path}: this warm start does not record excluding the held-out problems of "
+                                     f"{spec.experiment} (delete it; the next run trains it again)")
+    return saved["state_dict"]
 
 
 def warm_policy(spec: RunSpec, cache_dir: Path, progress=None):

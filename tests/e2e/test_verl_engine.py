@@ -12,7 +12,7 @@ from harness.backends.local import common  # noqa: E402
 from harness.backends.local.rollout import collect_batch  # noqa: E402
 from harness.embedded.sampler import chunked_forward  # noqa: E402
 from harness.backends.local.trainer import LocalTrainer  # noqa: E402
-from harness.embedded.warmstart import warm_start_path  # noqa: E402
+from harness.embedded.warmstart import heldout_digest, warm_start_path  # noqa: E402
 from harness.backends.verl import compose, data, inproc  # noqa: E402
 from harness.backends.verl import rollout as ro  # noqa: E402
 from harness.backends.verl.backend import VerlBackend  # noqa: E402
@@ -51,7 +51,8 @@ def engines(tmp_path_factory):
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     cache = tmp / "cache"
-    common.atomic_torch_save({"state_dict": model.state_dict()}, warm_start_path(local, cache))  # the local "warm start"
+    common.atomic_torch_save({"state_dict": model.state_dict(), "heldout_sha256": heldout_digest(local)},
+                             warm_start_path(local, cache))  # the local "warm start"
     hf_dir = export_hf(model, common.tokenizer(), tmp / "hf")
     lt = LocalTrainer(local, cache)
     raw = copy.deepcopy(EXP) | {"backend": "verl", "verl": {"mode": "inproc", "model": str(hf_dir)}}

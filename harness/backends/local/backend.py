@@ -14,10 +14,9 @@ class LocalBackend:
         """Nothing beyond the schema: the embedded backend has no external dependency."""
 
     def shared_key(self, spec: RunSpec, cache_dir: Path) -> str | None:
-        from harness.embedded.warmstart import warm_start_path
+        from harness.embedded.warmstart import warm_start_path, warm_start_ready
 
-        path = warm_start_path(spec, cache_dir)
-        return None if path.exists() else str(path)
+        return None if warm_start_ready(spec, Path(cache_dir)) else str(warm_start_path(spec, cache_dir))
 
     def prepare(self, spec: RunSpec, cache_dir: Path, progress=None) -> None:
         from harness.embedded.warmstart import ensure_warm_start
