@@ -163,6 +163,9 @@ def _resolve(base: Preset, overrides: Mapping[str, Any]) -> Preset:
                 f"valid knobs: {', '.join(sorted(defaults))}"
             )
         knobs[k] = _coerce(k, v, defaults[k])
+    if knobs["use_critic"] and not ADVANTAGES.meta(pieces["advantage"]).get("token_level", False):
+        raise ValueError(f"knob 'use_critic' is true but advantage {pieces['advantage']!r} does not use a critic's "
+                         "values (a token-level advantage such as gae does): set use_critic: false or advantage: gae")
     for k, v in knobs.items():
         if v is inspect.Parameter.empty:
             raise ValueError(f"knob {k!r} of preset {base.name!r} has no default: set it")

@@ -127,3 +127,11 @@ def test_a_preset_knob_that_no_piece_declares_is_refused():
     bad = Preset("bad", "", "", dict(get_preset("grpo").pieces), {"eps_pos": 0.2})
     with pytest.raises(KeyError, match="preset 'bad' sets knob 'eps_pos', which none of its pieces"):
         _resolve(bad, {})
+
+
+def test_use_critic_needs_an_advantage_that_uses_values():
+    with pytest.raises(ValueError, match="knob 'use_critic' is true but advantage 'group_zscore' does not use"):
+        get_preset("grpo", use_critic=True)
+    with pytest.raises(ValueError, match="advantage 'fixed_sign' does not use"):
+        get_preset("ppo", advantage="fixed_sign")  # ppo's use_critic with a swapped-in outcome advantage
+    assert get_preset("ppo").objective("use_critic")

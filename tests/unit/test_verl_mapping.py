@@ -100,8 +100,8 @@ def test_preset_values_reach_verl(model):
 def test_settings_without_a_verl_equivalent_are_errors():
     with pytest.raises(VerlMappingError, match="whiten=false has no verl equivalent"):
         algorithm_overrides(spec_for("ppo", whiten=False))
-    with pytest.raises(VerlMappingError, match="use_critic=true with advantage 'group_zscore'"):
-        algorithm_overrides(spec_for("grpo", use_critic=True))
+    with pytest.raises(ValueError, match="knob 'use_critic' is true but advantage 'group_zscore'"):
+        algorithm_overrides(spec_for("grpo", use_critic=True))  # refused when the preset resolves (issue 18)
     algorithms.register_group_filter("drop_none_test")(lambda acc, gid: acc | True)
     try:
         with pytest.raises(VerlMappingError, match="group filter 'drop_none_test' has no verl equivalent"):
@@ -145,3 +145,19 @@ def test_estimator_refuses_an_unknown_knob_at_call_time():
     assert knobs_from_config("virtual_max", OmegaConf.create({"harness": {"r_max": 2.0}})) == {"r_max": 2.0}
     with pytest.raises(ValueError, match="harness.rmax: not a knob of advantage 'virtual_max'"):
         knobs_from_config("virtual_max", OmegaConf.create({"harness": {"rmax": 2.0}}))
+
+
+def test_paper_recipe_dapo_overlong_buffer_is_the_released_1024(monkeypatch, tmp_path):
+    """The released scripts: a 1024-token overlong buffer at a 3072-token limit (not 3072 // 5 = 614)."""
+    from pathlib import Path
+
+    from harness.config.experiment import load_experiment
+    from harness.config.runspec import expand
+
+    monkeypatch.setenv("NGRPO_MODEL", str(tmp_path))
+    monkeypatch.setenv("NGRPO_DATA", str(tmp_path))
+    paper = Path(__file__).resolve().parents[2] / "experiments" / "paper_qwen25_math7b.yaml"
+    dapo = next(s for s in expand(load_experiment(paper)) if s.variant == "dapo")
+    ov = as_dict(algorithm_overrides(dapo))
+    assert ov["+reward.reward_kwargs.overlong_buffer_cfg.len"] == "1024"
+    assert ov["+reward.reward_kwargs.max_resp_len"] == "3072"

@@ -78,8 +78,6 @@ def algorithm_overrides(spec: RunSpec) -> list[str]:
             raise VerlMappingError(f"{label}: gae needs use_critic=true (verl trains a critic for GAE)")
         out += ["algorithm.adv_estimator=gae", f"algorithm.gamma={fmt(float(ak['gamma']))}", f"algorithm.lam={fmt(float(ak['lam']))}"]
     else:
-        if k["use_critic"]:
-            raise VerlMappingError(f"{label}: use_critic=true with advantage {adv!r}: verl trains a critic only for gae")
         out.append(f"algorithm.adv_estimator={verl_name(adv)}")
         out += [f"+algorithm.harness.{n}={fmt(v)}" for n, v in ak.items()]
     loss, lk = pieces["policy_loss"], preset.piece_knobs("policy_loss")
