@@ -26,7 +26,10 @@ from harness.core import results
 from harness.backends import get_backend
 from harness.config.experiment import Experiment, expand
 from harness.core.errors import Interrupted, StopRequested
-from harness.execution.pool import StopSignals, TaskContext, WorkerPool, make_pool
+from harness.execution.context import TaskContext
+from harness.execution.executors import make_pool
+from harness.execution.pool import WorkerPool
+from harness.execution.signals import StopSignals
 from harness.core.locks import FileLock, describe, owner_info
 from harness.execution.progress import fmt_seconds, make_view
 

@@ -278,7 +278,7 @@ def sweep_command(
     at once). Exit code 1 when the sweep stopped on too many failed trials.
     """
     from harness.backends import get_backend
-    from harness.execution.pool import check_executor
+    from harness.execution.executors import check_executor
     from harness.core.paths import default_cache
     from harness.sweep.optuna_glue import open_storage
     from harness.sweep.driver import run_sweep

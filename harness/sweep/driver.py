@@ -43,7 +43,8 @@ from harness.core import results
 from harness.backends import get_backend
 from harness.config.experiment import Experiment, expand
 from harness.core.errors import Interrupted, UserError
-from harness.execution.pool import StopSignals, make_pool
+from harness.execution.executors import make_pool
+from harness.execution.signals import StopSignals
 from harness.core.locks import FileLock, owner_info
 from harness.core.metrics import objective_from_samples
 from harness.execution.progress import make_view

@@ -29,7 +29,7 @@ from pathlib import Path
 from harness.core import results
 from harness.backends import get_backend
 from harness.core.errors import StopRequested
-from harness.execution.pool import TaskContext
+from harness.execution.context import TaskContext
 from harness.core.locks import describe, owner_info
 
 STOP_FILE = "stop.request"
