@@ -27,7 +27,7 @@ class TaskContext:
         self._send(("note", key, text))
 
     def progress(self, key: str) -> Callable[[int, int, dict], None]:
-        """A backend's Progress callback: reports (step, total) and raises StopRequested when asked to stop."""
+        """A backend's Progress callback: reports (step, total); raises StopRequested when asked to stop."""
 
         def report(step: int, total: int, _metrics: dict | None = None) -> None:
             self._send(("progress", key, step, total))

@@ -83,7 +83,8 @@ class _Worker:
     def __init__(self, ctx) -> None:
         task_r, self.task_w = ctx.Pipe(duplex=False)
         self.event_r, event_w = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(target=_worker_main, args=(task_r, event_w, os.getpid()))  # not daemonic: a task may start processes of its own
+        # not daemonic: a task may start processes of its own
+        self.proc = ctx.Process(target=_worker_main, args=(task_r, event_w, os.getpid()))
         with blocked_stop_signals():  # no KeyboardInterrupt traceback from a worker still importing
             self.proc.start()
         task_r.close()
@@ -146,7 +147,8 @@ class WorkerPool:
             if w.tag is not None and not w.proc.is_alive():
                 events.extend(self._drain(w))
                 if w.tag is not None:
-                    events.append(("crash", w.tag, f"worker process {w.proc.pid} died ({describe_exit(w.proc.exitcode)})", True))
+                    died = f"worker process {w.proc.pid} died ({describe_exit(w.proc.exitcode)})"
+                    events.append(("crash", w.tag, died, True))
                     w.tag = None
         return events
 

@@ -7,7 +7,7 @@ share, over a worker pool's events (harness.execution), and the pieces both sche
 A Policy decides what to start and what an event means:
 
     policy.dispatch()                # submit work while pool.free() > 0 (not called once stopping)
-    policy.on_event(ev)              # usually route(ev, view, policy) -> on_progress / on_prepared / on_run_end
+    policy.on_event(ev)              # usually route(ev, view, policy): on_progress / on_prepared / on_run_end
     policy.idle(stopping)            # nothing running: END the loop, SKIP to the next turn, or POLL
     policy.after_poll()              # after each turn's events (e.g. probe runs held by other processes)
     policy.stopping_note(busy)       # the line printed at the first stop signal
@@ -127,8 +127,8 @@ def record_killed(run_dir: Path, spec: dict, command: str) -> None:
     """A run whose task was killed (second stop signal): pending; its last periodic checkpoint is intact."""
     st = results.read_status(run_dir)
     results.write_status(run_dir, "pending", step=st.get("step", 0), total_steps=spec["train"]["steps"],
-                         error=f"killed (second stop signal); run `harness {command}` again to resume from the "
-                               f"last checkpoint")
+                         error=f"killed (second stop signal); run `harness {command}` again to resume from "
+                               f"the last checkpoint")
 
 
 @dataclass
@@ -142,7 +142,8 @@ class Prepares:
         """Queue the spec's shared artefact if it is missing; -> its key (None: nothing to build)."""
         key = get_backend(spec["backend"]).shared_key(spec, cache_dir)
         if key is not None:
-            label = f"warm start (seed {spec['warm_start']['seed']})" if "warm_start" in spec else f"prepare {key}"
+            label = (f"warm start (seed {spec['warm_start']['seed']})" if "warm_start" in spec
+                     else f"prepare {key}")
             self.todo.setdefault(key, (spec, label))
         return key
 

@@ -128,7 +128,8 @@ class RunScheduler:
         for tag in tags:
             if tag[0] == "run":
                 record_killed(self.run_dir(tag[1]), tag[1], "run")
-        return "stopped at once: every run resumes from its last checkpoint when the same command is run again"
+        return ("stopped at once: every run resumes from its last checkpoint when the same command is run "
+                "again")
 
     # ------------------------------------------------------------------------------- events
     def on_event(self, ev: tuple) -> None:
@@ -175,13 +176,15 @@ class RunScheduler:
         if state == "stopped":  # listed in the final "stopped:" line
             self.stopped[rid] = int(detail)
             return
-        self.view.event(f"{rid}: {state}" + (f" — {detail}" if state == "failed" else f" {detail}" if detail else ""))
+        said = f" — {detail}" if state == "failed" else f" {detail}" if detail else ""
+        self.view.event(f"{rid}: {state}{said}")
         self._finish(rid, state, by_us=detail != "by another process")
 
     def _held(self, spec: dict, holder: dict) -> None:
         rid = spec["run_id"]
         if self.wait:
-            self.view.event(f"{rid}: running in {describe(holder)}; waiting for it (--no-wait skips such runs)")
+            self.view.event(f"{rid}: running in {describe(holder)}; waiting for it "
+                            f"(--no-wait skips such runs)")
             self.held[rid] = (spec, time.monotonic())
         else:
             self.view.event(f"{rid}: running in {describe(holder)}; skipped (--no-wait)")
@@ -205,7 +208,8 @@ def _print_plan(console: Console, exp: Experiment, plan: Plan, jobs: int, execut
     console.print(
         f"[bold]{exp.name}[/]: {len(plan.todo) + len(plan.done)} runs — {len(plan.done)} done (skipped), "
         f"{len(plan.resumed)} to resume, {len(plan.todo) - len(plan.resumed)} new; "
-        + (f"{jobs} parallel job(s)" if jobs else "as many parallel jobs as the Ray cluster has CPUs / train.threads")
+        + (f"{jobs} parallel job(s)" if jobs
+           else "as many parallel jobs as the Ray cluster has CPUs / train.threads")
         + (" as Ray tasks" if executor == "ray" else "")
     )
 
@@ -227,7 +231,7 @@ def run_experiment(exp: Experiment, results_dir: Path, jobs: int, cache_dir: Pat
     states = {s["run_id"]: "done" for s in plan.done}
     if not plan.todo:
         return states
-    pool = make_pool(executor, jobs, exp.train.threads, address)  # a Ray that cannot start: nothing written yet
+    pool = make_pool(executor, jobs, exp.train.threads, address)  # a Ray that cannot start: nothing written
     exp_dir.mkdir(parents=True, exist_ok=True)
     if source is not None:
         results.atomic_write_text(exp_dir / "experiment.yaml", source)
@@ -238,8 +242,8 @@ def run_experiment(exp: Experiment, results_dir: Path, jobs: int, cache_dir: Pat
             needs[s["run_id"]] = key
     remaining = {s["run_id"]: _remaining_steps(s, exp_dir / s["run_id"]) for s in plan.todo}
     with StopSignals() as sig, make_view(console, summary_every) as view:
-        ses = RunScheduler(exp_dir, Path(cache_dir), wait, pool, view, list(plan.todo), needs, prepares, states,
-                           remaining=remaining)
+        ses = RunScheduler(exp_dir, Path(cache_dir), wait, pool, view, list(plan.todo), needs, prepares,
+                           states, remaining=remaining)
         view.overall.runs_total = len(plan.todo) + len(plan.done)
         view.overall.runs_done = len(plan.done)
         view.overall.total_steps = sum(ses.remaining.values())

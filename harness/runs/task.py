@@ -72,7 +72,8 @@ def shared_lock(cache_dir: Path, key: str) -> FileLock:
     return FileLock(Path(cache_dir) / "locks" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock")
 
 
-def prepare_task(ctx: TaskContext, spec: dict, cache_dir: str, key: str, label: str) -> tuple[str, str | None]:
+def prepare_task(ctx: TaskContext, spec: dict, cache_dir: str, key: str,
+                 label: str) -> tuple[str, str | None]:
     """Build one shared artefact unless another process built it meanwhile; -> (state, detail)."""
     backend = get_backend(spec["backend"])
     lock = shared_lock(Path(cache_dir), key)

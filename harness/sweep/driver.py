@@ -54,11 +54,11 @@ class Driver(TrialBook):
     """A sweep worker: the trials it owns (TrialBook) run as tasks on a pool, under the event loop of
     harness.runs.loop (this class is its policy: dispatch, events, idle, stop and kill)."""
 
-    def __init__(self, cfg: SweepConfig, exp: Experiment, out: Path, store: Storage, study: optuna.Study, pool,
-                 cache_dir: Path, view) -> None:
+    def __init__(self, cfg: SweepConfig, exp: Experiment, out: Path, store: Storage, study: optuna.Study,
+                 pool, cache_dir: Path, view) -> None:
         super().__init__(cfg, exp, out, study, view)
         self.store, self.pool, self.cache_dir = store, pool, cache_dir
-        self.tasks: dict[tuple, tuple[Active, int]] = {}  # pool tag ("run", trial number, seed index) -> owner
+        self.tasks: dict[tuple, tuple[Active, int]] = {}  # pool tag ("run", trial number, seed index) -> run
         self.prepares = Prepares()  # shared artefacts to build before any trial starts
         self.aborted: str | None = None
         self.stopped: list[str] = []  # "trial N checkpointed at step S (run_id)" after a stop request
@@ -130,8 +130,8 @@ class Driver(TrialBook):
             self.stop_trial(a, "pending", f"stopped: seed {seed} of trial {a.trial.number} failed")
         elif state == "pending" and a.failed is None and not a.pruned:  # Ctrl-C / SIGTERM: resumable
             a.failed = ("interrupted", f"seed {seed} stopped by a stop signal")
-            self.stopped.append(f"trial {a.trial.number} checkpointed at step {results.read_status(rd).get('step', 0)} "
-                                f"({spec['run_id']})")
+            step = results.read_status(rd).get("step", 0)
+            self.stopped.append(f"trial {a.trial.number} checkpointed at step {step} ({spec['run_id']})")
         self.maybe_finish(a)
 
     def stop_trial(self, a: Active, state: str, reason: str) -> None:
@@ -165,7 +165,8 @@ class Driver(TrialBook):
             self.study.tell(t, value)
             a.lock.release()
             self.view.event(f"trial {t.number:3d}  {self.cfg.metric}({self.cfg.benchmark}) {value:7.2f}  "
-                            + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in a.params.items()))
+                            + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                        for k, v in a.params.items()))
         self._close(a, lock=False)
         self.write_trials()
 
@@ -179,15 +180,18 @@ class Driver(TrialBook):
         self.counted[run_id] = (first, max(last, step))
         self.view.overall.add_steps(max(0, step - last))
         a, i = hit
-        if self.cfg.pruner == "none" or i != 0 or a.stopping or step == total or step % a.specs[i]["eval"]["every"]:
+        if self.cfg.pruner == "none" or i != 0 or a.stopping or step == total \
+                or step % a.specs[i]["eval"]["every"]:
             return
         try:
-            v = objective_from_samples(results.read_samples(self.run_dir(a.specs[i])), self.cfg.benchmark, self.cfg.metric, step)
+            samples = results.read_samples(self.run_dir(a.specs[i]))
+            v = objective_from_samples(samples, self.cfg.benchmark, self.cfg.metric, step)
         except (ValueError, results.ResultsError):
             return
         a.trial.report(v, step)
         if a.trial.should_prune():
-            a.pruned = f"{self.cfg.metric}({self.cfg.benchmark}) {v:.2f} at step {step} (seed {a.specs[i]['seed']})"
+            a.pruned = (f"{self.cfg.metric}({self.cfg.benchmark}) {v:.2f} at step {step} "
+                        f"(seed {a.specs[i]['seed']})")
             self.stop_trial(a, "pruned", f"pruned by the sweep's {self.cfg.pruner} pruner: {a.pruned}")
 
     def _count_end(self, spec: dict) -> None:
@@ -206,7 +210,7 @@ class Driver(TrialBook):
         self.prepares.todo = dict(reversed(self.prepares.todo.items()))  # built last queued first, as always
 
     def start(self) -> None:
-        """Before the loop: the progress totals, the shared artefacts, dead workers' trials, --retry-failed."""
+        """Before the loop: progress totals, shared artefacts, dead workers' trials, --retry-failed."""
         finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in self.trials())
         o, per_trial = self.view.overall, len(self.cfg.seeds)
         o.runs_total, o.runs_done = self.cfg.target * per_trial, finished * per_trial
@@ -224,11 +228,11 @@ class Driver(TrialBook):
         return None
 
     def idle(self, stopping: bool) -> str:
-        """Nothing running: done, unless other workers hold the last trials (stay to take over if one dies)."""
+        """Nothing running: done, unless other workers hold the last trials (stay: one of them may die)."""
         if stopping or self.aborted:
             return END
-        others = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
-                  if t.number not in self.active]
+        live = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+        others = [t for t in live if t.number not in self.active]
         if not others or self.gave_up:
             return END
         time.sleep(2.0)
@@ -255,26 +259,33 @@ class Driver(TrialBook):
             self._retire(self.study._storage.get_trial(a.trial._trial_id), "stop signal", always=True)
 
 
-def run_sweep(cfg: SweepConfig, exp: Experiment, file: Path, out: Path, store: Storage, *, jobs: int, executor: str,
-              address: str | None, cache_dir: Path, console: Console | None = None, retry_failed: bool = False,
-              summary_every: float = 30.0) -> bool:
+def _write_meta(cfg: SweepConfig, exp: Experiment, file: Path, out: Path, store: Storage) -> None:
+    """<out>/sweep.yaml (the file as given) and sweep.json (what the report needs to know of the study)."""
+    out.mkdir(parents=True, exist_ok=True)
+    results.atomic_write_text(out / "sweep.yaml", file.read_text())
+    results.write_json(out / "sweep.json", {
+        "study": out.name, "storage": store.url, "sweep_file": str(file), "experiment": exp.name,
+        "variant": cfg.variant,
+        "objective": {"benchmark": cfg.benchmark, "metric": cfg.metric, "direction": cfg.direction},
+        "params": {k: p.model_dump(exclude_none=True) for k, p in cfg.params.items()}, "sampler": cfg.sampler,
+        "seeds": list(cfg.seeds), "trials": cfg.target, "defaults": base_values(cfg, exp),
+    })
+
+
+def run_sweep(cfg: SweepConfig, exp: Experiment, file: Path, out: Path, store: Storage, *, jobs: int,
+              executor: str, address: str | None, cache_dir: Path, console: Console | None = None,
+              retry_failed: bool = False, summary_every: float = 30.0) -> bool:
     """Run (or join, or resume) the study; returns False when it stopped on too many failures.
 
     Raises Interrupted after a stop signal (the trials this worker owned are enqueued again)."""
     console = console or Console(stderr=True)
     pool = make_pool(executor, jobs, exp.train.threads, address)
     try:
-        study = open_study(cfg, exp, store, out.name)  # after the pool: a Ray that cannot start leaves no study
-        out.mkdir(parents=True, exist_ok=True)
-        results.atomic_write_text(out / "sweep.yaml", file.read_text())
-        results.write_json(out / "sweep.json", {
-            "study": out.name, "storage": store.url, "sweep_file": str(file), "experiment": exp.name, "variant": cfg.variant,
-            "objective": {"benchmark": cfg.benchmark, "metric": cfg.metric, "direction": cfg.direction},
-            "params": {k: p.model_dump(exclude_none=True) for k, p in cfg.params.items()}, "sampler": cfg.sampler,
-            "seeds": list(cfg.seeds), "trials": cfg.target, "defaults": base_values(cfg, exp),
-        })
-        console.print(f"[bold]{out.name}[/]: {cfg.sampler} sampler, {cfg.target} trials x {len(cfg.seeds)} seed(s), "
-                      f"{pool.jobs} run(s) at once ({executor}); storage {store.url}", highlight=False)
+        study = open_study(cfg, exp, store, out.name)  # after the pool: a Ray that cannot start: no study
+        _write_meta(cfg, exp, file, out, store)
+        console.print(f"[bold]{out.name}[/]: {cfg.sampler} sampler, {cfg.target} trials x {len(cfg.seeds)} "
+                      f"seed(s), {pool.jobs} run(s) at once ({executor}); storage {store.url}",
+                      highlight=False)
         with StopSignals() as sig, make_view(console, summary_every) as view:
             driver = Driver(cfg, exp, out, store, study, pool, cache_dir, view)
             driver.retry = retry_failed
@@ -285,9 +296,9 @@ def run_sweep(cfg: SweepConfig, exp: Experiment, file: Path, out: Path, store: S
             if sig.stop.is_set():
                 driver.interrupt([])
                 driver.write_trials()
-                view.event("stopped: " + (", ".join(driver.stopped) if driver.stopped else "no trial was running")
-                           + "; rerun the same command to resume")
+                what = ", ".join(driver.stopped) if driver.stopped else "no trial was running"
+                view.event(f"stopped: {what}; rerun the same command to resume")
                 raise Interrupted(sig.signum)
     finally:
-        pool.kill()  # nothing left after close(); after an unexpected error, no orphan workers or Ray instance
+        pool.kill()  # nothing left after close(); after an unexpected error, no orphan workers or Ray
     return summarize(cfg, study, out, store, console, driver.gave_up, driver.aborted)

@@ -48,6 +48,11 @@ class Active:
         return f"{self.trial.study.study_name}:{self.trial.number}"
 
 
+def _failed_not_retried(t, retried: frozenset) -> bool:
+    """A trial that failed on its own (error or killed) and is not enqueued again yet."""
+    return t.state == TrialState.FAIL and fail_kind(t) in ("error", "killed") and t.number not in retried
+
+
 class TrialBook:
     """The trials of one study that this worker owns or may start, and their records."""
 
@@ -69,12 +74,15 @@ class TrialBook:
         return self.out / spec["run_id"]
 
     def write_trials(self) -> None:
+        """Mirror every trial of the study into <out>/trials.json (the report reads it)."""
         rows = []
         for t in self.trials():
             rows.append({
                 "number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-                "distributions": {k: optuna.distributions.distribution_to_json(d) for k, d in t.distributions.items()},
-                "user_attrs": t.user_attrs, "intermediate": {str(k): v for k, v in t.intermediate_values.items()},
+                "distributions": {k: optuna.distributions.distribution_to_json(d)
+                                  for k, d in t.distributions.items()},
+                "user_attrs": t.user_attrs,
+                "intermediate": {str(k): v for k, v in t.intermediate_values.items()},
                 "start": t.datetime_start.isoformat() if t.datetime_start else None,
                 "complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
             })
@@ -82,7 +90,8 @@ class TrialBook:
 
     # --------------------------------------------------------------------------- stale trials
     def reap_stale(self, force: bool = False) -> None:
-        """Fail running trials of dead workers and enqueue their parameters again (resumed from checkpoints)."""
+        """Fail running trials of dead workers and enqueue their parameters again (resumed from their
+        checkpoints)."""
         if not force and time.monotonic() - self.last_reap < 5.0:
             return
         self.last_reap = time.monotonic()
@@ -91,13 +100,15 @@ class TrialBook:
             if t.number in self.active:
                 continue
             path = self.locks / f"{t.number}.lock"
-            if not path.exists() and (t.datetime_start is None or now - t.datetime_start.timestamp() < STALE_UNLOCKED_S):
+            young = t.datetime_start is None or now - t.datetime_start.timestamp() < STALE_UNLOCKED_S
+            if not path.exists() and young:
                 continue
             lock = FileLock(path)
             if not lock.try_acquire():
                 continue  # its worker is alive
             try:
-                self._retire(t, f"the sweep worker running it ({t.user_attrs.get('worker', '?')}) stopped before it finished")
+                worker = t.user_attrs.get("worker", "?")
+                self._retire(t, f"the sweep worker running it ({worker}) stopped before it finished")
             finally:
                 lock.release()
 
@@ -113,7 +124,7 @@ class TrialBook:
         except optuna.exceptions.UpdateFinishedTrialError:
             return  # another worker got there first
         params = dict(t.params)
-        if len(params) < len(self.cfg.params) and "grid_id" in t.system_attrs:  # died before suggesting: its grid point
+        if len(params) < len(self.cfg.params) and "grid_id" in t.system_attrs:  # died before suggesting
             sampler = self.study.sampler
             params = dict(zip(sampler._param_names, sampler._all_grids[t.system_attrs["grid_id"]]))
         retries = int(t.user_attrs.get("retries", 0))
@@ -128,7 +139,7 @@ class TrialBook:
         if any(t.state == TrialState.WAITING for t in trials):
             return True
         retried = retried_numbers(trials)
-        failed = sum(t.state == TrialState.FAIL and fail_kind(t) in ("error", "killed") and t.number not in retried for t in trials)
+        failed = sum(_failed_not_retried(t, retried) for t in trials)
         if failed >= (self.cfg.max_failed if self.cfg.max_failed is not None else self.cfg.target):
             self.gave_up = True
             return False
@@ -136,27 +147,32 @@ class TrialBook:
 
     def retry_failed(self) -> None:
         """--retry-failed: enqueue the parameters of every failed trial (error or killed) not retried yet;
-        their runs resume from their checkpoints. Two workers doing this at once are caught by the surplus check."""
+        their runs resume from their checkpoints. Two workers doing this at once are caught by the surplus
+        check."""
         trials = self.trials()
         retried = retried_numbers(trials)
         for t in trials:
-            if t.state == TrialState.FAIL and fail_kind(t) in ("error", "killed") and t.number not in retried \
-                    and len(t.params) == len(self.cfg.params):
-                self.study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number, "retries": int(t.user_attrs.get("retries", 0)) + 1})
-                self.view.event(f"trial {t.number} ({fail_kind(t)}: {t.user_attrs.get('fail_reason', '?')}) enqueued again")
+            if _failed_not_retried(t, retried) and len(t.params) == len(self.cfg.params):
+                retries = int(t.user_attrs.get("retries", 0)) + 1
+                attrs = {"retry_of": t.number, "retries": retries}
+                self.study.enqueue_trial(dict(t.params), user_attrs=attrs)
+                reason = t.user_attrs.get("fail_reason", "?")
+                self.view.event(f"trial {t.number} ({fail_kind(t)}: {reason}) enqueued again")
 
     def start_trial(self) -> Active | None:
         trial = self.study.ask()
         lock = FileLock(self.locks / f"{trial.number}.lock")
         if not lock.try_acquire(owner_info()):
-            raise UserError(f"{self.locks}: trial {trial.number}'s lock is held by another process: two studies "
-                            f"(different --storage) share this results folder; give each its own --results")
+            raise UserError(f"{self.locks}: trial {trial.number}'s lock is held by another process: two "
+                            f"studies (different --storage) share this results folder; give each its own "
+                            f"--results")
         trial.set_user_attr("worker", self.worker)
         trials = self.trials()
         retried = retried_numbers(trials)
         ahead = [t for t in trials if t.number < trial.number and counts(t, self.grid, retried)]
         if len(ahead) >= self.cfg.target:
-            self._tell_failed(trial, "surplus", "not run: the study already had its trials (workers asked at once)", lock)
+            why = "not run: the study already had its trials (workers asked at once)"
+            self._tell_failed(trial, "surplus", why, lock)
             return None
         try:
             params = {k: p.suggest(trial, k) for k, p in self.cfg.params.items()}

@@ -2,7 +2,8 @@
 
 The task is `harness run`'s (harness.runs.task.run_task) with the sweep's rules (SweepRules), so a run
 has the same skip / resume / lock semantics: a finished run is reused, an interrupted one resumes from
-its checkpoint, a run folder is trained by one process at a time (harness.core.locks). Differences, because a sweep owns its runs through Optuna trials:
+its checkpoint, a run folder is trained by one process at a time (harness.core.locks). Differences,
+because a sweep owns its runs through Optuna trials:
 
 - a run whose folder is locked by another process (another worker on the same parameters, or an
   orphan of a killed sweep) is waited for, then reused or resumed, instead of skipped;
@@ -59,8 +60,8 @@ def _stop_for(run_dir: Path, token: str) -> RunStopped | None:
 
 def non_finite_losses(rec: dict) -> list[str]:
     """Names of the loss entries of a step record that are NaN or infinite."""
-    return sorted(k for k, v in rec.items()
-                  if "loss" in k and isinstance(v, numbers.Real) and not isinstance(v, bool) and not math.isfinite(float(v)))
+    return sorted(k for k, v in rec.items() if "loss" in k and isinstance(v, numbers.Real)
+                  and not isinstance(v, bool) and not math.isfinite(float(v)))
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class SweepRules(RunRules):
         return _stop_for(run_dir, self.token)
 
     def progress(self, ctx: TaskContext, key: str, run_dir: Path) -> Callable[..., None]:
-        report = ctx.progress(key)  # sends (step, total) to the driver; raises StopRequested on Ctrl-C / SIGTERM
+        report = ctx.progress(key)  # (step, total) to the driver; raises StopRequested on Ctrl-C / SIGTERM
 
         def check(step: int, total: int, rec: dict | None = None) -> None:
             bad = non_finite_losses(rec or {})
@@ -91,11 +92,13 @@ class SweepRules(RunRules):
         return check
 
 
-def run_sweep_task(ctx: TaskContext, spec: dict, run_dir: str, cache_dir: str, token: str) -> tuple[str, str | None]:
+def run_sweep_task(ctx: TaskContext, spec: dict, run_dir: str, cache_dir: str,
+                   token: str) -> tuple[str, str | None]:
     """Train (or reuse, or resume) one run of a trial; returns (final state, reason or None).
 
     harness.runs.task.run_task with SweepRules: done -> ("done", None), stopped by the pool (Ctrl-C /
-    SIGTERM) -> ("pending", "interrupted"), failed -> ("failed", error), a stop request -> (its state, reason)."""
+    SIGTERM) -> ("pending", "interrupted"), failed -> ("failed", error), a stop request -> (its state,
+    reason)."""
     _, state, detail = run_task(ctx, spec, run_dir, cache_dir, SweepRules(token=token))
     if state == "done":
         return "done", None
