@@ -17,12 +17,15 @@ on one study when they share the storage URL and the results folder:
   goes on and, except on a grid, asks for a replacement, up to `max_failed` failures.
 - pruning: the first seed's objective at each evaluation is reported; a pruned trial's runs are
   stopped (a stop request for that trial only, harness.sweep.worker) and recorded with state "pruned".
-- stopping: runs execute on a WorkerPool or RayPool (harness.execution.pool, tags ("run", trial, seed
-  index)). The first Ctrl-C / SIGTERM asks every running run to checkpoint its step and stop; the
-  trials this worker owned are closed as interrupted and enqueued again (their runs resume), exit
-  130 / 143; a second signal kills the runs at once (they resume from their last checkpoint).
+- stopping: runs execute on a WorkerPool or RayPool (harness.execution, tags ("run", trial, seed
+  index)) under the event loop `harness run` uses too (harness.runs.loop; Driver is its policy). The
+  first Ctrl-C / SIGTERM asks every running run to checkpoint its step and stop; the trials this
+  worker owned are closed as interrupted and enqueued again (their runs resume), exit 130 / 143; a
+  second signal kills the runs at once (they resume from their last checkpoint).
 
 Everything Optuna knows is mirrored into <out>/trials.json after every change (the report reads it).
+The budget and liveness bookkeeping is harness.sweep.trials (TrialBook, which Driver extends); the
+closing lines are harness.sweep.summary.
 """
 
 from __future__ import annotations
