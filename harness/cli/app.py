@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
             "Run every (variant, seed) of an experiment: finished runs are skipped, interrupted ones resumed."),
     "validate": ("harness.cli.commands:validate_command",
                  "Check an experiment or sweep file without running it, or print the schema (--schema)."),
-    "sweep": ("harness.sweep.config:sweep_command",
+    "sweep": ("harness.cli.sweep:sweep_command",
               "Search a variant's settings with Optuna; the objective is a report metric averaged over seeds."),
     "report": ("harness.cli.report:report_command",
                "Render Pass@k curves, Pass@k AUC tables (with seed CIs), comparisons and training diagnostics."),

@@ -68,7 +68,7 @@ def run_command(
         raise UserError("--jobs: must be >= 0 (0 = automatic)")
     if summary_every < 0:
         raise UserError("--summary-every: must be >= 0 seconds (0 = no summaries)")
-    from harness.execution.pool import check_executor
+    from harness.execution.executors import check_executor
 
     check_executor(executor, address)
     if not (jobs == 0 and address):  # on a Ray cluster, 0 = its CPUs / train.threads

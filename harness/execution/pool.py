@@ -1,4 +1,4 @@
-"""Run tasks in worker processes that stop cleanly: the runner's executor and the signal handling.
+"""Run tasks in worker processes that stop cleanly: the runner's local executor.
 
     pool = WorkerPool(jobs)              # spawned processes (torch and fork do not mix), started lazily
     pool.submit(tag, fn, *args)          # only to an idle worker: nothing is queued ahead in a worker
@@ -7,12 +7,14 @@
     pool.request_stop()                  # every running task's progress callback raises StopRequested
     pool.kill()                          # SIGKILL now (second Ctrl-C); returns the tags that were running
 
-A task is `fn(ctx, *args)` with a TaskContext: `ctx.progress(key)` is the Progress callback handed to
-a backend (it raises StopRequested once a stop is requested, so the backend checkpoints the current
-step and stops), `ctx.note(key, text)` sends a line to the parent, `ctx.stop_requested()` polls.
+A task is `fn(ctx, *args)` with a TaskContext (harness.execution.context): `ctx.progress(key)` is the
+Progress callback handed to a backend (it raises StopRequested once a stop is requested, so the backend
+checkpoints the current step and stops), `ctx.note(key, text)` sends a line to the parent,
+`ctx.stop_requested()` polls.
 A "crash" is a task that raised (died=False, error = its traceback) or whose process died (died=True).
 Another executor only has to provide the same calls and the same context: harness/execution/ray_pool.py
-runs the tasks as Ray tasks; `make_pool` picks one (`--executor process|ray`).
+runs the tasks as Ray tasks; harness.execution.executors.make_pool picks one (`--executor process|ray`);
+the stop signals are in harness.execution.signals.
 
 Workers ignore SIGINT (a terminal's Ctrl-C reaches the whole process group; the parent decides and
 forwards one stop request), treat SIGTERM as a stop request (what a cluster scheduler sends to every
@@ -29,36 +31,11 @@ import signal
 import threading
 import time
 import traceback
-from contextlib import contextmanager
 from multiprocessing.connection import wait as conn_wait
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from harness.core.errors import Interrupted, StopRequested, UserError
-
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class TaskContext:
-    """What a task sees of its executor: progress callbacks that carry the stop request, and notes."""
-
-    def __init__(self, send: Callable[[tuple], None], stop: threading.Event, parent_pid: int) -> None:
-        self._send, self._stop, self.parent_pid = send, stop, parent_pid
-
-    def stop_requested(self) -> bool:
-        return self._stop.is_set()
-
-    def note(self, key: str, text: str) -> None:
-        self._send(("note", key, text))
-
-    def progress(self, key: str) -> Callable[[int, int, dict], None]:
-        """A backend's Progress callback: reports (step, total) and raises StopRequested when asked to stop."""
-
-        def report(step: int, total: int, _metrics: dict | None = None) -> None:
-            self._send(("progress", key, step, total))
-            if self._stop.is_set():
-                raise StopRequested()
-
-        return report
+from harness.execution.context import TaskContext
+from harness.execution.signals import STOP_SIGNALS, blocked_stop_signals
 
 
 # ----------------------------------------------------------------------------------- worker side
@@ -66,7 +43,7 @@ def _worker_main(task_conn, event_conn, parent_pid: int) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked by the parent while spawning us
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the parent while spawning us
     inbox: queue.Queue = queue.Queue()
 
     def receive() -> None:  # parent -> worker: tasks, "stop"; EOF = the parent is gone
@@ -106,7 +83,8 @@ class _Worker:
     def __init__(self, ctx) -> None:
         task_r, self.task_w = ctx.Pipe(duplex=False)
         self.event_r, event_w = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(target=_worker_main, args=(task_r, event_w, os.getpid()))  # not daemonic: a task may start processes of its own
+        # not daemonic: a task may start processes of its own
+        self.proc = ctx.Process(target=_worker_main, args=(task_r, event_w, os.getpid()))
         with blocked_stop_signals():  # no KeyboardInterrupt traceback from a worker still importing
             self.proc.start()
         task_r.close()
@@ -169,7 +147,8 @@ class WorkerPool:
             if w.tag is not None and not w.proc.is_alive():
                 events.extend(self._drain(w))
                 if w.tag is not None:
-                    events.append(("crash", w.tag, f"worker process {w.proc.pid} died ({describe_exit(w.proc.exitcode)})", True))
+                    died = f"worker process {w.proc.pid} died ({describe_exit(w.proc.exitcode)})"
+                    events.append(("crash", w.tag, died, True))
                     w.tag = None
         return events
 
@@ -226,65 +205,3 @@ def describe_exit(code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
-
-
-# ----------------------------------------------------------------------------------- choosing one
-EXECUTORS = ("process", "ray")
-
-
-def check_executor(executor: str, address: str | None) -> None:
-    """Bad --executor / --address values -> UserError, before anything is written."""
-    if executor not in EXECUTORS:
-        raise UserError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
-    if address and executor != "ray":
-        raise UserError("--address: only meaningful with --executor ray")
-    if executor == "ray":
-        from harness.execution.ray_pool import check_ray
-
-        check_ray(address)
-
-
-def make_pool(executor: str, jobs: int, threads: int = 1, address: str | None = None):
-    """A WorkerPool (local processes) or a RayPool (Ray tasks; jobs 0 = the cluster's CPUs / threads)."""
-    if executor == "ray":
-        from harness.execution.ray_pool import RayPool
-
-        return RayPool(jobs, threads, address)
-    return WorkerPool(jobs)
-
-
-# ----------------------------------------------------------------------------------- signals
-@contextmanager
-def blocked_stop_signals() -> Iterator[None]:
-    """SIGINT/SIGTERM held back in this thread (a spawned child inherits the mask across exec)."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-class StopSignals:
-    """While active: the first SIGINT/SIGTERM sets `stop` (finish gracefully), the second raises
-    Interrupted at once (exit 128 + signal). Handlers are restored on exit. Main thread only."""
-
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self.signum: int | None = None
-        self._old: dict = {}
-
-    def _handle(self, signum, _frame) -> None:
-        if self.stop.is_set():
-            raise Interrupted(signum, "second stop signal")
-        self.signum = signum
-        self.stop.set()
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for s in _STOP_SIGNALS:
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)

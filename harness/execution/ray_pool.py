@@ -1,9 +1,10 @@
-"""Ray tasks behind the WorkerPool interface (harness.execution.pool): `--executor ray [--address ADDR]`.
+"""Ray tasks behind the WorkerPool interface (harness.execution.pool): `--executor ray [--address ADDR]`
+(harness.execution.executors chooses).
 
 Each task is a Ray task (num_cpus = the run's torch threads, never retried by Ray) on a local Ray
 instance started for this command and stopped after it, or on the cluster at `address` ("auto",
 "HOST:PORT", "ray://HOST:10001"). The tasks are the functions the process pool runs
-(harness.runs.scheduler.run_task / prepare_task, harness.sweep.worker.run_sweep_task), with the same
+(harness.runs.task.run_task / prepare_task, harness.sweep.worker.run_sweep_task), with the same
 TaskContext, so skip / resume / lock semantics and the results are the same bits. On a cluster every
 node needs the harness installed and the results folder and warm-start cache at the same paths (a
 shared filesystem); run locks then name the driver's pid and the node's host.
@@ -23,7 +24,7 @@ import traceback
 from typing import Any, Callable
 
 from harness.core.errors import UserError
-from harness.execution.pool import TaskContext
+from harness.execution.context import TaskContext
 
 NOT_INSTALLED = "--executor ray: ray is not installed (pip install 'ray==2.60.0', or the project's `ray` or `verl` extra)"
 

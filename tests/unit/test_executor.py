@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from harness.core.errors import Interrupted, UserError
-from harness.execution.pool import StopSignals, WorkerPool, check_executor, describe_exit
+from harness.execution.executors import check_executor
+from harness.execution.pool import WorkerPool, describe_exit
+from harness.execution.signals import StopSignals
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ import yaml
 from rich.console import Console
 
 from harness.core import results
-from harness.execution.pool import TaskContext
+from harness.execution.context import TaskContext
 from harness.execution.progress import make_view
 from harness.sweep.config import load_sweep
 from harness.sweep.optuna_glue import Storage, make_sampler, open_study

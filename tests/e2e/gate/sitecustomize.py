@@ -19,7 +19,7 @@ import time
 if os.environ.get("HARNESS_TEST_GATE_STEP"):
     from pathlib import Path
 
-    from harness.execution.pool import TaskContext
+    from harness.execution.context import TaskContext
 
     _STEP = int(os.environ["HARNESS_TEST_GATE_STEP"])
     _progress = TaskContext.progress
