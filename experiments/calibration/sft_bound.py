@@ -15,7 +15,8 @@ from harness.embedded import common
 from harness.embedded.sampler import sequence_forward
 from harness.backends.local.trainer import evaluate
 from harness.embedded.warmstart import warm_policy
-from harness.config.experiment import expand, load_experiment
+from harness.config.experiment import load_experiment
+from harness.config.runspec import expand
 from harness.core.metrics import curves_from_samples
 from harness.core.paths import default_cache
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from harness.backends import get_backend
+from harness.config.runspec import RunSpec
 from harness.core import results
 from harness.core.errors import Interrupted
 from harness.execution.signals import StopSignals
@@ -123,10 +124,10 @@ def record_crash(run_dir: Path, error: str) -> str:
     return detail
 
 
-def record_killed(run_dir: Path, spec: dict, command: str) -> None:
+def record_killed(run_dir: Path, spec: RunSpec, command: str) -> None:
     """A run whose task was killed (second stop signal): pending; its last periodic checkpoint is intact."""
     st = results.read_status(run_dir)
-    results.write_status(run_dir, "pending", step=st.get("step", 0), total_steps=spec["train"]["steps"],
+    results.write_status(run_dir, "pending", step=st.get("step", 0), total_steps=spec.train.steps,
                          error=f"killed (second stop signal); run `harness {command}` again to resume from "
                                f"the last checkpoint")
 
@@ -135,15 +136,14 @@ def record_killed(run_dir: Path, spec: dict, command: str) -> None:
 class Prepares:
     """Shared artefacts (warm starts) to build, each once, before the runs that need them."""
 
-    todo: dict[str, tuple[dict, str]] = field(default_factory=dict)  # key -> (a spec that needs it, label)
+    todo: dict[str, tuple[RunSpec, str]] = field(default_factory=dict)  # key -> (a spec that needs it, label)
     building: set[str] = field(default_factory=set)
 
-    def add(self, spec: dict, cache_dir: Path) -> str | None:
+    def add(self, spec: RunSpec, cache_dir: Path) -> str | None:
         """Queue the spec's shared artefact if it is missing; -> its key (None: nothing to build)."""
-        key = get_backend(spec["backend"]).shared_key(spec, cache_dir)
+        key = get_backend(spec.backend).shared_key(spec, cache_dir)
         if key is not None:
-            label = (f"warm start (seed {spec['warm_start']['seed']})" if "warm_start" in spec
-                     else f"prepare {key}")
+            label = f"warm start (seed {spec.warm_start.seed})"
             self.todo.setdefault(key, (spec, label))
         return key
 

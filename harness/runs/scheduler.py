@@ -23,7 +23,8 @@ from pathlib import Path
 from rich.console import Console
 
 from harness.backends import get_backend
-from harness.config.experiment import Experiment, expand
+from harness.config.experiment import Experiment
+from harness.config.runspec import RunSpec, expand
 from harness.core import results
 from harness.core.errors import Interrupted
 from harness.core.locks import describe
@@ -38,8 +39,8 @@ PROBE_EVERY = 1.0  # seconds between checks of runs held by another process
 
 @dataclass
 class Plan:
-    todo: list[dict]
-    done: list[dict]
+    todo: list[RunSpec]
+    done: list[RunSpec]
     resumed: list[str]
 
 
@@ -47,14 +48,14 @@ def plan_runs(exp: Experiment, results_dir: Path) -> Plan:
     specs = expand(exp)
     todo, done, resumed = [], [], []
     for s in specs:
-        rd = results_dir / exp.name / s["run_id"]
+        rd = results_dir / exp.name / s.run_id
         state = results.read_status(rd).get("state") if rd.exists() else "pending"
         if state == "done":
             done.append(s)
         else:
             todo.append(s)
-            if get_backend(s["backend"]).has_checkpoint(rd):
-                resumed.append(s["run_id"])
+            if get_backend(s.backend).has_checkpoint(rd):
+                resumed.append(s.run_id)
     return Plan(todo, done, resumed)
 
 
@@ -69,17 +70,17 @@ class RunScheduler:
     wait: bool
     pool: object                                         # a WorkerPool or RayPool
     view: object
-    queue: list[dict]                                    # runs not started yet, in order
+    queue: list[RunSpec]                                 # runs not started yet, in order
     needs: dict[str, str]                                # run_id -> shared key still missing
     prepares: Prepares                                   # shared artefacts not built yet
     states: dict[str, str]
-    held: dict[str, tuple[dict, float]] = field(default_factory=dict)  # run_id -> (spec, last probe)
+    held: dict[str, tuple[RunSpec, float]] = field(default_factory=dict)  # run_id -> (spec, last probe)
     stopped: dict[str, int] = field(default_factory=dict)  # run_id -> checkpointed step
     remaining: dict[str, int] = field(default_factory=dict)  # run_id -> steps it had left at the start
     counted: dict[str, int] = field(default_factory=dict)    # run_id -> its steps done by this process
 
-    def run_dir(self, spec: dict) -> Path:
-        return self.exp_dir / spec["run_id"]
+    def run_dir(self, spec: RunSpec) -> Path:
+        return self.exp_dir / spec.run_id
 
     # ------------------------------------------------------------------------------- loop hooks
     def stopping_note(self, busy: int) -> str:
@@ -98,7 +99,7 @@ class RunScheduler:
         for spec in list(self.queue):
             if self.pool.free() <= 0:
                 return
-            if spec["run_id"] in self.needs:  # its warm start is not built yet
+            if spec.run_id in self.needs:  # its warm start is not built yet
                 continue
             self.queue.remove(spec)
             holder = run_lock(self.run_dir(spec)).holder()
@@ -155,7 +156,7 @@ class RunScheduler:
             self.view.event(f"{label}: failed — {detail or ''}")
             for r in waiting:
                 del self.needs[r]
-                spec = next(s for s in self.queue if s["run_id"] == r)
+                spec = next(s for s in self.queue if s.run_id == r)
                 self.queue.remove(spec)
                 self.states[r] = "failed"
                 self.view.event(f"{r}: failed — its {label} failed")
@@ -168,8 +169,8 @@ class RunScheduler:
         else:
             self._run_ended(spec, ev[2][1], ev[2][2])
 
-    def _run_ended(self, spec: dict, state: str, detail) -> None:
-        rid = spec["run_id"]
+    def _run_ended(self, spec: RunSpec, state: str, detail) -> None:
+        rid = spec.run_id
         if state == "held":
             self._held(spec, detail)
             return
@@ -180,8 +181,8 @@ class RunScheduler:
         self.view.event(f"{rid}: {state}{said}")
         self._finish(rid, state, by_us=detail != "by another process")
 
-    def _held(self, spec: dict, holder: dict) -> None:
-        rid = spec["run_id"]
+    def _held(self, spec: RunSpec, holder: dict) -> None:
+        rid = spec.run_id
         if self.wait:
             self.view.event(f"{rid}: running in {describe(holder)}; waiting for it "
                             f"(--no-wait skips such runs)")
@@ -198,10 +199,10 @@ class RunScheduler:
 
 
 # ----------------------------------------------------------------------------------- harness run
-def _remaining_steps(spec: dict, run_dir: Path) -> int:
+def _remaining_steps(spec: RunSpec, run_dir: Path) -> int:
     st = results.read_status(run_dir) if run_dir.exists() else {}
-    start = st.get("step", 0) if get_backend(spec["backend"]).has_checkpoint(run_dir) else 0
-    return spec["train"]["steps"] - start
+    start = st.get("step", 0) if get_backend(spec.backend).has_checkpoint(run_dir) else 0
+    return spec.train.steps - start
 
 
 def _print_plan(console: Console, exp: Experiment, plan: Plan, jobs: int, executor: str) -> None:
@@ -228,7 +229,7 @@ def run_experiment(exp: Experiment, results_dir: Path, jobs: int, cache_dir: Pat
     exp_dir = Path(results_dir) / exp.name
     plan = plan_runs(exp, Path(results_dir))
     _print_plan(console, exp, plan, jobs, executor)
-    states = {s["run_id"]: "done" for s in plan.done}
+    states = {s.run_id: "done" for s in plan.done}
     if not plan.todo:
         return states
     pool = make_pool(executor, jobs, exp.train.threads, address)  # a Ray that cannot start: nothing written
@@ -239,8 +240,8 @@ def run_experiment(exp: Experiment, results_dir: Path, jobs: int, cache_dir: Pat
     for s in plan.todo:
         key = prepares.add(s, cache_dir)
         if key is not None:
-            needs[s["run_id"]] = key
-    remaining = {s["run_id"]: _remaining_steps(s, exp_dir / s["run_id"]) for s in plan.todo}
+            needs[s.run_id] = key
+    remaining = {s.run_id: _remaining_steps(s, exp_dir / s.run_id) for s in plan.todo}
     with StopSignals() as sig, make_view(console, summary_every) as view:
         ses = RunScheduler(exp_dir, Path(cache_dir), wait, pool, view, list(plan.todo), needs, prepares,
                            states, remaining=remaining)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.backends import get_backend
+from harness.config.runspec import RunSpec
 from harness.core import results
 from harness.core.errors import StopRequested
 from harness.core.locks import FileLock, describe, owner_info
@@ -72,10 +73,10 @@ def shared_lock(cache_dir: Path, key: str) -> FileLock:
     return FileLock(Path(cache_dir) / "locks" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock")
 
 
-def prepare_task(ctx: TaskContext, spec: dict, cache_dir: str, key: str,
+def prepare_task(ctx: TaskContext, spec: RunSpec, cache_dir: str, key: str,
                  label: str) -> tuple[str, str | None]:
     """Build one shared artefact unless another process built it meanwhile; -> (state, detail)."""
-    backend = get_backend(spec["backend"])
+    backend = get_backend(spec.backend)
     lock = shared_lock(Path(cache_dir), key)
     got = lock.acquire(owner_info(ctx.parent_pid), should_stop=ctx.stop_requested,
                        on_wait=lambda h: ctx.note(label, f"waiting: being built by {describe(h)}"))
@@ -103,32 +104,32 @@ def _acquire(ctx: TaskContext, lock: FileLock, rd: Path, rid: str, rules: RunRul
                         should_stop=lambda: ctx.stop_requested() or rules.stop_request(rd) is not None)
 
 
-def _prepare_shared(ctx: TaskContext, spec: dict, cache_dir: Path) -> bool:
+def _prepare_shared(ctx: TaskContext, spec: RunSpec, cache_dir: Path) -> bool:
     """Build the run's missing shared artefact under the shared lock; False if asked to stop first."""
-    key = get_backend(spec["backend"]).shared_key(spec, cache_dir)
+    key = get_backend(spec.backend).shared_key(spec, cache_dir)
     if key is None:
         return True
-    state, _ = prepare_task(ctx, spec, str(cache_dir), key, f"{spec['run_id']} shared artefact")
+    state, _ = prepare_task(ctx, spec, str(cache_dir), key, f"{spec.run_id} shared artefact")
     return state != "stopped"
 
 
-def _announce(ctx: TaskContext, spec: dict, rd: Path) -> None:
-    steps = spec["train"]["steps"]
-    start = results.read_status(rd).get("step", 0) if get_backend(spec["backend"]).has_checkpoint(rd) else 0
-    ctx.note(spec["run_id"], f"resumed at step {start}/{steps}" if start else f"started ({steps} steps)")
+def _announce(ctx: TaskContext, spec: RunSpec, rd: Path) -> None:
+    steps = spec.train.steps
+    start = results.read_status(rd).get("step", 0) if get_backend(spec.backend).has_checkpoint(rd) else 0
+    ctx.note(spec.run_id, f"resumed at step {start}/{steps}" if start else f"started ({steps} steps)")
 
 
-def _stopped(rd: Path, spec: dict, state: str, error: str) -> int:
+def _stopped(rd: Path, spec: RunSpec, state: str, error: str) -> int:
     """Record a run stopped mid-training (its checkpoint is on disk); -> the step it reached."""
     step = results.read_status(rd).get("step", 0)
-    results.write_status(rd, state, step=step, total_steps=spec["train"]["steps"], error=error)
+    results.write_status(rd, state, step=step, total_steps=spec.train.steps, error=error)
     return step
 
 
-def run_task(ctx: TaskContext, spec: dict, run_dir: str, cache_dir: str,
+def run_task(ctx: TaskContext, spec: RunSpec, run_dir: str, cache_dir: str,
              rules: RunRules = RunRules()) -> tuple[str, str, object]:
     """Train (or reuse, or resume) one run under its lock; -> (run_id, state, detail) (module docstring)."""
-    rd, rid = Path(run_dir), spec["run_id"]
+    rd, rid = Path(run_dir), spec.run_id
     rd.mkdir(parents=True, exist_ok=True)
     lock = run_lock(rd)
     if not _acquire(ctx, lock, rd, rid, rules):
@@ -146,9 +147,9 @@ def run_task(ctx: TaskContext, spec: dict, run_dir: str, cache_dir: str,
             _announce(ctx, spec, rd)
         if rules.wait and not _prepare_shared(ctx, spec, Path(cache_dir)):
             return rid, "stopped", None
-        results.write_spec(rd, spec)
+        results.write_spec(rd, spec.to_dict())
         t0 = time.monotonic()
-        get_backend(spec["backend"]).train(spec, rd, Path(cache_dir), progress=rules.progress(ctx, rid, rd))
+        get_backend(spec.backend).train(spec, rd, Path(cache_dir), progress=rules.progress(ctx, rid, rd))
         return rid, "done", f"in {fmt_seconds(time.monotonic() - t0)}"
     except RunStopped as e:
         _stopped(rd, spec, e.state, e.reason)

@@ -22,8 +22,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import algorithms
-from harness.config.experiment import (CLIP_KNOBS, Experiment, Name, canonical_hash, clip_cannot_bind, expand, load_experiment, read_yaml,
-                            validation_message)
+from harness.config.experiment import (CLIP_KNOBS, Experiment, Name, canonical_hash, clip_cannot_bind, load_experiment,
+                                       read_yaml, validation_message)
+from harness.config.runspec import expand
 from harness.core.errors import UserError
 
 Choice = Union[bool, int, float, str]

@@ -38,7 +38,8 @@ import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 
-from harness.config.experiment import Experiment, expand
+from harness.config.experiment import Experiment
+from harness.config.runspec import RunSpec, expand
 from harness.core import results
 from harness.core.errors import Interrupted
 from harness.core.metrics import objective_from_samples
@@ -117,7 +118,7 @@ class Driver(TrialBook):
         a, i = self.tasks.pop(tag)
         a.running.discard(i)
         spec = a.specs[i]
-        seed, rd = spec["seed"], self.run_dir(spec)
+        seed, rd = spec.seed, self.run_dir(spec)
         if state == "done":
             self.view.overall.runs_done += 1
             try:
@@ -134,7 +135,7 @@ class Driver(TrialBook):
         elif state == "pending" and a.failed is None and not a.pruned:  # Ctrl-C / SIGTERM: resumable
             a.failed = ("interrupted", f"seed {seed} stopped by a stop signal")
             step = results.read_status(rd).get("step", 0)
-            self.stopped.append(f"trial {a.trial.number} checkpointed at step {step} ({spec['run_id']})")
+            self.stopped.append(f"trial {a.trial.number} checkpointed at step {step} ({spec.run_id})")
         self.maybe_finish(a)
 
     def stop_trial(self, a: Active, state: str, reason: str) -> None:
@@ -184,7 +185,7 @@ class Driver(TrialBook):
         self.view.overall.add_steps(max(0, step - last))
         a, i = hit
         if self.cfg.pruner == "none" or i != 0 or a.stopping or step == total \
-                or step % a.specs[i]["eval"]["every"]:
+                or step % a.specs[i].eval.every:
             return
         try:
             samples = results.read_samples(self.run_dir(a.specs[i]))
@@ -194,13 +195,13 @@ class Driver(TrialBook):
         a.trial.report(v, step)
         if a.trial.should_prune():
             a.pruned = (f"{self.cfg.metric}({self.cfg.benchmark}) {v:.2f} at step {step} "
-                        f"(seed {a.specs[i]['seed']})")
+                        f"(seed {a.specs[i].seed})")
             self.stop_trial(a, "pruned", f"pruned by the sweep's {self.cfg.pruner} pruner: {a.pruned}")
 
-    def _count_end(self, spec: dict) -> None:
+    def _count_end(self, spec: RunSpec) -> None:
         """A run ended (done, reused, resumed, stopped early): steps this process did not do leave the ETA."""
-        first, last = self.counted.get(spec["run_id"], (0, 0))
-        self.view.overall.total_steps -= spec["train"]["steps"] - (last - first)
+        first, last = self.counted.get(spec.run_id, (0, 0))
+        self.view.overall.total_steps -= spec.train.steps - (last - first)
 
     # --------------------------------------------------------------------------- the loop's hooks
     def queue_shared(self) -> None:
@@ -256,7 +257,7 @@ class Driver(TrialBook):
             if tag[0] == "run" and tag in self.tasks:
                 a, i = self.tasks.pop(tag)
                 record_killed(self.run_dir(a.specs[i]), a.specs[i], "sweep")
-                self.stopped.append(f"trial {a.trial.number} at its last checkpoint ({a.specs[i]['run_id']})")
+                self.stopped.append(f"trial {a.trial.number} at its last checkpoint ({a.specs[i].run_id})")
         for a in list(self.active.values()):
             self._close(a)
             self._retire(self.study._storage.get_trial(a.trial._trial_id), "stop signal", always=True)

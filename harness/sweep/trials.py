@@ -17,7 +17,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from harness.config.experiment import Experiment, expand
+from harness.config.experiment import Experiment
+from harness.config.runspec import RunSpec, expand
 from harness.core import results
 from harness.core.errors import UserError
 from harness.core.locks import FileLock, owner_info
@@ -34,7 +35,7 @@ class Active:
 
     trial: optuna.Trial
     params: dict
-    specs: list[dict]
+    specs: list[RunSpec]
     lock: FileLock
     pending: list[int]
     running: set[int] = field(default_factory=set)
@@ -70,8 +71,8 @@ class TrialBook:
     def trials(self):
         return self.study.get_trials(deepcopy=False)
 
-    def run_dir(self, spec: dict) -> Path:
-        return self.out / spec["run_id"]
+    def run_dir(self, spec: RunSpec) -> Path:
+        return self.out / spec.run_id
 
     def write_trials(self) -> None:
         """Mirror every trial of the study into <out>/trials.json (the report reads it)."""
@@ -180,17 +181,17 @@ class TrialBook:
         except (UserError, ValueError) as e:
             self._tell_failed(trial, "error", f"invalid settings: {e}", lock)
             return None
-        trial.set_user_attr("run_ids", [s["run_id"] for s in specs])
+        trial.set_user_attr("run_ids", [s.run_id for s in specs])
         a = Active(trial, params, specs, lock, pending=list(range(len(specs))))
         self.active[trial.number] = a
         for i, s in enumerate(specs):
-            self.by_run[s["run_id"]] = (a, i)
+            self.by_run[s.run_id] = (a, i)
         return a
 
     def _close(self, a: Active, lock: bool = True) -> None:
         self.active.pop(a.trial.number, None)
         for s in a.specs:
-            self.by_run.pop(s["run_id"], None)
+            self.by_run.pop(s.run_id, None)
         if lock:
             a.lock.release()
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from harness.config.runspec import RunSpec
 from harness.core import results
 from harness.execution.context import TaskContext
 from harness.runs.task import RunRules, RunStopped, run_task
@@ -92,7 +93,7 @@ class SweepRules(RunRules):
         return check
 
 
-def run_sweep_task(ctx: TaskContext, spec: dict, run_dir: str, cache_dir: str,
+def run_sweep_task(ctx: TaskContext, spec: RunSpec, run_dir: str, cache_dir: str,
                    token: str) -> tuple[str, str | None]:
     """Train (or reuse, or resume) one run of a trial; returns (final state, reason or None).
 

@@ -206,14 +206,15 @@ def test_failing_trackers_never_stop_training(env, write_exp, monkeypatch, capsy
     from torch.utils.tensorboard import SummaryWriter
 
     from harness.backends import get_backend
-    from harness.config.experiment import expand, load_experiment
+    from harness.config.experiment import load_experiment
+    from harness.config.runspec import expand
 
     threads = torch.get_num_threads()
     (spec,) = expand(load_experiment(write_exp(variants=[{"name": "grpo", "preset": "grpo"}])))
     backend = get_backend("local")
     backend.prepare(spec, env / "cache")
     plain = env / "ref" / "plain"
-    backend.train({**spec, "loggers": []}, plain, env / "cache")
+    backend.train(spec.model_copy(update={"loggers": []}), plain, env / "cache")
 
     add_scalar, log_batch, wandb_log = SummaryWriter.add_scalar, MlflowClient.log_batch, tracking.WandbSink.log
 
@@ -241,7 +242,7 @@ def test_failing_trackers_never_stop_training(env, write_exp, monkeypatch, capsy
     monkeypatch.setattr(SummaryWriter, "add_scalar", full_disk)
     monkeypatch.setattr(MlflowClient, "log_batch", broken_store)
     monkeypatch.setattr(tracking.WandbSink, "log", crash_service)
-    run_dir = env / "res" / "tiny" / spec["run_id"]
+    run_dir = env / "res" / "tiny" / spec.run_id
     try:
         backend.train(spec, run_dir, env / "cache")
     finally:
@@ -252,7 +253,7 @@ def test_failing_trackers_never_stop_training(env, write_exp, monkeypatch, capsy
     assert strip(results.read_metrics_records(run_dir)) == strip(results.read_metrics_records(plain))
     errors = tracking.read_state(run_dir)["errors"]
     for name, cause in [("tensorboard", "No space left on device"), ("wandb", "ConnectionResetError"), ("mlflow", "disk is full")]:
-        assert err.count(f"tracking: {spec['run_id']}: {name} failed") == 1, err
+        assert err.count(f"tracking: {spec.run_id}: {name} failed") == 1, err
         assert cause in errors[name]
     assert {s for _, s, _ in tb_points(run_dir)[0]} == {0, 1}
     assert {s for _, s, _ in mlflow_points(run_dir)[0]} == {0, 1, 2}

@@ -50,9 +50,9 @@ def test_trial_exp_sets_knobs_and_experiment_fields(tmp_path):
     assert texp.name == "base_sweep_ngrpo" and texp.train.lr == 5e-4
     assert texp.variants[0].overrides == {"eps_pos": 0.2}
     again = trial_exp(cfg, exp, {"eps_pos": 0.2, "train.lr": 5e-4})
-    from harness.config.experiment import expand
+    from harness.config.runspec import expand
 
-    assert [s["run_id"] for s in expand(texp)] == [s["run_id"] for s in expand(again)]  # same params -> same runs (resume)
+    assert [s.run_id for s in expand(texp)] == [s.run_id for s in expand(again)]  # same params -> same runs (resume)
 
 
 @pytest.mark.parametrize("params, sampler, msg", [

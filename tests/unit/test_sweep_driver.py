@@ -2,6 +2,7 @@
 
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pandas as pd
@@ -69,7 +70,7 @@ def test_a_trial_worse_than_the_median_is_pruned_and_marked_in_the_results_folde
     rd = driver.run_dir(a.specs[0])
     rd.mkdir(parents=True)
     results.write_samples(rd, samples(2, correct=False))  # AUC 0 at step 2, the others had 50
-    driver.on_progress(a.specs[0]["run_id"], 2, 4)
+    driver.on_progress(a.specs[0].run_id, 2, 4)
     assert a.pruned and "at step 2" in a.pruned
     stop = (rd / "stop.request").read_text()
     assert '"state": "pruned"' in stop and a.token in stop
@@ -87,7 +88,7 @@ def test_a_good_trial_is_not_pruned_and_completes_with_the_seed_mean(driver):
     rd = driver.run_dir(a.specs[0])
     rd.mkdir(parents=True)
     results.write_samples(rd, pd.concat([samples(2, True), samples(4, True)]))
-    driver.on_progress(a.specs[0]["run_id"], 2, 4)
+    driver.on_progress(a.specs[0].run_id, 2, 4)
     assert a.pruned is None and not (rd / "stop.request").exists()
     driver.on_event(("done", tag, ("done", None)))
     t = driver.study.trials[-1]
@@ -104,6 +105,16 @@ def test_surplus_trials_are_closed_without_running(driver):
     assert driver.pool.submitted == []
 
 
+class FakeSpec(SimpleNamespace):
+    """What the run task reads of a RunSpec (run_id, backend, train.steps, to_dict); nan_at: the fake's NaN step."""
+
+    def __init__(self, run_id: str, nan_at: int | None = None):
+        super().__init__(run_id=run_id, backend="fake", train=SimpleNamespace(steps=4), nan_at=nan_at)
+
+    def to_dict(self) -> dict:
+        return {"run_id": self.run_id, "backend": self.backend, "train": {"steps": self.train.steps}}
+
+
 class FakeBackend:
     """train() reports steps through the progress callback like a real backend."""
 
@@ -115,7 +126,7 @@ class FakeBackend:
     def train(self, spec, run_dir, cache_dir, progress=None):
         results.write_status(run_dir, "running", step=0, total_steps=4)
         for step in range(1, 5):
-            progress(step, 4, {"actor/pg_loss": float("nan") if spec.get("nan_at") == step else 0.1})
+            progress(step, 4, {"actor/pg_loss": float("nan") if spec.nan_at == step else 0.1})
         results.write_status(run_dir, "done", step=4, total_steps=4)
 
 
@@ -141,7 +152,7 @@ def fake_backend(monkeypatch):
 
 
 def test_worker_obeys_stop_requests_of_its_own_trial_only(tmp_path, fake_backend):
-    spec = {"run_id": "r1", "backend": "fake", "train": {"steps": 4}}
+    spec = FakeSpec("r1")
     rd = tmp_path / "r1"
     rd.mkdir()
     request_stop(rd, "study:7", "pruned", "pruned at step 2")  # left over from an earlier trial: ignored
@@ -156,14 +167,14 @@ def test_worker_obeys_stop_requests_of_its_own_trial_only(tmp_path, fake_backend
 
 def test_worker_leaves_a_run_pending_on_the_pools_stop_request(tmp_path, fake_backend):
     ctx = Ctx(stop_at=2)
-    state, _ = run_sweep_task(ctx, {"run_id": "r4", "backend": "fake", "train": {"steps": 4}}, str(tmp_path / "r4"), str(tmp_path), "s:1")
+    state, _ = run_sweep_task(ctx, FakeSpec("r4"), str(tmp_path / "r4"), str(tmp_path), "s:1")
     st = results.read_status(tmp_path / "r4")
     assert state == "pending" and st["state"] == "pending" and "harness sweep` again" in st["error"]
     assert [e[2] for e in ctx.events if e[0] == "progress"] == [1, 2]
 
 
 def test_worker_fails_a_run_with_a_non_finite_loss(tmp_path, fake_backend):
-    spec = {"run_id": "r2", "backend": "fake", "train": {"steps": 4}, "nan_at": 3}
+    spec = FakeSpec("r2", nan_at=3)
     state, err = run_sweep_task(Ctx(), spec, str(tmp_path / "r2"), str(tmp_path), "s:1")
     assert state == "failed" and "NonFiniteLoss: non-finite actor/pg_loss at step 3" in err
     assert results.read_status(tmp_path / "r2")["state"] == "failed"
@@ -174,7 +185,7 @@ def test_worker_reuses_a_finished_run(tmp_path, fake_backend):
     rd.mkdir()
     results.write_status(rd, "done")
     ctx = Ctx()
-    assert run_sweep_task(ctx, {"run_id": "r3", "backend": "fake", "train": {"steps": 4}}, str(rd), str(tmp_path), "s:1") == ("done", None)
+    assert run_sweep_task(ctx, FakeSpec("r3"), str(rd), str(tmp_path), "s:1") == ("done", None)
     assert ctx.events == []  # not trained again
 
 

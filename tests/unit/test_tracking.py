@@ -13,7 +13,8 @@ import yaml
 
 from harness.tracking import trackers as tracking
 from harness.cli.app import main
-from harness.config.experiment import expand, load_experiment
+from harness.config.experiment import load_experiment
+from harness.config.runspec import expand
 from harness.core.errors import UserError
 
 EXP = {"name": "t", "variants": [{"name": "grpo", "preset": "grpo"}]}
@@ -29,8 +30,8 @@ def write(tmp_path: Path, **extra) -> Path:
 def test_loggers_are_validated_and_do_not_change_run_ids(tmp_path):
     plain = expand(load_experiment(write(tmp_path)))
     tracked = expand(load_experiment(write(tmp_path, loggers=["tensorboard", "mlflow"])))
-    assert [s["run_id"] for s in plain] == [s["run_id"] for s in tracked]
-    assert plain[0]["loggers"] == [] and tracked[0]["loggers"] == ["tensorboard", "mlflow"]
+    assert [s.run_id for s in plain] == [s.run_id for s in tracked]
+    assert plain[0].loggers == [] and tracked[0].loggers == ["tensorboard", "mlflow"]
     for bad, msg in [(["tensorbord"], "loggers.0: Input should be 'tensorboard', 'wandb' or 'mlflow'"),
                      (["wandb", "wandb"], "loggers: duplicates")]:
         with pytest.raises(UserError, match=msg):
