@@ -29,8 +29,8 @@ def eval_command(
     run_id: str | None = typer.Option(
         None, "--run-id", help="Run folder name (default: a hash of the settings, so reruns resume)."),
     step: int | None = typer.Option(
-        None, "--step", help="Checkpoint step stored in samples (default: parsed from MODEL like step_100, "
-        "else 0)."),
+        None, "--step", help="Checkpoint step stored in samples (default: the step a local-backend run "
+        "folder's checkpoint records, else parsed from MODEL like step_100, else 0)."),
     temperature: float = typer.Option(
         0.6, "--temperature", help="Sampling temperature (paper: 0.6; 0 = greedy)."),
     top_p: float = typer.Option(0.95, "--top-p", help="Nucleus sampling top-p (paper: 0.95)."),

@@ -199,14 +199,20 @@ def check_options(opts: EvalOptions) -> dict[str, list[MathProblem]]:
     return problems
 
 
-def eval_settings(opts: EvalOptions) -> dict:
-    """The settings that name the run (run_id_for) and go to spec.yaml's `eval` section."""
+def eval_settings(opts: EvalOptions, checkpoint_step: int | None = None) -> dict:
+    """The settings that name the run (run_id_for) and go to spec.yaml's `eval` section.
+
+    The step: --step, else the step the sampler read from the checkpoint (checkpoint_step), else the
+    one in the model path's name (step_100, checkpoint-100), else 0.
+    """
     model = opts.model
+    step = opts.step if opts.step is not None else (
+        checkpoint_step if checkpoint_step is not None else infer_step(model))
     return {
         "model": str(Path(model).resolve()) if Path(model).exists() else model, "benchmarks": opts.benchmarks,
         "n": opts.n, "temperature": opts.temperature, "top_p": opts.top_p,
         "max_new_tokens": opts.max_new_tokens, "seed": opts.seed, "limit": opts.limit,
-        "step": infer_step(model) if opts.step is None else opts.step,
+        "step": step,
         "system_prompt": opts.system_prompt, "backend": opts.backend,
     }
 
@@ -236,9 +242,10 @@ def run_eval(opts: EvalOptions, problems: dict[str, list[MathProblem]]) -> Path:
     Benchmarks already complete in samples.parquet are skipped; status.json ends done, or failed
     with the error (which is raised again).
     """
-    settings = eval_settings(opts)
-    step, run_id = settings["step"], opts.run_id or run_id_for(settings)
     sampler = load_sampler(opts)  # loads the model; may raise UserError, nothing written yet
+    # a sampler that loaded a training checkpoint (the local backend's run folders) knows its step
+    settings = eval_settings(opts, getattr(sampler, "step", None))
+    step, run_id = settings["step"], opts.run_id or run_id_for(settings)
     # every prompt is rendered before anything is written (a prompt the sampler cannot take fails here)
     rendered = {b: [sampler.render(p.prompt, opts.system_prompt) for p in probs]
                 for b, probs in problems.items()}

@@ -117,6 +117,29 @@ def test_eval_with_registered_sampler(tmp_path: Path, monkeypatch: pytest.Monkey
     assert isinstance(df, pd.DataFrame) and len(df) == len(probs) * 4
 
 
+class CheckpointSampler(OracleSampler):
+    """A sampler over a checkpoint that knows its training step (as the local backend's run folders)."""
+
+    step = 42
+
+
+@pytest.mark.e2e
+def test_eval_writes_the_checkpoints_own_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.tasks.math_data import load_benchmark
+
+    probs = load_benchmark(FIX / "amc23_mini.jsonl")
+    monkeypatch.setattr(OracleSampler, "answers", {p.prompt: p.answer for p in probs})
+    monkeypatch.setitem(evaluate.SAMPLERS, "ckpt", CheckpointSampler)
+    args = ["eval", "run-folder", "-b", f"amc23={FIX / 'amc23_mini.jsonl'}", "--n", "2", "--backend", "ckpt",
+            "--out", str(tmp_path), "--experiment", "x", "--grading-processes", "1"]
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--run-id", "r1"])
+    assert exc.value.code in (0, None) and (read_samples(tmp_path / "x" / "r1")["step"] == 42).all()
+    with pytest.raises(SystemExit):
+        main([*args, "--run-id", "r2", "--step", "5"])  # an explicit --step still wins
+    assert (read_samples(tmp_path / "x" / "r2")["step"] == 5).all()
+
+
 class TextSampler:
     """A fake backend whose completions are fixed texts per prompt; raises if told to."""
 
