@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from algorithms.filters import group_outcomes
+from harness.backends.batching import Round, collect_groups
 from harness.core import results
 from harness.core.errors import StopRequested
 from harness.backends.local.common import derive_seed, pin_threads
@@ -127,41 +127,41 @@ class InprocTrainer:
 
     # ------------------------------------------------------------------ one step
     def collect(self, step: int) -> tuple[ro.Generated | None, torch.Tensor, list[dict], list[dict], dict]:
-        """Sample, score and filter until B groups are kept or train.max_sample_rounds rounds were drawn."""
-        tr, r = self.spec["train"], self.cfg.actor_rollout_ref.rollout
+        """Sample, score and filter until B groups are kept or train.max_sample_rounds rounds were drawn
+        (harness.backends.batching.collect_groups) -> (kept responses, scores [N], reward infos [N],
+        kept prompt rows [N / G], metrics)."""
+        r = self.cfg.actor_rollout_ref.rollout
         B, G = self.cfg.data.train_batch_size, r.n
         fg = self.cfg.algorithm.filter_groups
-        kept, scores, infos, rows_kept, metrics = [], [], [], [], {}
-        n_kept, rounds = 0, 0
-        while n_kept < B and rounds < tr["max_sample_rounds"]:
+
+        def sample_round(rounds: int) -> Round[tuple]:
             rows = self.next_rows(B)
-            gen = ro.generate(self.policy, self.tokenizer, ro.render(self.tokenizer, rows), G, r.temperature, r.top_p,
-                              self.cfg.data.max_response_length, derive_seed("verl-rollout", self.spec["seed"], step, rounds))
+            seed = derive_seed("verl-rollout", self.spec["seed"], step, rounds)
+            prompts = ro.render(self.tokenizer, rows)
+            gen = ro.generate(self.policy, self.tokenizer, prompts, G, r.temperature, r.top_p,
+                              self.cfg.data.max_response_length, seed)
             sc, info = ro.score(self.reward, self.tokenizer, rows, gen, G)
             acc = torch.tensor([bool(i["acc"]) for i in info])
             gid = np.repeat(np.arange(B), G)
-            if rounds == 0:
-                metrics.update({f"groups/{k}": v for k, v in group_outcomes(acc, torch.as_tensor(gid)).items()})
-                metrics.update({"train/acc": acc.float().mean().item(), "train/reward": sc.mean().item(),
-                                "train/response_length": gen.lengths.float().mean().item(),
-                                "train/truncated_frac": gen.truncated.float().mean().item()})
             keep = np.ones(B * G, dtype=bool)
             if fg.enable:
                 metric = sc.numpy() if fg.metric == "reward" else np.array([float(i[fg.metric]) for i in info])
                 keep = ro.filter_keep(metric, gid)
-            groups = [g for g in range(B) if keep[g * G]][: B - n_kept]
-            if groups:
-                idx = np.concatenate([np.arange(g * G, (g + 1) * G) for g in groups])
-                kept.append(_select(gen, idx))
-                scores.append(sc[idx])
-                infos += [info[i] for i in idx]
-                rows_kept += [rows[g] for g in groups]
-                n_kept += len(groups)
-            rounds += 1
-        metrics.update({"groups/kept": n_kept, "groups/sample_rounds": rounds, "groups/rounds_capped": float(n_kept < B)})
+
+            def select(idx: torch.Tensor) -> tuple:
+                """rows idx [n] -> (responses, scores [n], reward infos [n], prompt rows [n / G])."""
+                at = idx.tolist()
+                return _select(gen, idx), sc[idx], [info[i] for i in at], [rows[i // G] for i in at[::G]]
+
+            keep_t = torch.from_numpy(keep)
+            return Round(acc, sc, torch.as_tensor(gid), gen.lengths, gen.truncated, keep_t, select)
+
+        kept, metrics = collect_groups(sample_round, B, G, self.spec["train"]["max_sample_rounds"])
         if not kept:
             return None, torch.empty(0), [], [], metrics
-        return _concat(kept, self.pad), torch.cat(scores), infos, rows_kept, metrics
+        gens, scores, infos, rows_kept = zip(*kept)
+        return (_concat(list(gens), self.pad), torch.cat(scores), [i for part in infos for i in part],
+                [row for part in rows_kept for row in part], metrics)
 
     def advantages(self, gen: ro.Generated, scores: torch.Tensor):
         """verl's stages up to the advantages: old log-probs (+entropy), ref log-probs, values, in-reward KL,
