@@ -26,7 +26,7 @@ from torch.nn.utils import clip_grad_norm_
 
 import algorithms
 from algorithms.advantages import gae_advantages_and_returns
-from algorithms.losses import aggregate, kl_estimate, value_loss
+from algorithms.losses import aggregate, kl_estimate, masked_mean, value_loss
 from harness.core import metrics as hm
 from harness.core import results
 from harness.tracking import trackers as tracking
@@ -81,6 +81,19 @@ class MiniBatch:
 
 
 NO_KL = torch.zeros(())  # the KL term when the loss has none: kl_coef is then 0.0 and adds an exact 0
+
+
+def kl_diagnostics(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """KL(pi_old || pi) estimated on the sampled tokens, named for the formula, with d = logp - old_logp
+    per token [N, T] (token means over mask [N, T]):
+
+        ppo_kl = k1 = mean(-d), d clamped to [-20, 20]   (verl's actor/ppo_kl; the loss's approx_kl)
+        kl_k3  = k3 = mean(exp(d) - d - 1), d clamped to [-10, 10]   (kl_estimate's k3, always >= 0)
+    """
+    with torch.no_grad():
+        d = logp.detach() - old_logp
+        return {"ppo_kl": masked_mean(-d.clamp(-20.0, 20.0), mask).item(),
+                "kl_k3": masked_mean(kl_estimate(old_logp, logp.detach(), "k3"), mask).item()}
 
 
 def _accumulate(into: dict[str, float], values: dict[str, float], w: float) -> None:
@@ -190,6 +203,8 @@ class LocalTrainer:
             logp, ent = sequence_forward(self.policy, self.tok, mb.prompt_ids, mb.completion_ids, mb.mask,
                                          with_entropy=True, temperature=self.tr["temperature"])
             pg, met = self.loss_fn(logp, mb.old_logp, mb.adv, mb.mask, **self.loss_knobs)
+            met.pop("approx_kl", None)  # logged as ppo_kl, next to kl_k3
+            met.update(kl_diagnostics(logp, mb.old_logp, mb.mask))
             entropy = aggregate(ent, mb.mask, agg)
             kl = NO_KL
             if self.kl_loss:

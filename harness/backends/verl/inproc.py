@@ -217,7 +217,10 @@ class InprocTrainer:
         return data, metrics
 
     def update(self, gen: ro.Generated, scores: torch.Tensor, step: int) -> dict:
-        """One training step on a kept batch: advantages, critic update, actor update, weight sync."""
+        """One training step on a kept batch: advantages, critic update, actor update, weight sync.
+
+        verl's actor metrics keep their names: actor/ppo_kl is k1 of KL(pi_old || pi), as on the local
+        backend; the local backend's actor/kl_k3 has no verl counterpart (verl's vanilla loss logs only k1)."""
         from verl.utils import tensordict_utils as tu
         from verl.utils.metric import reduce_metrics
 
