@@ -5,8 +5,9 @@ Public API:
     list_registered() -> {"advantage": [...], "policy_loss": [...], "group_filter": [...],
                           "reward_shaper": [...], "preset": [...]}
     compute_advantages(name, rewards [N], group_ids [N], **params) -> advantages [N]
-Registries (decorators refuse duplicates): register_advantage, register_policy_loss,
-register_group_filter, register_reward_shaper.
+Registries (decorators refuse duplicates and pieces that do not fit their role's contract, with
+ContractError): register_advantage, register_policy_loss, register_group_filter, register_reward_shaper.
+The contracts: AdvantageFn, PolicyLossFn, GroupFilterFn, RewardShaperFn (algorithms.registry).
 """
 
 from algorithms.advantages import compute_advantages
@@ -16,6 +17,11 @@ from algorithms.presets import OBJECTIVE_KNOBS, PRESETS, ROLES, Preset, get_pres
 from algorithms.registry import (
     ADVANTAGES,
     GROUP_FILTERS,
+    AdvantageFn,
+    ContractError,
+    GroupFilterFn,
+    PolicyLossFn,
+    RewardShaperFn,
     POLICY_LOSSES,
     REWARD_SHAPERS,
     UnknownNameError,
@@ -34,6 +40,7 @@ def list_registered() -> dict[str, list[str]]:
 
 
 __all__ = [
+    "AdvantageFn", "ContractError", "GroupFilterFn", "PolicyLossFn", "RewardShaperFn",
     "ADVANTAGES", "GROUP_FILTERS", "OBJECTIVE_KNOBS", "POLICY_LOSSES", "PRESETS", "Preset", "REWARD_SHAPERS",
     "ROLES", "UnknownNameError", "aggregate", "apply_filter", "compute_advantages", "entropy_from_logits",
     "get_preset", "group_outcomes", "kl_estimate", "list_presets", "list_registered", "register_advantage",

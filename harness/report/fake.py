@@ -77,7 +77,7 @@ def _train_records(rng: np.random.Generator, steps: int, gain: float, sharp: flo
             "groups/kept": int(16 * (1 - all_correct)), "groups/sample_rounds": 1,
             "actor/clipfrac_low": float(abs(rng.normal(0.01, 0.003))),
             "actor/clipfrac_high": float(abs(rng.normal(0.02 / (1 + (preset in ("dapo", "ngrpo"))), 0.004))),
-            "actor/approx_kl": float(abs(1e-3 * (1 + t * sharp) + rng.normal(0, 2e-4))),
+            "actor/ppo_kl": float(abs(1e-3 * (1 + t * sharp) + rng.normal(0, 2e-4))),
             "actor/entropy": float(max(0.05, 1.2 * np.exp(-sharp * 1.5 * t) + rng.normal(0, 0.02))),
             "actor/grad_norm": float(abs(rng.normal(0.5, 0.1))),
             "actor/pg_loss": float(rng.normal(0, 0.05)),

@@ -29,7 +29,7 @@ DIAGNOSTICS: list[tuple[str, str]] = [
     ("actor/clipfrac_low", "clip fraction, low bound"),
     ("actor/clipfrac_high", "clip fraction, high bound"),
     ("actor/entropy", "entropy"),
-    ("actor/approx_kl", "approx KL"),
+    ("actor/ppo_kl", "KL(old || new), k1 (verl ppo_kl)"),
     ("train/response_length", "response length (tokens)"),
     ("actor/kl_ref", "KL to reference"),
     ("critic/value_loss", "critic value loss"),

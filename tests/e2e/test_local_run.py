@@ -55,7 +55,7 @@ def test_every_preset_runs_and_writes_complete_results(env, tiny_experiment):
                     "groups/kept", "groups/sample_rounds", "time/sample_s", "time/train_s", "train/response_length"):
             assert key in train.columns, (rec.variant, key)
         if train["groups/kept"].min() > 0:
-            for key in ("actor/clipfrac_low", "actor/clipfrac_high", "actor/approx_kl", "actor/entropy", "actor/grad_norm"):
+            for key in ("actor/clipfrac_low", "actor/clipfrac_high", "actor/ppo_kl", "actor/entropy", "actor/grad_norm"):
                 assert train[key].notna().all(), (rec.variant, key)
         assert sorted(rec.samples["step"].unique().tolist()) == [0, 2, 4]
         assert len(rec.samples) == 3 * 6 * 4

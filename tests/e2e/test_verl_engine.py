@@ -8,7 +8,7 @@ import torch
 import yaml
 
 pytest.importorskip("verl", reason="verl backend tests need the verl extra (make test installs it)")
-from harness.backends.local import common  # noqa: E402
+from harness.embedded import common  # noqa: E402
 from harness.backends.local.rollout import collect_batch  # noqa: E402
 from harness.embedded.sampler import chunked_forward  # noqa: E402
 from harness.backends.local.trainer import LocalTrainer  # noqa: E402

@@ -69,7 +69,7 @@ def test_grpo_and_ngrpo_train_through_verl_and_report(learned, cli):
             assert (rd / f).exists(), f
         train = rec.metrics[rec.metrics["kind"] == "train"]
         assert train["step"].tolist() == list(range(1, 31))
-        for key in ("train/acc", "groups/all_wrong_frac", "actor/pg_loss", "actor/entropy", "actor/approx_kl"):
+        for key in ("train/acc", "groups/all_wrong_frac", "actor/pg_loss", "actor/entropy", "actor/ppo_kl"):
             assert train[key].notna().all(), key
         assert sorted(rec.samples["step"].unique().tolist()) == [0, 15, 30]
         assert len(rec.samples) == 3 * 32 * 8 and rec.samples["correct"].dtype == bool

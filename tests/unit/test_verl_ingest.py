@@ -57,7 +57,7 @@ def test_dumps_and_logs_become_the_results_layout(tmp_path, monkeypatch):
     recs = results.read_metrics_records(rd)
     train = {r["step"]: r for r in recs if r["kind"] == "train"}
     assert sorted(train) == [1, 2, 3, 4]
-    assert train[3]["actor/approx_kl"] == 0.3 and train[3]["train/response_length"] == 4.0  # the resumed launch wins
+    assert train[3]["actor/ppo_kl"] == 0.3 and train[3]["train/response_length"] == 4.0  # the resumed launch wins
     assert train[1]["train/reward"] == 0.2
     evals = {r["step"]: r for r in recs if r["kind"] == "eval"}
     assert sorted(evals) == [0, 2]

@@ -7,11 +7,13 @@ variant sees the same prompts in the same order; only filtered variants draw ext
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import partial
 
 import torch
 
 import algorithms
-from algorithms.filters import group_outcomes
+from harness.backends.batching import Round, collect_groups
+from harness.config.runspec import AlgorithmSpec, RunSpec
 from harness.embedded import common
 from harness.embedded.sampler import Rollout, sample
 from harness.tasks import modchain
@@ -29,7 +31,7 @@ class Batch:
     group_ids: torch.Tensor  # [N] long
     lengths: torch.Tensor  # [N]
     truncated: torch.Tensor  # [N] bool
-    sample_logp: torch.Tensor  # [N, T] log-probs under the distribution actually sampled (temperature + top-p)
+    sample_logp: torch.Tensor  # [N, T] log-probs under the distribution sampled (temperature + top-p)
 
     @property
     def size(self) -> int:
@@ -57,50 +59,42 @@ def _select(b: Batch, keep: torch.Tensor) -> Batch:
     return Batch(*(getattr(b, f)[keep] for f in _FIELDS))
 
 
-def collect_batch(policy, spec: dict, preset: algorithms.Preset, step: int) -> tuple[Batch | None, dict]:
-    """Sample, grade, shape and filter until B groups are kept or max_sample_rounds is reached.
+def collect_batch(policy, spec: RunSpec, preset: algorithms.Preset | AlgorithmSpec, step: int) -> tuple[Batch | None, dict]:
+    """Sample, grade, shape and filter until B groups are kept or max_sample_rounds is reached
+    (harness.backends.batching.collect_groups).
 
     Returns (batch or None when no group survived, metrics). Outcome fractions are those of the
     first round (fresh prompts, before any filtering), so they compare across algorithms.
     """
-    tr, seed, tok = spec["train"], spec["seed"], common.tokenizer()
-    B, G = tr["prompts_per_step"], tr["group_size"]
+    tr, seed, tok = spec.train, spec.seed, common.tokenizer()
+    B, G = tr.prompts_per_step, tr.group_size
     shaper = algorithms.REWARD_SHAPERS.get(preset.pieces["reward_shaper"])
-    kept: list[Batch] = []
-    n_kept, rounds, metrics = 0, 0, {}
-    while n_kept < B and rounds < tr["max_sample_rounds"]:
-        problems = common.train_problems(spec, B, spec["task"]["min_ops"], spec["task"]["max_ops"], seed, step, rounds)
+    shaper_knobs = preset.piece_knobs("reward_shaper")
+
+    def sample_round(rounds: int) -> Round[Batch]:
+        lo, hi = spec.task.min_ops, spec.task.max_ops
+        problems = common.train_problems(spec, B, lo, hi, seed, step, rounds)
         rep = [p for p in problems for _ in range(G)]
         roll: Rollout = sample(
-            policy, tok, [p.prompt for p in rep], max_new_tokens=tr["max_new_tokens"], temperature=tr["temperature"],
-            top_p=tr["top_p"], seed=common.derive_seed("rollout", seed, step, rounds),
+            policy, tok, [p.prompt for p in rep], max_new_tokens=tr.max_new_tokens,
+            temperature=tr.temperature, top_p=tr.top_p,
+            seed=common.derive_seed("rollout", seed, step, rounds),
         )
-        acc = torch.from_numpy(modchain.grade(roll.texts, rep, spec["task"]["grader"]))
-        reward = shaper(acc.float(), roll.lengths, tr["max_new_tokens"], **preset.piece_knobs("reward_shaper"))
+        acc = torch.from_numpy(modchain.grade(roll.texts, rep, spec.task.grader))
+        reward = shaper(acc.float(), roll.lengths, tr.max_new_tokens, **shaper_knobs).float()
         gid = torch.arange(B).repeat_interleave(G) + rounds * B
-        batch = Batch(roll.prompt_ids, roll.completion_ids, roll.completion_mask.float(), acc, reward.float(), gid, roll.lengths, roll.truncated,
-                      roll.logprobs)
+        batch = Batch(roll.prompt_ids, roll.completion_ids, roll.completion_mask.float(), acc, reward, gid,
+                      roll.lengths, roll.truncated, roll.logprobs)
         keep = algorithms.apply_filter(preset.pieces["group_filter"], acc, gid)
-        if rounds == 0:
-            metrics.update({f"groups/{k}": v for k, v in group_outcomes(acc, gid).items()})
-            metrics["train/acc"] = acc.float().mean().item()
-            metrics["train/reward"] = reward.float().mean().item()
-            metrics["train/response_length"] = roll.lengths.float().mean().item()
-            metrics["train/truncated_frac"] = roll.truncated.float().mean().item()
-        need = (B - n_kept) * G
-        idx = keep.nonzero().squeeze(-1)[:need]
-        if idx.numel():
-            kept.append(_select(batch, idx))
-            n_kept += idx.numel() // G
-        rounds += 1
-    metrics["groups/kept"] = n_kept
-    metrics["groups/sample_rounds"] = rounds
-    metrics["groups/rounds_capped"] = float(n_kept < B)
+        return Round(acc, reward, gid, roll.lengths, roll.truncated, keep, partial(_select, batch))
+
+    kept, metrics = collect_groups(sample_round, B, G, tr.max_sample_rounds)
     return (_trim(_concat(kept, tok.PAD)) if kept else None), metrics
 
 
 def _trim(b: Batch) -> Batch:
     """Drop completion columns past the longest response (pure padding: losses are unchanged)."""
     width = int(b.lengths.max())
-    b.completion_ids, b.mask, b.sample_logp = b.completion_ids[:, :width], b.mask[:, :width], b.sample_logp[:, :width]
+    b.completion_ids, b.mask = b.completion_ids[:, :width], b.mask[:, :width]
+    b.sample_logp = b.sample_logp[:, :width]
     return b

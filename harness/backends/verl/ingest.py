@@ -29,8 +29,8 @@ from harness.config.runspec import RunSpec
 from harness.core import metrics as hm
 from harness.core import results
 
-KEY_MAP = {  # verl metric -> harness metric of the same meaning
-    "actor/ppo_kl": "actor/approx_kl", "actor/kl_loss": "actor/kl_ref", "actor/pg_clipfrac": "actor/clipfrac",
+KEY_MAP = {  # verl metric -> harness metric of the same meaning (actor/ppo_kl, k1, is the same name on both)
+    "actor/kl_loss": "actor/kl_ref", "actor/pg_clipfrac": "actor/clipfrac",
     "critic/vf_loss": "critic/value_loss", "critic/vf_clipfrac": "critic/value_clipfrac",
     "critic/score/mean": "train/reward", "response_length/mean": "train/response_length",
     "response_length/clip_ratio": "train/truncated_frac", "timing_s/testing": "time/eval_s",

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from algorithms.filters import group_outcomes
+from harness.backends.batching import Round, collect_groups
+from harness.config.runspec import RunSpec
 from harness.core import results
 from harness.core.errors import StopRequested
 from harness.embedded.common import derive_seed, pin_threads
@@ -67,7 +68,7 @@ def _concat(parts: list[ro.Generated], pad: int) -> ro.Generated:
 class InprocTrainer:
     """verl's workers for one run, built from a composed config."""
 
-    def __init__(self, spec: dict, cfg, run_dir: Path, model_path: str) -> None:
+    def __init__(self, spec: RunSpec, cfg, run_dir: Path, model_path: str) -> None:
         compat.activate()
         from omegaconf import OmegaConf
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -81,8 +82,8 @@ class InprocTrainer:
         from verl.workers.utils.losses import value_loss
 
         self.spec, self.cfg, self.run_dir = spec, cfg, Path(run_dir)
-        pin_threads(spec["train"]["threads"])
-        torch.manual_seed(derive_seed("verl-init", spec["seed"]))  # the critic's fresh value head
+        pin_threads(spec.train.threads)
+        torch.manual_seed(derive_seed("verl-init", spec.seed))  # the critic's fresh value head
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         # each worker gets its own copy, as each Ray worker does (init_model edits its config in place)
@@ -119,7 +120,7 @@ class InprocTrainer:
         for _ in range(k):
             epoch, pos = divmod(self.cursor, n)
             if self.cfg.data.shuffle:
-                perm = np.random.default_rng(derive_seed("verl-data", self.spec["seed"], epoch)).permutation(n)
+                perm = np.random.default_rng(derive_seed("verl-data", self.spec.seed, epoch)).permutation(n)
                 pos = int(perm[pos])
             out.append(self.train_rows[pos])
             self.cursor += 1
@@ -127,41 +128,41 @@ class InprocTrainer:
 
     # ------------------------------------------------------------------ one step
     def collect(self, step: int) -> tuple[ro.Generated | None, torch.Tensor, list[dict], list[dict], dict]:
-        """Sample, score and filter until B groups are kept or train.max_sample_rounds rounds were drawn."""
-        tr, r = self.spec["train"], self.cfg.actor_rollout_ref.rollout
+        """Sample, score and filter until B groups are kept or train.max_sample_rounds rounds were drawn
+        (harness.backends.batching.collect_groups) -> (kept responses, scores [N], reward infos [N],
+        kept prompt rows [N / G], metrics)."""
+        r = self.cfg.actor_rollout_ref.rollout
         B, G = self.cfg.data.train_batch_size, r.n
         fg = self.cfg.algorithm.filter_groups
-        kept, scores, infos, rows_kept, metrics = [], [], [], [], {}
-        n_kept, rounds = 0, 0
-        while n_kept < B and rounds < tr["max_sample_rounds"]:
+
+        def sample_round(rounds: int) -> Round[tuple]:
             rows = self.next_rows(B)
-            gen = ro.generate(self.policy, self.tokenizer, ro.render(self.tokenizer, rows), G, r.temperature, r.top_p,
-                              self.cfg.data.max_response_length, derive_seed("verl-rollout", self.spec["seed"], step, rounds))
+            seed = derive_seed("verl-rollout", self.spec.seed, step, rounds)
+            prompts = ro.render(self.tokenizer, rows)
+            gen = ro.generate(self.policy, self.tokenizer, prompts, G, r.temperature, r.top_p,
+                              self.cfg.data.max_response_length, seed)
             sc, info = ro.score(self.reward, self.tokenizer, rows, gen, G)
             acc = torch.tensor([bool(i["acc"]) for i in info])
             gid = np.repeat(np.arange(B), G)
-            if rounds == 0:
-                metrics.update({f"groups/{k}": v for k, v in group_outcomes(acc, torch.as_tensor(gid)).items()})
-                metrics.update({"train/acc": acc.float().mean().item(), "train/reward": sc.mean().item(),
-                                "train/response_length": gen.lengths.float().mean().item(),
-                                "train/truncated_frac": gen.truncated.float().mean().item()})
             keep = np.ones(B * G, dtype=bool)
             if fg.enable:
                 metric = sc.numpy() if fg.metric == "reward" else np.array([float(i[fg.metric]) for i in info])
                 keep = ro.filter_keep(metric, gid)
-            groups = [g for g in range(B) if keep[g * G]][: B - n_kept]
-            if groups:
-                idx = np.concatenate([np.arange(g * G, (g + 1) * G) for g in groups])
-                kept.append(_select(gen, idx))
-                scores.append(sc[idx])
-                infos += [info[i] for i in idx]
-                rows_kept += [rows[g] for g in groups]
-                n_kept += len(groups)
-            rounds += 1
-        metrics.update({"groups/kept": n_kept, "groups/sample_rounds": rounds, "groups/rounds_capped": float(n_kept < B)})
+
+            def select(idx: torch.Tensor) -> tuple:
+                """rows idx [n] -> (responses, scores [n], reward infos [n], prompt rows [n / G])."""
+                at = idx.tolist()
+                return _select(gen, idx), sc[idx], [info[i] for i in at], [rows[i // G] for i in at[::G]]
+
+            keep_t = torch.from_numpy(keep)
+            return Round(acc, sc, torch.as_tensor(gid), gen.lengths, gen.truncated, keep_t, select)
+
+        kept, metrics = collect_groups(sample_round, B, G, self.spec.train.max_sample_rounds)
         if not kept:
             return None, torch.empty(0), [], [], metrics
-        return _concat(kept, self.pad), torch.cat(scores), infos, rows_kept, metrics
+        gens, scores, infos, rows_kept = zip(*kept)
+        return (_concat(list(gens), self.pad), torch.cat(scores), [i for part in infos for i in part],
+                [row for part in rows_kept for row in part], metrics)
 
     def advantages(self, gen: ro.Generated, scores: torch.Tensor):
         """verl's stages up to the advantages: old log-probs (+entropy), ref log-probs, values, in-reward KL,
@@ -217,7 +218,10 @@ class InprocTrainer:
         return data, metrics
 
     def update(self, gen: ro.Generated, scores: torch.Tensor, step: int) -> dict:
-        """One training step on a kept batch: advantages, critic update, actor update, weight sync."""
+        """One training step on a kept batch: advantages, critic update, actor update, weight sync.
+
+        verl's actor metrics keep their names: actor/ppo_kl is k1 of KL(pi_old || pi), as on the local
+        backend; the local backend's actor/kl_k3 has no verl counterpart (verl's vanilla loss logs only k1)."""
         from verl.utils import tensordict_utils as tu
         from verl.utils.metric import reduce_metrics
 
@@ -250,7 +254,7 @@ class InprocTrainer:
         """Samples per mini-batch: ppo_mini_batch_size prompts x n; a capped (partial) batch uses the largest
         whole number of groups per mini-batch that divides it, at most train.mini_batches mini-batches."""
         G = self.cfg.actor_rollout_ref.rollout.n
-        groups, M = n_samples // G, self.spec["train"]["mini_batches"]
+        groups, M = n_samples // G, self.spec.train.mini_batches
         full = self.cfg.actor_rollout_ref.actor.ppo_mini_batch_size
         if groups == self.cfg.data.train_batch_size:
             return full * G
@@ -271,7 +275,7 @@ class InprocTrainer:
         for bench, rows in self.val_rows.items():
             prompts = ro.render(self.tokenizer, rows)
             gen = ro.generate(self.policy, self.tokenizer, prompts, n, vk.temperature, vk.top_p,
-                              self.cfg.data.max_response_length, derive_seed("verl-eval", self.spec["seed"], step, bench))
+                              self.cfg.data.max_response_length, derive_seed("verl-eval", self.spec.seed, step, bench))
             sc, info = ro.score(self.reward, self.tokenizer, rows, gen, n)
             for i in range(len(info)):
                 row = rows[i // n]
@@ -325,14 +329,14 @@ class InprocTrainer:
         return int(state["step"])
 
 
-def train(spec: dict, cfg, run_dir: Path, model_path: str, progress=None) -> None:
+def train(spec: RunSpec, cfg, run_dir: Path, model_path: str, progress=None) -> None:
     """Run or resume one RunSpec in-process; metrics and samples are ingested from verl's own outputs."""
     from verl.utils.tracking import Tracking
 
     run_dir = Path(run_dir)
     trainer = InprocTrainer(spec, cfg, run_dir, model_path)
     start = trainer.load_latest()
-    steps, every = spec["train"]["steps"], spec["eval"]["every"]
+    steps, every = spec.train.steps, spec.eval.every
     os.environ["VERL_FILE_LOGGER_PATH"] = str(ingest.new_metrics_file(run_dir, start))
     tracker = Tracking(project_name=cfg.trainer.project_name, experiment_name=cfg.trainer.experiment_name,
                        default_backend=[b for b in cfg.trainer.logger if b != "console"],
@@ -364,7 +368,7 @@ def train(spec: dict, cfg, run_dir: Path, model_path: str, progress=None) -> Non
                 ingest.sync(run_dir, spec)
                 results.write_status(run_dir, "running", step=step, total_steps=steps, threads=torch.get_num_threads())
 
-            saved = step % spec["train"]["checkpoint_every"] == 0 or step == steps
+            saved = step % spec.train.checkpoint_every == 0 or step == steps
             if saved:
                 checkpoint()
             if progress is not None:

@@ -1,0 +1,66 @@
+"""One training batch from repeated sampling rounds, the same loop for every backend.
+
+    while fewer than B groups are kept and fewer than train.max_sample_rounds rounds were drawn:
+        round r = sample B prompts x G responses, grade, shape, filter whole groups   (the backend's)
+        keep its first kept groups, up to B in all
+
+Metrics: the outcome fractions and train/* means of round 0 (fresh prompts, before any filtering, so
+they compare across algorithms), then groups/kept, groups/sample_rounds and groups/rounds_capped
+(1.0 when the round cap stopped the loop short of B groups).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Generic, TypeVar
+
+import torch
+
+from algorithms.filters import group_outcomes
+
+Part = TypeVar("Part")
+
+
+@dataclass(frozen=True)
+class Round(Generic[Part]):
+    """One graded, shaped and filtered sampling round of N = B x G responses; group g is rows g*G..g*G+G-1."""
+
+    acc: torch.Tensor  # [N] bool, correctness (never the shaped reward)
+    reward: torch.Tensor  # [N] float, the (shaped) training reward
+    group_ids: torch.Tensor  # [N] int
+    lengths: torch.Tensor  # [N] response lengths in tokens
+    truncated: torch.Tensor  # [N] bool, hit the generation limit
+    keep: torch.Tensor  # [N] bool, the group filter's verdict (whole groups)
+    select: Callable[[torch.Tensor], Part]  # rows idx [n] -> the backend's kept part
+
+
+def first_round_metrics(r: Round) -> dict[str, float]:
+    """Outcome fractions (groups/*) and train/ means of one round."""
+    out = {f"groups/{k}": v for k, v in group_outcomes(r.acc, r.group_ids).items()}
+    out["train/acc"] = r.acc.float().mean().item()
+    out["train/reward"] = r.reward.float().mean().item()
+    out["train/response_length"] = r.lengths.float().mean().item()
+    out["train/truncated_frac"] = r.truncated.float().mean().item()
+    return out
+
+
+def collect_groups(
+    sample_round: Callable[[int], Round[Part]], groups: int, group_size: int, max_rounds: int,
+) -> tuple[list[Part], dict[str, float]]:
+    """Call sample_round(0), sample_round(1), ... until `groups` groups are kept or max_rounds rounds were
+    drawn -> (the kept parts in order, at most `groups` groups in all; metrics, see the module docstring)."""
+    kept: list[Part] = []
+    n_kept, rounds, metrics = 0, 0, {}
+    while n_kept < groups and rounds < max_rounds:
+        r = sample_round(rounds)
+        if rounds == 0:
+            metrics.update(first_round_metrics(r))
+        idx = r.keep.nonzero().squeeze(-1)[: (groups - n_kept) * group_size]
+        if idx.numel():
+            kept.append(r.select(idx))
+            n_kept += idx.numel() // group_size
+        rounds += 1
+    metrics["groups/kept"] = n_kept
+    metrics["groups/sample_rounds"] = rounds
+    metrics["groups/rounds_capped"] = float(n_kept < groups)
+    return kept, metrics
