@@ -24,6 +24,12 @@ is a convention, it follows Qwen2.5-Math's evaluation code (``evaluation/parser.
    object, the two strings are compared after removing whitespace, ``\\left``/``\\right``, spacing
    commands, ``\\text{}`` wrappers and single-character braces (``E_{1}, E_{2}`` = ``E_1,E_2``);
    a subset of Qwen's ``strip_string``.
+7. **Numbers agree relatively** (``numbers_agree``): when both sides are single numbers, math-verify's
+   verdict stands only if they also agree to 1% of the gold, at any magnitude (math-verify rounds
+   to a fixed number of decimals, so ``4.2\times10^{-9}`` matched a gold of ``6.1e-12``); two
+   integers must be equal. This only ever rejects. A gold written with few significant figures is
+   matched to within 1% of what it says: ``0.33`` accepts ``0.3311`` but not ``1/3`` (1.01% off) and
+   not ``0.34``; write such golds with the digits they mean.
 """
 
 from __future__ import annotations
@@ -133,3 +139,14 @@ def normalize_text(answer: str) -> str:
     s = _DROP_RE.sub("", s)
     s = _ONE_BRACE_RE.sub(r"\1\2", s)
     return s.rstrip(".")
+
+
+# ----------------------------------------------------------------------------- 7. numbers agree relatively
+REL_TOL = 0.01
+
+
+def numbers_agree(pred: int | float | complex, gold: int | float | complex, rel_tol: float = REL_TOL) -> bool:
+    """Two integers: equal. Otherwise |pred - gold| <= rel_tol * |gold| (gold 0: pred exactly 0)."""
+    if isinstance(pred, int) and isinstance(gold, int):
+        return pred == gold
+    return abs(pred - gold) <= rel_tol * abs(gold)

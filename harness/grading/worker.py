@@ -51,6 +51,25 @@ class Verifier:
     def is_parsed(parsed: list) -> bool:
         return any(not isinstance(x, str) for x in parsed)
 
+    @staticmethod
+    def numbers(parsed: list) -> list[int | complex]:
+        """The values of the parses that are single numbers (an int for an integer): one per reading."""
+        out: list[int | complex] = []
+        for x in parsed:
+            if isinstance(x, str) or not getattr(x, "is_number", False):
+                continue
+            try:
+                out.append(int(x) if x.is_integer else complex(x.evalf(30)))
+            except (TypeError, ValueError, OverflowError):  # e.g. beyond a float's range: no value to compare
+                continue
+        return out
+
+    def numbers_agree(self, gold: list, pred: list) -> bool:
+        """rules.numbers_agree for some reading of each side when both are numbers; True otherwise
+        (the rule only rejects)."""
+        g, p = self.numbers(gold), self.numbers(pred)
+        return not g or not p or any(rules.numbers_agree(b, a) for a in g for b in p)
+
     def gold(self, gold: str, blob: str | None) -> list:
         if gold not in self.golds:
             if len(self.golds) >= self.MAX_CACHED_GOLDS:
@@ -73,6 +92,7 @@ class Verifier:
                 gold = self.gold(task["gold"], task.get("gold_blob"))
                 pred = self.parse_forms(task["pred"])
                 ok = bool(gold) and bool(pred) and bool(self._verify(gold, pred, timeout_seconds=None))
+                ok = ok and self.numbers_agree(gold, pred)
                 ok = ok or rules.normalize_text(task["pred"]) == rules.normalize_text(task["gold"])
                 res = {"correct": ok, "parsed": next((str(x) for x in pred if not isinstance(x, str)), None), "status": "ok"}
         except SoftTimeout:

@@ -149,6 +149,15 @@ FORMS = [
     # an answer stated once, followed by more text with other numbers
     (r"Thus the answer is $2017^{98}$. Check: 2017 = 3 \cdot 672 + 1, so 98 terms.", "2017^{98}", True),
     ("Hence the answer is 12, since 3 + 4 = 7 and 7 + 5 = 12. Done in 2 steps.", "12", True),
+    # numbers agree relatively, at any magnitude (issue 18): never off by more than 1% of the gold
+    (r"\boxed{4.2 \times 10^{-9}}", "6.1e-12", False), (r"\boxed{4.2e-9}", "6.1e-12", False),
+    (r"\boxed{4.2\times10^{-9}\text{ m}}", r"6.1\times 10^{-12}", False),
+    (r"\boxed{3\times 10^{-5}}", r"3\times10^{-8}", False), (r"\boxed{1.2 \times 10^{-6}}", "1.2e-4", False),
+    (r"\boxed{6.1 \times 10^{-12}}", "6.1e-12", True), (r"\boxed{6.1e-12\text{ m}}", r"6.1\times10^{-12}", True),
+    (r"\boxed{2.5\times10^{-7}\text{ s}}", "2.5e-7", True), (r"\boxed{-4.0\times 10^{-3}}", r"-4\times10^{-3}", True),
+    (r"\boxed{\frac{1}{3}}", "0.33", False),  # a gold with few significant figures: 1.01% off
+    (r"\boxed{100000000000000001}", "100000000000000000", False),  # integers match exactly (equal as floats)
+    (r"\boxed{100000000000000000}", "100000000000000000", True),
 ]
 
 

@@ -52,3 +52,14 @@ def test_time_mismatch_and_normalize_text() -> None:
     assert rules.normalize_text("E_{1}, E_{2}") == rules.normalize_text("E_1,E_2") == "E_1,E_2"
     assert rules.normalize_text(r"\left( \dfrac{1}{2}, \text{yes} \right).") == r"(\frac{1}{2},yes)"
     assert rules.normalize_text("E_1,E_3") != rules.normalize_text("E_1,E_2")
+
+
+def test_numbers_agree_relatively_and_integers_exactly():
+    from harness.grading.rules import numbers_agree
+
+    assert numbers_agree(6.1e-12, 6.1e-12) and numbers_agree(1.0099, 1.0) and not numbers_agree(1.0101, 1.0)
+    assert not numbers_agree(4.2e-9, 6.1e-12) and not numbers_agree(6.1e-12, 4.2e-9)  # any magnitude
+    assert numbers_agree(-4.0e-3, -4e-3) and not numbers_agree(4e-3, -4e-3)
+    assert numbers_agree(10**17, 10**17) and not numbers_agree(10**17 + 1, 10**17)  # ints: exact, beyond floats
+    assert numbers_agree(0, 0) and not numbers_agree(1e-30, 0)  # a gold of 0 needs 0
+    assert numbers_agree(complex(1, 1), complex(1, 1.001)) and not numbers_agree(complex(1, 1), complex(1, -1))
