@@ -13,7 +13,15 @@ The contracts: AdvantageFn, PolicyLossFn, GroupFilterFn, RewardShaperFn (algorit
 from algorithms.advantages import compute_advantages
 from algorithms.filters import apply_filter, group_outcomes
 from algorithms.losses import aggregate, entropy_from_logits, kl_estimate, value_loss
-from algorithms.presets import OBJECTIVE_KNOBS, PRESETS, ROLES, Preset, get_preset, list_presets, register_preset
+from algorithms.presets import (
+    OBJECTIVE_KNOBS,
+    PRESETS,
+    ROLES,
+    Preset,
+    get_preset,
+    list_presets,
+    register_preset,
+)
 from algorithms.registry import (
     ADVANTAGES,
     GROUP_FILTERS,
@@ -40,9 +48,33 @@ def list_registered() -> dict[str, list[str]]:
 
 
 __all__ = [
-    "AdvantageFn", "ContractError", "GroupFilterFn", "PolicyLossFn", "RewardShaperFn",
-    "ADVANTAGES", "GROUP_FILTERS", "OBJECTIVE_KNOBS", "POLICY_LOSSES", "PRESETS", "Preset", "REWARD_SHAPERS",
-    "ROLES", "UnknownNameError", "aggregate", "apply_filter", "compute_advantages", "entropy_from_logits",
-    "get_preset", "group_outcomes", "kl_estimate", "list_presets", "list_registered", "register_advantage",
-    "register_group_filter", "register_policy_loss", "register_preset", "register_reward_shaper", "value_loss",
+    "AdvantageFn",
+    "ContractError",
+    "GroupFilterFn",
+    "PolicyLossFn",
+    "RewardShaperFn",
+    "ADVANTAGES",
+    "GROUP_FILTERS",
+    "OBJECTIVE_KNOBS",
+    "POLICY_LOSSES",
+    "PRESETS",
+    "Preset",
+    "REWARD_SHAPERS",
+    "ROLES",
+    "UnknownNameError",
+    "aggregate",
+    "apply_filter",
+    "compute_advantages",
+    "entropy_from_logits",
+    "get_preset",
+    "group_outcomes",
+    "kl_estimate",
+    "list_presets",
+    "list_registered",
+    "register_advantage",
+    "register_group_filter",
+    "register_policy_loss",
+    "register_preset",
+    "register_reward_shaper",
+    "value_loss",
 ]

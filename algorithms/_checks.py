@@ -28,7 +28,9 @@ def check_same_shape(**tensors: torch.Tensor) -> None:
         raise ValueError(f"{name0} is empty")
     for name, t in items[1:]:
         if t.shape != t0.shape:
-            raise ValueError(f"{name} has shape {tuple(t.shape)} but {name0} has {tuple(t0.shape)}: shapes must match")
+            raise ValueError(
+                f"{name} has shape {tuple(t.shape)} but {name0} has {tuple(t0.shape)}: shapes must match"
+            )
 
 
 def check_bool(name: str, t: torch.Tensor) -> None:

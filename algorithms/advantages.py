@@ -34,7 +34,12 @@ def segment_sum(x: torch.Tensor, index: torch.Tensor, num_groups: int) -> torch.
 
 
 def _zscore_with_virtual(
-    rewards: torch.Tensor, group_ids: torch.Tensor, r_virtual: float, n_virtual: int, norm_by_std: bool, std_eps: float
+    rewards: torch.Tensor,
+    group_ids: torch.Tensor,
+    r_virtual: float,
+    n_virtual: int,
+    norm_by_std: bool,
+    std_eps: float,
 ) -> torch.Tensor:
     """(r - mean(R')) / (std(R') + eps) with R' = group rewards plus n_virtual copies of r_virtual.
 
@@ -114,8 +119,12 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> tor
 
 
 def gae_advantages_and_returns(
-    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, token_rewards: torch.Tensor | None = None,
-    gamma: float = 1.0, lam: float = 1.0,
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    token_rewards: torch.Tensor | None = None,
+    gamma: float = 1.0,
+    lam: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GAE (Schulman et al. 2016) on right-padded responses; loops over time only, vectorised over N.
 
@@ -140,15 +149,24 @@ def gae_advantages_and_returns(
 
 @register_advantage("gae", group_relative=False, token_level=True)
 def gae(
-    rewards: torch.Tensor, group_ids: torch.Tensor, acc: torch.Tensor | None = None,
-    values: torch.Tensor | None = None, mask: torch.Tensor | None = None, token_rewards: torch.Tensor | None = None, *,
-    gamma: float = 1.0, lam: float = 1.0, whiten: bool = True,
+    rewards: torch.Tensor,
+    group_ids: torch.Tensor,
+    acc: torch.Tensor | None = None,
+    values: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    token_rewards: torch.Tensor | None = None,
+    *,
+    gamma: float = 1.0,
+    lam: float = 1.0,
+    whiten: bool = True,
 ) -> torch.Tensor:
     """PPO's GAE advantages [N, T] (whitened over the batch by default); needs values and mask [N, T]."""
     if values is None or mask is None:
         raise ValueError("gae: values [N, T] and mask [N, T] are required")
     if values.shape != mask.shape or values.shape[0] != rewards.shape[0]:
-        raise ValueError(f"gae: values {tuple(values.shape)} and mask {tuple(mask.shape)} must be [N, T] with N = {rewards.shape[0]}")
+        raise ValueError(
+            f"gae: values {tuple(values.shape)} and mask {tuple(mask.shape)} must be [N, T] with N = {rewards.shape[0]}"
+        )
     adv, _ = gae_advantages_and_returns(rewards, values, mask, token_rewards, gamma, lam)
     return masked_whiten(adv, mask) if whiten else adv
 

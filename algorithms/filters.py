@@ -13,7 +13,9 @@ from algorithms.advantages import group_index, segment_sum
 from algorithms.registry import GROUP_FILTERS, register_group_filter
 
 
-def group_correct_counts(acc: torch.Tensor, group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def group_correct_counts(
+    acc: torch.Tensor, group_ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(index [N] into groups, correct count per group [G], group size [G])."""
     check_bool("acc", acc)
     check_1d("acc", acc)
@@ -28,7 +30,11 @@ def group_outcomes(acc: torch.Tensor, group_ids: torch.Tensor) -> dict[str, floa
     _, correct, sizes = group_correct_counts(acc, group_ids)
     all_correct = (correct == sizes).float().mean().item()
     all_wrong = (correct == 0).float().mean().item()
-    return {"all_correct_frac": all_correct, "all_wrong_frac": all_wrong, "mixed_frac": 1.0 - all_correct - all_wrong}
+    return {
+        "all_correct_frac": all_correct,
+        "all_wrong_frac": all_wrong,
+        "mixed_frac": 1.0 - all_correct - all_wrong,
+    }
 
 
 @register_group_filter("keep_all")

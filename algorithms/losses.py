@@ -16,7 +16,9 @@ AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 KL_ESTIMATORS = ("k1", "k3")
 
 
-def aggregate(x: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean", norm_len: int | None = None) -> torch.Tensor:
+def aggregate(
+    x: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean", norm_len: int | None = None
+) -> torch.Tensor:
     """Reduce a token-level quantity x [N, T] to a scalar over mask [N, T].
 
     token-mean: sum / #tokens (DAPO, the paper's recipe); seq-mean-token-mean: mean over sequences of
@@ -57,10 +59,14 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
 def _broadcast_adv(advantages: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     if advantages.ndim == 1:
         if advantages.shape[0] != like.shape[0]:
-            raise ValueError(f"advantages has {advantages.shape[0]} entries but logp has {like.shape[0]} rows")
+            raise ValueError(
+                f"advantages has {advantages.shape[0]} entries but logp has {like.shape[0]} rows"
+            )
         return advantages[:, None].to(like.dtype)
     if advantages.shape != like.shape:
-        raise ValueError(f"advantages shape {tuple(advantages.shape)} must be [N] or match logp {tuple(like.shape)}")
+        raise ValueError(
+            f"advantages shape {tuple(advantages.shape)} must be [N] or match logp {tuple(like.shape)}"
+        )
     return advantages.to(like.dtype)
 
 
@@ -76,7 +82,9 @@ def clipped_surrogate(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """max(-A rho, -A clip(rho, lower, upper)), with optional dual clip min(., -A c) where A < 0."""
     if logp.shape != old_logp.shape or logp.shape != mask.shape:
-        raise ValueError(f"logp {tuple(logp.shape)}, old_logp {tuple(old_logp.shape)} and mask {tuple(mask.shape)} must match")
+        raise ValueError(
+            f"logp {tuple(logp.shape)}, old_logp {tuple(old_logp.shape)} and mask {tuple(mask.shape)} must match"
+        )
     if logp.numel() == 0:
         raise ValueError("logp is empty")
     adv = _broadcast_adv(advantages, logp)

@@ -21,7 +21,14 @@ from algorithms import advantages as _adv  # noqa: F401  (registers pieces)
 from algorithms import filters as _flt  # noqa: F401
 from algorithms import losses as _loss
 from algorithms import shaping as _shp  # noqa: F401
-from algorithms.registry import ADVANTAGES, GROUP_FILTERS, POLICY_LOSSES, REWARD_SHAPERS, Registry, UnknownNameError
+from algorithms.registry import (
+    ADVANTAGES,
+    GROUP_FILTERS,
+    POLICY_LOSSES,
+    REWARD_SHAPERS,
+    Registry,
+    UnknownNameError,
+)
 
 ROLES: dict[str, Registry] = {
     "advantage": ADVANTAGES,
@@ -32,8 +39,14 @@ ROLES: dict[str, Registry] = {
 
 # Objective-level knobs (used by every trainer), with defaults and help text.
 OBJECTIVE_KNOBS: dict[str, tuple[Any, str]] = {
-    "kl_coef": (0.0, "weight of the KL-to-reference term in the loss (GRPO recipe 0.001; 0 disables the reference)"),
-    "kl_estimator": ("k3", "KL estimator for the loss term: k1 (log-ratio) or k3 (low-variance, verl low_var_kl)"),
+    "kl_coef": (
+        0.0,
+        "weight of the KL-to-reference term in the loss (GRPO recipe 0.001; 0 disables the reference)",
+    ),
+    "kl_estimator": (
+        "k3",
+        "KL estimator for the loss term: k1 (log-ratio) or k3 (low-variance, verl low_var_kl)",
+    ),
     "kl_in_reward_coef": (0.0, "per-token k1 KL penalty subtracted from the reward (PPO recipe 0.001)"),
     "entropy_coef": (0.001, "entropy bonus weight (0.001 for every method in the NGRPO recipe)"),
     "use_critic": (False, "train a value model and use it for GAE (PPO)"),
@@ -151,7 +164,8 @@ def _resolve(base: Preset, overrides: Mapping[str, Any]) -> Preset:
             if pieces == dict(base.pieces):  # a preset's own knob that none of its pieces declares
                 raise UnknownNameError(
                     f"preset {base.name!r} sets knob {k!r}, which none of its pieces ({', '.join(pieces.values())}) "
-                    f"declares; valid knobs: {', '.join(sorted(defaults))}")
+                    f"declares; valid knobs: {', '.join(sorted(defaults))}"
+                )
             continue
         if owner[k] in kept:
             knobs[k] = v
@@ -164,8 +178,10 @@ def _resolve(base: Preset, overrides: Mapping[str, Any]) -> Preset:
             )
         knobs[k] = _coerce(k, v, defaults[k])
     if knobs["use_critic"] and not ADVANTAGES.meta(pieces["advantage"]).get("token_level", False):
-        raise ValueError(f"knob 'use_critic' is true but advantage {pieces['advantage']!r} does not use a critic's "
-                         "values (a token-level advantage such as gae does): set use_critic: false or advantage: gae")
+        raise ValueError(
+            f"knob 'use_critic' is true but advantage {pieces['advantage']!r} does not use a critic's "
+            "values (a token-level advantage such as gae does): set use_critic: false or advantage: gae"
+        )
     for k, v in knobs.items():
         if v is inspect.Parameter.empty:
             raise ValueError(f"knob {k!r} of preset {base.name!r} has no default: set it")
@@ -175,36 +191,78 @@ def _resolve(base: Preset, overrides: Mapping[str, Any]) -> Preset:
 
 
 # ------------------------------------------------------------------ the five recipes (ALGORITHMS.md)
-register_preset(Preset(
-    "ppo", "PPO with a critic, GAE (gamma = lambda = 1), KL penalty in the reward",
-    "Schulman et al. 2017 (arXiv 1707.06347); Ouyang et al. 2022 recipe as in verl",
-    {"advantage": "gae", "policy_loss": "ppo_clip", "group_filter": "keep_all", "reward_shaper": "none"},
-    {"eps_low": 0.2, "eps_high": 0.2, "use_critic": True, "kl_in_reward_coef": 0.001, "gamma": 1.0, "lam": 1.0},
-))
-register_preset(Preset(
-    "grpo", "GRPO: group z-score advantages, symmetric clip 0.2, k3 KL loss 0.001",
-    "Shao et al. 2024 (arXiv 2402.03300)",
-    {"advantage": "group_zscore", "policy_loss": "ppo_clip", "group_filter": "keep_all", "reward_shaper": "none"},
-    {"eps_low": 0.2, "eps_high": 0.2, "kl_coef": 0.001, "kl_estimator": "k3"},
-))
-register_preset(Preset(
-    "dapo", "DAPO: clip-higher 0.2/0.28, dynamic sampling (drop homogeneous groups), soft overlong penalty, no KL",
-    "Yu et al. 2025 (arXiv 2503.14476)",
-    {"advantage": "group_zscore", "policy_loss": "ppo_clip", "group_filter": "drop_homogeneous", "reward_shaper": "overlong"},
-    {"eps_low": 0.2, "eps_high": 0.28},
-))
-register_preset(Preset(
-    "psr_nsr", "W-REINFORCE: +lambda for correct, -1 for wrong responses, no baseline, clip 0.2",
-    "Zhu et al. 2025 (arXiv 2506.01347)",
-    {"advantage": "fixed_sign", "policy_loss": "ppo_clip", "group_filter": "keep_all", "reward_shaper": "none"},
-    {"mode": "w_reinforce", "lam": 0.1, "eps_low": 0.2, "eps_high": 0.2},
-))
-register_preset(Preset(
-    "ngrpo", "NGRPO: virtual max-reward sample in the group statistics, asymmetric clip 0.24/0.16, drop all-correct groups",
-    "Nan et al. 2025 (arXiv 2509.18851), released recipe",
-    {"advantage": "virtual_max", "policy_loss": "sign_clip", "group_filter": "drop_all_correct", "reward_shaper": "none"},
-    {"r_max": 1.0, "n_virtual": 1, "eps_pos": 0.24, "eps_neg": 0.16},
-))
+register_preset(
+    Preset(
+        "ppo",
+        "PPO with a critic, GAE (gamma = lambda = 1), KL penalty in the reward",
+        "Schulman et al. 2017 (arXiv 1707.06347); Ouyang et al. 2022 recipe as in verl",
+        {"advantage": "gae", "policy_loss": "ppo_clip", "group_filter": "keep_all", "reward_shaper": "none"},
+        {
+            "eps_low": 0.2,
+            "eps_high": 0.2,
+            "use_critic": True,
+            "kl_in_reward_coef": 0.001,
+            "gamma": 1.0,
+            "lam": 1.0,
+        },
+    )
+)
+register_preset(
+    Preset(
+        "grpo",
+        "GRPO: group z-score advantages, symmetric clip 0.2, k3 KL loss 0.001",
+        "Shao et al. 2024 (arXiv 2402.03300)",
+        {
+            "advantage": "group_zscore",
+            "policy_loss": "ppo_clip",
+            "group_filter": "keep_all",
+            "reward_shaper": "none",
+        },
+        {"eps_low": 0.2, "eps_high": 0.2, "kl_coef": 0.001, "kl_estimator": "k3"},
+    )
+)
+register_preset(
+    Preset(
+        "dapo",
+        "DAPO: clip-higher 0.2/0.28, dynamic sampling (drop homogeneous groups), soft overlong penalty, no KL",
+        "Yu et al. 2025 (arXiv 2503.14476)",
+        {
+            "advantage": "group_zscore",
+            "policy_loss": "ppo_clip",
+            "group_filter": "drop_homogeneous",
+            "reward_shaper": "overlong",
+        },
+        {"eps_low": 0.2, "eps_high": 0.28},
+    )
+)
+register_preset(
+    Preset(
+        "psr_nsr",
+        "W-REINFORCE: +lambda for correct, -1 for wrong responses, no baseline, clip 0.2",
+        "Zhu et al. 2025 (arXiv 2506.01347)",
+        {
+            "advantage": "fixed_sign",
+            "policy_loss": "ppo_clip",
+            "group_filter": "keep_all",
+            "reward_shaper": "none",
+        },
+        {"mode": "w_reinforce", "lam": 0.1, "eps_low": 0.2, "eps_high": 0.2},
+    )
+)
+register_preset(
+    Preset(
+        "ngrpo",
+        "NGRPO: virtual max-reward sample in the group statistics, asymmetric clip 0.24/0.16, drop all-correct groups",
+        "Nan et al. 2025 (arXiv 2509.18851), released recipe",
+        {
+            "advantage": "virtual_max",
+            "policy_loss": "sign_clip",
+            "group_filter": "drop_all_correct",
+            "reward_shaper": "none",
+        },
+        {"r_max": 1.0, "n_virtual": 1, "eps_pos": 0.24, "eps_neg": 0.16},
+    )
+)
 
 
 

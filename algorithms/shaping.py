@@ -21,7 +21,9 @@ def overlong_penalty_values(lengths: torch.Tensor, max_len: int, cache_len: int)
     """DAPO soft overlong punishment: 0 if len <= max_len - cache_len; ((max_len - cache_len) - len) / cache_len
     inside the buffer; -1 beyond max_len. lengths [N] -> penalties [N] in [-1, 0]."""
     if cache_len <= 0 or cache_len > max_len:
-        raise ValueError(f"overlong: need 0 < cache_len <= max_len, got cache_len={cache_len}, max_len={max_len}")
+        raise ValueError(
+            f"overlong: need 0 < cache_len <= max_len, got cache_len={cache_len}, max_len={max_len}"
+        )
     lengths = lengths.to(torch.float64)
     start = max_len - cache_len
     pen = ((start - lengths) / cache_len).clamp(max=0.0)

@@ -84,4 +84,6 @@ def dry_run(exp, results_dir: Path, cache_dir: Path) -> None:
             print()
         return
     for spec in expand(exp):
-        print(f"# {spec.run_id} -> {Path(results_dir) / exp.name / spec.run_id} (local backend, in a worker process)")
+        print(
+            f"# {spec.run_id} -> {Path(results_dir) / exp.name / spec.run_id} (local backend, in a worker process)"
+        )

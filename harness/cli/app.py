@@ -23,24 +23,39 @@ HELP = (
 # name -> (implementation, one-line help for `harness --help`; tests/unit/test_cli.py checks it is the
 # first line of the implementation's docstring)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("harness.cli.commands:run_command",
-            "Run every (variant, seed) of an experiment: finished runs are skipped, interrupted ones resumed."),
-    "validate": ("harness.cli.commands:validate_command",
-                 "Check an experiment or sweep file without running it, or print the schema (--schema)."),
-    "sweep": ("harness.cli.sweep:sweep_command",
-              "Search a variant's settings with Optuna; the objective is a report metric averaged over seeds."),
-    "report": ("harness.cli.report:report_command",
-               "Render Pass@k curves, Pass@k AUC tables (with seed CIs), comparisons and training diagnostics."),
-    "eval": ("harness.cli.eval:eval_command",
-             "Sample n completions per benchmark problem, grade them with math-verify, "
-             "write samples.parquet."),
-    "list": ("harness.cli.commands:list_command",
-             "Show the registered pieces (with their knobs) and every preset's settings."),
-    "plan": ("harness.cli.plan:plan_command",
-             "Seeds needed to resolve an AUC difference of D with 80% power, per benchmark, from a pilot's spread."),
-    "probe": ("harness.cli.probe:probe_command",
-              "Probe gradient dynamics: 1 and K updates of each algorithm on all-wrong, all-correct "
-              "and mixed groups."),
+    "run": (
+        "harness.cli.commands:run_command",
+        "Run every (variant, seed) of an experiment: finished runs are skipped, interrupted ones resumed.",
+    ),
+    "validate": (
+        "harness.cli.commands:validate_command",
+        "Check an experiment or sweep file without running it, or print the schema (--schema).",
+    ),
+    "sweep": (
+        "harness.cli.sweep:sweep_command",
+        "Search a variant's settings with Optuna; the objective is a report metric averaged over seeds.",
+    ),
+    "report": (
+        "harness.cli.report:report_command",
+        "Render Pass@k curves, Pass@k AUC tables (with seed CIs), comparisons and training diagnostics.",
+    ),
+    "eval": (
+        "harness.cli.eval:eval_command",
+        "Sample n completions per benchmark problem, grade them with math-verify, " "write samples.parquet.",
+    ),
+    "list": (
+        "harness.cli.commands:list_command",
+        "Show the registered pieces (with their knobs) and every preset's settings.",
+    ),
+    "plan": (
+        "harness.cli.plan:plan_command",
+        "Seeds needed to resolve an AUC difference of D with 80% power, per benchmark, from a pilot's spread.",
+    ),
+    "probe": (
+        "harness.cli.probe:probe_command",
+        "Probe gradient dynamics: 1 and K updates of each algorithm on all-wrong, all-correct "
+        "and mixed groups.",
+    ),
 }
 
 

@@ -34,14 +34,40 @@ def _load_with_warnings(file: Path):
 
 def run_command(
     file: Path = typer.Argument(..., help="Experiment YAML (see experiments/quickstart.yaml)."),
-    results_dir: Path = typer.Option(Path("results"), "--results", help="Results root; runs go to <results>/<experiment>/<run_id>/."),
-    jobs: int = typer.Option(0, "--jobs", "-j", help="Parallel runs (processes). 0 = CPU cores / train.threads."),
-    cache_dir: Path = typer.Option(None, "--cache-dir", help="Warm-start cache (default $NGRPO_HARNESS_CACHE or ~/.cache/ngrpo-harness)."),
-    no_wait: bool = typer.Option(False, "--no-wait", help="Skip runs that another live `harness run` is training (default: wait for them)."),
-    summary_every: float = typer.Option(30.0, "--summary-every", help="When output is not a terminal: seconds between progress summary lines (0 = none)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate, then print what each run would execute (for verl: the exact `main_ppo` command and Hydra overrides) and start nothing."),
-    executor: str = typer.Option("process", "--executor", help="process (local processes) or ray (Ray tasks: a new local instance, or a cluster with --address)."),
-    address: str = typer.Option(None, "--address", help="Ray cluster address for --executor ray (auto, HOST:PORT or ray://HOST:10001); every node must see the results and cache folders at the same paths."),
+    results_dir: Path = typer.Option(
+        Path("results"), "--results", help="Results root; runs go to <results>/<experiment>/<run_id>/."
+    ),
+    jobs: int = typer.Option(
+        0, "--jobs", "-j", help="Parallel runs (processes). 0 = CPU cores / train.threads."
+    ),
+    cache_dir: Path = typer.Option(
+        None, "--cache-dir", help="Warm-start cache (default $NGRPO_HARNESS_CACHE or ~/.cache/ngrpo-harness)."
+    ),
+    no_wait: bool = typer.Option(
+        False,
+        "--no-wait",
+        help="Skip runs that another live `harness run` is training (default: wait for them).",
+    ),
+    summary_every: float = typer.Option(
+        30.0,
+        "--summary-every",
+        help="When output is not a terminal: seconds between progress summary lines (0 = none).",
+    ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Validate, then print what each run would execute (for verl: the exact `main_ppo` command and Hydra overrides) and start nothing.",
+    ),
+    executor: str = typer.Option(
+        "process",
+        "--executor",
+        help="process (local processes) or ray (Ray tasks: a new local instance, or a cluster with --address).",
+    ),
+    address: str = typer.Option(
+        None,
+        "--address",
+        help="Ray cluster address for --executor ray (auto, HOST:PORT or ray://HOST:10001); every node must see the results and cache folders at the same paths.",
+    ),
 ) -> None:
     """Run every (variant, seed) of an experiment: finished runs are skipped, interrupted ones resumed.
 
@@ -73,8 +99,18 @@ def run_command(
     check_executor(executor, address)
     if not (jobs == 0 and address):  # on a Ray cluster, 0 = its CPUs / train.threads
         jobs = jobs or max(1, (os.cpu_count() or 1) // exp.train.threads)
-    states = run_experiment(exp, results_dir, jobs, cache_dir or default_cache(), err_console, source=file.read_text(),
-                            wait=not no_wait, summary_every=summary_every, executor=executor, address=address)
+    states = run_experiment(
+        exp,
+        results_dir,
+        jobs,
+        cache_dir or default_cache(),
+        err_console,
+        source=file.read_text(),
+        wait=not no_wait,
+        summary_every=summary_every,
+        executor=executor,
+        address=address,
+    )
     failed = [r for r, s in states.items() if s != "done"]
     err_console.print(f"{len(states) - len(failed)}/{len(states)} runs done under {results_dir / exp.name}")
     if failed:
@@ -82,13 +118,19 @@ def run_command(
         if held:
             err_console.print(f"[yellow]still running in another process (--no-wait): {', '.join(held)}[/]")
         if len(held) < len(failed):
-            err_console.print(f"[red]not done: {', '.join(r for r in failed if r not in held)}[/] (see status.json in each run folder)")
+            err_console.print(
+                f"[red]not done: {', '.join(r for r in failed if r not in held)}[/] (see status.json in each run folder)"
+            )
         raise typer.Exit(1)
 
 
 def validate_command(
     file: Path = typer.Argument(None, help="Experiment or sweep YAML to check."),
-    schema: bool = typer.Option(False, "--schema", help="Print every field of experiment and sweep files (type, constraints, default, description) and exit."),
+    schema: bool = typer.Option(
+        False,
+        "--schema",
+        help="Print every field of experiment and sweep files (type, constraints, default, description) and exit.",
+    ),
 ) -> None:
     """Check an experiment or sweep file without running it, or print the schema (--schema).
 
@@ -101,9 +143,15 @@ def validate_command(
         from harness.config.fields import format_schema
         from harness.sweep.config import SweepConfig
 
-        print(format_schema("Experiment file (harness run / validate); unknown fields are refused", Experiment))
+        print(
+            format_schema("Experiment file (harness run / validate); unknown fields are refused", Experiment)
+        )
         print()
-        print(format_schema("Sweep file (harness sweep); `experiment` is a path relative to the sweep file", SweepConfig))
+        print(
+            format_schema(
+                "Sweep file (harness sweep); `experiment` is a path relative to the sweep file", SweepConfig
+            )
+        )
         return
     if file is None:
         raise UserError("validate: give an experiment or sweep file, or --schema to print the schema")
@@ -116,13 +164,17 @@ def validate_command(
     exp = _load_with_warnings(file)
     from harness.backends import get_backend
 
-    get_backend(exp.backend).check(exp, for_run=False)  # verl: every run's overrides against the installed verl
+    get_backend(exp.backend).check(
+        exp, for_run=False
+    )  # verl: every run's overrides against the installed verl
     table = Table(title=f"{exp.name}: {len(exp.variants)} variants x {len(exp.seeds)} seeds")
     for col in ("variant", "seed", "run_id", "advantage", "policy loss", "filter", "shaper"):
         table.add_column(col)
     for s in expand(exp):
         a = s.algorithm
-        table.add_row(s.variant, str(s.seed), s.run_id, a.advantage, a.policy_loss, a.group_filter, a.reward_shaper)
+        table.add_row(
+            s.variant, str(s.seed), s.run_id, a.advantage, a.policy_loss, a.group_filter, a.reward_shaper
+        )
     Console().print(table)
     Console().print(f"[green]ok[/]: {file}")
 
@@ -131,12 +183,20 @@ def _validate_sweep(file: Path) -> None:
     from harness.sweep.config import load_sweep
 
     cfg, exp = load_sweep(file)
-    params = ", ".join(f"{k} in {{{', '.join(map(str, p.choices))}}}" if p.kind == "categorical" else
-                       f"{k} in [{p.low:g}, {p.high:g}]{' (log)' if p.log else ''}{' (int)' if p.kind == 'int' else ''}"
-                       for k, p in cfg.params.items())
-    Console().print(f"sweep over variant {cfg.variant!r} of {exp.name} ({cfg.experiment}): {params}; objective: "
-                    f"{cfg.direction} final {cfg.metric} on {cfg.benchmark!r}; {cfg.sampler} sampler, {cfg.target} trials x "
-                    f"{len(cfg.seeds)} seed(s); results in {exp.name}_sweep_{cfg.variant}/", highlight=False)
+    params = ", ".join(
+        (
+            f"{k} in {{{', '.join(map(str, p.choices))}}}"
+            if p.kind == "categorical"
+            else f"{k} in [{p.low:g}, {p.high:g}]{' (log)' if p.log else ''}{' (int)' if p.kind == 'int' else ''}"
+        )
+        for k, p in cfg.params.items()
+    )
+    Console().print(
+        f"sweep over variant {cfg.variant!r} of {exp.name} ({cfg.experiment}): {params}; objective: "
+        f"{cfg.direction} final {cfg.metric} on {cfg.benchmark!r}; {cfg.sampler} sampler, {cfg.target} trials x "
+        f"{len(cfg.seeds)} seed(s); results in {exp.name}_sweep_{cfg.variant}/",
+        highlight=False,
+    )
     Console().print(f"[green]ok[/]: {file} (sweep file; run it with `harness sweep {file}`)")
 
 

@@ -13,15 +13,42 @@ from rich.table import Table
 
 from harness.core.errors import UserError
 
-STATE_STYLE = {"done": "green", "running": "yellow", "pending": "yellow", "failed": "red", "unreadable": "red"}
+STATE_STYLE = {
+    "done": "green",
+    "running": "yellow",
+    "pending": "yellow",
+    "failed": "red",
+    "unreadable": "red",
+}
 
 
 def report_command(
-    results: Path = typer.Argument(..., help="Results directory: many experiments, one experiment, or one run folder."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output root; each experiment goes to OUT/<experiment>/ (default: reports/)."),
-    reference: Optional[str] = typer.Option(None, "--reference", "-r", help="Variant to compare against (default: 'grpo', or the variant whose preset is grpo)."),
-    step: Optional[int] = typer.Option(None, "--step", "-s", help="Evaluated step for curves and AUC tables (default: each run's final step)."),
-    interval: str = typer.Option("seeds", "--interval", help="seeds: t-interval over seeds (paired by seed, else Welch); seeds+problems: two-level bootstrap over seeds, then problems (docs/statistics.md)."),
+    results: Path = typer.Argument(
+        ..., help="Results directory: many experiments, one experiment, or one run folder."
+    ),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Output root; each experiment goes to OUT/<experiment>/ (default: reports/).",
+    ),
+    reference: Optional[str] = typer.Option(
+        None,
+        "--reference",
+        "-r",
+        help="Variant to compare against (default: 'grpo', or the variant whose preset is grpo).",
+    ),
+    step: Optional[int] = typer.Option(
+        None,
+        "--step",
+        "-s",
+        help="Evaluated step for curves and AUC tables (default: each run's final step).",
+    ),
+    interval: str = typer.Option(
+        "seeds",
+        "--interval",
+        help="seeds: t-interval over seeds (paired by seed, else Welch); seeds+problems: two-level bootstrap over seeds, then problems (docs/statistics.md).",
+    ),
 ) -> None:
     """Render Pass@k curves, Pass@k AUC tables (with seed CIs), comparisons and training diagnostics."""
     run_report(results, out=out, reference=reference, step=step, interval=interval)
@@ -43,8 +70,14 @@ def run_report(results: Path, out: Path | None = None, reference: str | None = N
     out_root = Path(out) if out is not None else Path("reports")
     t_start = time.perf_counter()
     probe_dirs = find_probe_dirs(results)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         task = progress.add_task("loading runs", total=None)
         try:
             experiments, warnings = load_results(
@@ -81,7 +114,9 @@ def run_report(results: Path, out: Path | None = None, reference: str | None = N
         rep.files += report_sweeps(exp, dest, console)  # a sweep's folder: heatmap, importances, best trials
     probes = render_probes(results, out_root, console)
     if not reports and not probes:
-        raise UserError("nothing reported: " + ("; ".join(errors) or f"no finished run or probe under {results}"))
+        raise UserError(
+            "nothing reported: " + ("; ".join(errors) or f"no finished run or probe under {results}")
+        )
     from harness.report.html import write_root_index
 
     root_index = write_root_index(out_root, [*reports, *probes])
@@ -144,25 +179,48 @@ def _diff_cell(r) -> str:
 
 def _print_summary(console: Console, rep) -> None:
     benches = rep.benchmarks or list(dict.fromkeys(rep.table["benchmark"]))
-    console.print(_variant_table(
-        f"Pass@k AUC — {rep.name} (mean [95% CI over {rep.interval}], n seeds; * = best or not resolved below it)", rep.table, benches, _auc_cell))
+    console.print(
+        _variant_table(
+            f"Pass@k AUC — {rep.name} (mean [95% CI over {rep.interval}], n seeds; * = best or not resolved below it)",
+            rep.table,
+            benches,
+            _auc_cell,
+        )
+    )
     if rep.passk is not None and len(rep.passk):
-        t = Table(title=f"pass@1 / pass@k before and after RL — {rep.name} (mean ± sd over seeds)", title_justify="left")
+        t = Table(
+            title=f"pass@1 / pass@k before and after RL — {rep.name} (mean ± sd over seeds)",
+            title_justify="left",
+        )
         p = rep.passk.assign(col=[f"{b} @{k}" for b, k in zip(rep.passk["benchmark"], rep.passk["k"])])
         cols = list(dict.fromkeys(c for b in benches for c in p.loc[p["benchmark"] == b, "col"]))
         t.add_column("variant")
         for c in cols:
             t.add_column(c)
         for v, grp in p.groupby("variant", sort=False):
-            cell = {r.col: f"{r.mean:.3f}" + ("" if r.n_seeds < 2 else f" ± {r.sd:.3f}") for r in grp.itertuples()}
+            cell = {
+                r.col: f"{r.mean:.3f}" + ("" if r.n_seeds < 2 else f" ± {r.sd:.3f}") for r in grp.itertuples()
+            }
             t.add_row(str(v), *(cell.get(c, "–") for c in cols))
         console.print(t)
     if rep.vs_start is not None and len(rep.vs_start):
-        console.print(_variant_table(
-            f"AUC change from the policy before RL (mean [95% CI over {rep.interval}], P(better))", rep.vs_start, benches, _diff_cell))
+        console.print(
+            _variant_table(
+                f"AUC change from the policy before RL (mean [95% CI over {rep.interval}], P(better))",
+                rep.vs_start,
+                benches,
+                _diff_cell,
+            )
+        )
     if rep.comparison is not None and len(rep.comparison):
-        console.print(_variant_table(
-            f"AUC difference vs {rep.reference} (mean [95% CI over {rep.interval}], P(better))", rep.comparison, benches, _diff_cell))
+        console.print(
+            _variant_table(
+                f"AUC difference vs {rep.reference} (mean [95% CI over {rep.interval}], P(better))",
+                rep.comparison,
+                benches,
+                _diff_cell,
+            )
+        )
     from harness.report.compare import summary_sentences
 
     lines = summary_sentences(rep.comparison, rep.reference, f"comparisons against {rep.reference}")
@@ -171,4 +229,7 @@ def _print_summary(console: Console, rep) -> None:
     for n in rep.notes:
         console.print(f"[yellow]note:[/] {n}", highlight=False)
     timing = ", ".join(f"{k} {v:.2f}s" for k, v in rep.timings.items())
-    console.print(f"[green]wrote[/] {rep.out}/index.html and {len(rep.files) - 1} more files ({timing})", highlight=False)
+    console.print(
+        f"[green]wrote[/] {rep.out}/index.html and {len(rep.files) - 1} more files ({timing})",
+        highlight=False,
+    )

@@ -14,20 +14,55 @@ from harness.core.errors import UserError
 
 
 def sweep_command(
-    file: Path = typer.Argument(..., help="Sweep YAML (see experiments/eps_sweep.yaml, experiments/clip_grid.yaml)."),
-    results_dir: Path = typer.Option(Path("results"), "--results", help="Results root; trials go to <results>/<experiment>_sweep_<variant>/."),
-    trials: int = typer.Option(0, "--trials", help="Override the file's number of trials (0 = use the file)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Runs at once in this process (the seeds of a trial run side by side). "
-                             "0 = CPU cores / train.threads (Ray: cluster CPUs / train.threads)."),
-    storage: str = typer.Option(None, "--storage", help="Optuna storage: a journal file path (default "
-                                "<results>/<experiment>_sweep_<variant>/optuna.journal), sqlite:///FILE.db, or a "
-                                "PostgreSQL/MySQL SQLAlchemy URL. Workers on several machines share one study through it."),
-    executor: str = typer.Option("process", "--executor", help="process (local processes) or ray (Ray tasks: a new local instance, or a cluster with --address)."),
-    address: str = typer.Option(None, "--address", help="Ray cluster address for --executor ray (auto, HOST:PORT or ray://HOST:10001); every node must see the results and cache folders at the same paths."),
-    cache_dir: Path = typer.Option(None, "--cache-dir", help="Warm-start cache (default $NGRPO_HARNESS_CACHE or ~/.cache/ngrpo-harness)."),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="Run the parameters of failed trials once more "
-                                      "(e.g. after an OOM kill); their runs resume from their checkpoints."),
-    summary_every: float = typer.Option(30.0, "--summary-every", help="When output is not a terminal: seconds between progress summary lines (0 = none)."),
+    file: Path = typer.Argument(
+        ..., help="Sweep YAML (see experiments/eps_sweep.yaml, experiments/clip_grid.yaml)."
+    ),
+    results_dir: Path = typer.Option(
+        Path("results"),
+        "--results",
+        help="Results root; trials go to <results>/<experiment>_sweep_<variant>/.",
+    ),
+    trials: int = typer.Option(
+        0, "--trials", help="Override the file's number of trials (0 = use the file)."
+    ),
+    jobs: int = typer.Option(
+        1,
+        "--jobs",
+        "-j",
+        help="Runs at once in this process (the seeds of a trial run side by side). "
+        "0 = CPU cores / train.threads (Ray: cluster CPUs / train.threads).",
+    ),
+    storage: str = typer.Option(
+        None,
+        "--storage",
+        help="Optuna storage: a journal file path (default "
+        "<results>/<experiment>_sweep_<variant>/optuna.journal), sqlite:///FILE.db, or a "
+        "PostgreSQL/MySQL SQLAlchemy URL. Workers on several machines share one study through it.",
+    ),
+    executor: str = typer.Option(
+        "process",
+        "--executor",
+        help="process (local processes) or ray (Ray tasks: a new local instance, or a cluster with --address).",
+    ),
+    address: str = typer.Option(
+        None,
+        "--address",
+        help="Ray cluster address for --executor ray (auto, HOST:PORT or ray://HOST:10001); every node must see the results and cache folders at the same paths.",
+    ),
+    cache_dir: Path = typer.Option(
+        None, "--cache-dir", help="Warm-start cache (default $NGRPO_HARNESS_CACHE or ~/.cache/ngrpo-harness)."
+    ),
+    retry_failed: bool = typer.Option(
+        False,
+        "--retry-failed",
+        help="Run the parameters of failed trials once more "
+        "(e.g. after an OOM kill); their runs resume from their checkpoints.",
+    ),
+    summary_every: float = typer.Option(
+        30.0,
+        "--summary-every",
+        help="When output is not a terminal: seconds between progress summary lines (0 = none).",
+    ),
 ) -> None:
     """Search a variant's settings with Optuna; the objective is a report metric averaged over seeds.
 
@@ -64,7 +99,18 @@ def sweep_command(
     store = open_storage(storage, out)  # unreachable or malformed -> UserError, nothing written
     if jobs == 0 and not address:  # a cluster (--address) is sized by Ray: 0 = its CPUs / train.threads
         jobs = max(1, (os.cpu_count() or 1) // exp.train.threads)
-    ok = run_sweep(cfg, exp, file, out, store, jobs=jobs, executor=executor, address=address,
-                   cache_dir=cache_dir or default_cache(), retry_failed=retry_failed, summary_every=summary_every)
+    ok = run_sweep(
+        cfg,
+        exp,
+        file,
+        out,
+        store,
+        jobs=jobs,
+        executor=executor,
+        address=address,
+        cache_dir=cache_dir or default_cache(),
+        retry_failed=retry_failed,
+        summary_every=summary_every,
+    )
     if not ok:
         raise typer.Exit(1)

@@ -49,7 +49,9 @@ def type_name(annotation: Any) -> str:
     if origin is dict:
         return f"mapping {type_name(args[0])} -> {type_name(args[1])}" if args else "mapping"
     if isinstance(annotation, type):
-        return {"str": "string", "int": "integer", "float": "number", "bool": "true | false"}.get(annotation.__name__, annotation.__name__)
+        return {"str": "string", "int": "integer", "float": "number", "bool": "true | false"}.get(
+            annotation.__name__, annotation.__name__
+        )
     return str(annotation).replace("typing.", "")
 
 
@@ -69,7 +71,11 @@ def _default(info) -> str:
         return "(section)" if isinstance(d, BaseModel) else repr(d)
     if info.default_factory is not None:
         d = info.default_factory()
-        return "(section)" if isinstance(d, BaseModel) else repr(d if not isinstance(d, dict) else {k: "..." for k in d})
+        return (
+            "(section)"
+            if isinstance(d, BaseModel)
+            else repr(d if not isinstance(d, dict) else {k: "..." for k in d})
+        )
     return "required"
 
 

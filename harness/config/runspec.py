@@ -18,9 +18,15 @@ from typing import Any, Literal
 from pydantic import model_validator
 
 import algorithms
-from harness.config.experiment import (
-    EvalConfig, Experiment, ModelSettings, Task, TrainConfig, VerlSettings, WarmStartConfig, _Strict, canonical_hash,
-    resolve_variant,
+from harness.config.experiment import Experiment, canonical_hash, resolve_variant
+from harness.config.sections import (
+    EvalConfig,
+    ModelSettings,
+    Task,
+    TrainConfig,
+    VerlSettings,
+    WarmStartConfig,
+    _Strict,
 )
 
 ROLES = tuple(algorithms.ROLES)  # advantage, policy_loss, group_filter, reward_shaper
@@ -59,7 +65,9 @@ class AlgorithmSpec(_Strict):
         """Accept the flat layout of spec.yaml ({"knobs": {name: value}}) and split it by namespace."""
         if isinstance(v, dict) and isinstance(v.get("knobs"), dict) and "objective" not in v["knobs"]:
             flat = dict(v["knobs"])
-            ns: dict[str, dict[str, Any]] = {"objective": {k: flat.pop(k) for k in algorithms.OBJECTIVE_KNOBS if k in flat}}
+            ns: dict[str, dict[str, Any]] = {
+                "objective": {k: flat.pop(k) for k in algorithms.OBJECTIVE_KNOBS if k in flat}
+            }
             for role in ROLES:
                 ns[role] = {k: flat.pop(k) for k in algorithms.ROLES[role].knobs(v[role]) if k in flat}
             if flat:
@@ -115,8 +123,13 @@ class RunSpec(_Strict):
     def content(self) -> dict[str, Any]:
         """What the run id hashes: `to_dict()` without run_id and loggers."""
         d: dict[str, Any] = {
-            "experiment": self.experiment, "variant": self.variant, "seed": self.seed, "backend": self.backend,
-            "preset": self.preset, "overrides": dict(self.overrides), "algorithm": self.algorithm.to_dict(),
+            "experiment": self.experiment,
+            "variant": self.variant,
+            "seed": self.seed,
+            "backend": self.backend,
+            "preset": self.preset,
+            "overrides": dict(self.overrides),
+            "algorithm": self.algorithm.to_dict(),
             "name": self.experiment,
         }
         if self.plugins is not None:
@@ -137,7 +150,9 @@ class RunSpec(_Strict):
         return cls.model_validate({k: v for k, v in d.items() if k != "name"})
 
     def with_id(self) -> "RunSpec":
-        return self.model_copy(update={"run_id": f"{self.variant}-s{self.seed}-{canonical_hash(self.content())}"})
+        return self.model_copy(
+            update={"run_id": f"{self.variant}-s{self.seed}-{canonical_hash(self.content())}"}
+        )
 
 
 def expand(exp: Experiment) -> list[RunSpec]:
@@ -146,12 +161,26 @@ def expand(exp: Experiment) -> list[RunSpec]:
     for i, v in enumerate(exp.variants):
         algorithm = AlgorithmSpec.of(resolve_variant(exp, i))
         for seed in exp.seeds:
-            warm = exp.warm_start if exp.warm_start.seed is not None else exp.warm_start.model_copy(update={"seed": seed})
+            warm = (
+                exp.warm_start
+                if exp.warm_start.seed is not None
+                else exp.warm_start.model_copy(update={"seed": seed})
+            )
             spec = RunSpec(
-                experiment=exp.name, variant=v.name, seed=seed, backend=exp.backend, preset=v.preset,
-                overrides=dict(v.overrides), algorithm=algorithm,
-                plugins=list(exp.plugins) if exp.plugins else None, verl=exp.verl if exp.backend == "verl" else None,
-                task=exp.task, model=exp.model, warm_start=warm, train=exp.train, eval=exp.eval,
+                experiment=exp.name,
+                variant=v.name,
+                seed=seed,
+                backend=exp.backend,
+                preset=v.preset,
+                overrides=dict(v.overrides),
+                algorithm=algorithm,
+                plugins=list(exp.plugins) if exp.plugins else None,
+                verl=exp.verl if exp.backend == "verl" else None,
+                task=exp.task,
+                model=exp.model,
+                warm_start=warm,
+                train=exp.train,
+                eval=exp.eval,
                 loggers=list(exp.loggers),
             )
             specs.append(spec.with_id())

@@ -19,7 +19,12 @@ from typing import Callable
 
 def owner_info(pid: int | None = None) -> dict:
     """Who holds a lock: the harness command's pid (a worker passes its parent's), host, time."""
-    return {"pid": pid or os.getpid(), "worker_pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+    return {
+        "pid": pid or os.getpid(),
+        "worker_pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": time.time(),
+    }
 
 
 def describe(info: dict | None) -> str:
@@ -74,7 +79,12 @@ class FileLock:
     def taken_over_from_dead(self) -> dict | None:
         """The previous holder's info when it names a process (on this host) that no longer runs."""
         p = self.previous
-        if p and "pid" in p and p.get("host") == socket.gethostname() and not _pid_alive(int(p.get("worker_pid", p["pid"]))):
+        if (
+            p
+            and "pid" in p
+            and p.get("host") == socket.gethostname()
+            and not _pid_alive(int(p.get("worker_pid", p["pid"])))
+        ):
             return p
         return None
 

@@ -54,7 +54,9 @@ def k_grid(n: int, k_max: int | None = None) -> np.ndarray:
     return 2 ** np.arange(int(np.floor(np.log2(top))) + 1)
 
 
-def pass_at_k_curve(n: ArrayLike, c: ArrayLike, ks: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def pass_at_k_curve(
+    n: ArrayLike, c: ArrayLike, ks: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean pass@k over problems for each k (default grid: powers of two <= min n).
 
     n, c: per-problem arrays [P]. Returns (ks [K], values [K]).
@@ -62,7 +64,9 @@ def pass_at_k_curve(n: ArrayLike, c: ArrayLike, ks: Sequence[int] | None = None)
     n_arr = np.atleast_1d(np.asarray(n, dtype=np.int64))
     c_arr = np.atleast_1d(np.asarray(c, dtype=np.int64))
     if n_arr.shape != c_arr.shape:
-        raise ValueError(f"pass_at_k_curve: n and c must have the same shape, got {n_arr.shape} and {c_arr.shape}")
+        raise ValueError(
+            f"pass_at_k_curve: n and c must have the same shape, got {n_arr.shape} and {c_arr.shape}"
+        )
     if n_arr.size == 0:
         raise ValueError("pass_at_k_curve: no problems")
     ks_arr = k_grid(int(n_arr.min())) if ks is None else np.asarray(ks, dtype=np.int64)
@@ -90,7 +94,9 @@ def pass_at_k_auc(ks: Sequence[int], values: Sequence[float]) -> AucResult:
     ks_arr = np.asarray(ks, dtype=np.int64)
     vals = np.asarray(values, dtype=np.float64)
     if ks_arr.shape != vals.shape or ks_arr.ndim != 1:
-        raise ValueError(f"pass_at_k_auc: ks and values must be 1-D of equal length, got {ks_arr.shape} and {vals.shape}")
+        raise ValueError(
+            f"pass_at_k_auc: ks and values must be 1-D of equal length, got {ks_arr.shape} and {vals.shape}"
+        )
     if ks_arr.size == 0:
         raise ValueError("pass_at_k_auc: empty curve")
     expected = 2 ** np.arange(ks_arr.size)
@@ -143,7 +149,11 @@ def problem_aucs(samples: pd.DataFrame, by: Sequence[str] = ("step", "benchmark"
     trapezoid weights on log2 k), so its mean over the problems is the benchmark's Pass@k AUC. The
     two-level interval (harness.core.stats) resamples these.
     """
-    per = samples.groupby([*by, "problem_id"], sort=True, observed=True)["correct"].agg(n="size", c="sum").reset_index()
+    per = (
+        samples.groupby([*by, "problem_id"], sort=True, observed=True)["correct"]
+        .agg(n="size", c="sum")
+        .reset_index()
+    )
     out = []
     for _, grp in per.groupby(list(by), sort=True, observed=True):
         ks = k_grid(int(grp["n"].min()))
@@ -170,7 +180,9 @@ def eval_summary(samples: pd.DataFrame, k_max: int | None = None) -> dict[str, f
     return out
 
 
-def objective_from_samples(samples: pd.DataFrame, benchmark: str, metric: str, step: int | None = None) -> float:
+def objective_from_samples(
+    samples: pd.DataFrame, benchmark: str, metric: str, step: int | None = None
+) -> float:
     """One number from raw samples, as the report computes it: `auc` (Pass@k AUC over k = 1, 2, ..., <= n)
     or `pass@K` (unbiased, any K <= n) on `benchmark` at `step` (default: the last evaluated step).
 

@@ -148,7 +148,9 @@ def samples_frame(rows: dict[str, Iterable] | pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in SAMPLE_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"samples: missing columns {missing} (need {list(SAMPLE_COLUMNS)})")
-    return pa.Table.from_pandas(df[list(SAMPLE_COLUMNS)], schema=SAMPLES_SCHEMA, preserve_index=False).to_pandas()
+    return pa.Table.from_pandas(
+        df[list(SAMPLE_COLUMNS)], schema=SAMPLES_SCHEMA, preserve_index=False
+    ).to_pandas()
 
 
 def write_samples(run_dir: Path, df: pd.DataFrame) -> None:

@@ -106,11 +106,16 @@ def paired_by_seed(seeds_a: Sequence | None, seeds_b: Sequence | None) -> bool:
     return len(set(sa)) == len(sa) and len(set(sb)) == len(sb) and set(sa) == set(sb)
 
 
-def align(a: Sequence[float], seeds_a: Sequence, b: Sequence[float], seeds_b: Sequence) -> tuple[np.ndarray, np.ndarray]:
+def align(
+    a: Sequence[float], seeds_a: Sequence, b: Sequence[float], seeds_b: Sequence
+) -> tuple[np.ndarray, np.ndarray]:
     """a and b reordered so that position i holds the same seed on both sides (paired_by_seed must hold)."""
     ia, ib = {s: i for i, s in enumerate(seeds_a)}, {s: i for i, s in enumerate(seeds_b)}
     order = sorted(ia)
-    return (np.asarray(a, dtype=float)[[ia[s] for s in order]], np.asarray(b, dtype=float)[[ib[s] for s in order]])
+    return (
+        np.asarray(a, dtype=float)[[ia[s] for s in order]],
+        np.asarray(b, dtype=float)[[ib[s] for s in order]],
+    )
 
 
 def diff_interval(a: Sequence[float], b: Sequence[float], seeds_a: Sequence | None = None,
@@ -283,7 +288,9 @@ def t_power(n: int, effect: float, sd: float, paired: bool = True, alpha: float 
         return NAN
     if sd == 0:
         return 1.0 if effect != 0 else alpha
-    df, nc = (n - 1, effect / (sd / math.sqrt(n))) if paired else (2 * n - 2, effect / (sd * math.sqrt(2 / n)))
+    df, nc = (
+        (n - 1, effect / (sd / math.sqrt(n))) if paired else (2 * n - 2, effect / (sd * math.sqrt(2 / n)))
+    )
     crit = stats.t.ppf(1 - alpha / 2, df)
     return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
 
@@ -321,8 +328,14 @@ class Comparison:
     paired: bool
 
 
-def compare(a: Sequence[float], b: Sequence[float], seeds_a: Sequence | None = None, seeds_b: Sequence | None = None,
-            confidence: float = CONFIDENCE, diff: Interval | None = None) -> Comparison:
+def compare(
+    a: Sequence[float],
+    b: Sequence[float],
+    seeds_a: Sequence | None = None,
+    seeds_b: Sequence | None = None,
+    confidence: float = CONFIDENCE,
+    diff: Interval | None = None,
+) -> Comparison:
     """Everything a comparison cell shows. diff: an interval computed elsewhere (the two-level bootstrap);
     by default diff_interval. With one seed on a side: no interval, P(better) or p-values (NaN)."""
     paired = paired_by_seed(seeds_a, seeds_b)

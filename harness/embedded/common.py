@@ -35,7 +35,13 @@ def build_model(spec: RunSpec, value_head: bool = False) -> TinyGPT:
     max_len = spec.task.max_ops * 4 + 8 + spec.train.max_new_tokens
     for b in spec.eval.benchmarks.values():
         max_len = max(max_len, b.max_ops * 4 + 8 + spec.train.max_new_tokens)
-    cfg = ModelConfig(vocab_size=tokenizer().vocab_size, n_layer=m.n_layer, n_head=m.n_head, d_model=m.d_model, max_len=max_len)
+    cfg = ModelConfig(
+        vocab_size=tokenizer().vocab_size,
+        n_layer=m.n_layer,
+        n_head=m.n_head,
+        d_model=m.d_model,
+        max_len=max_len,
+    )
     return TinyGPT(cfg, value_head=value_head)
 
 
@@ -45,7 +51,9 @@ def pin_threads(n: int) -> None:
 
 
 @lru_cache(maxsize=32)
-def _heldout(eval_seed: int, name: str, min_ops: int, max_ops: int, problems: int) -> tuple[modchain.Problem, ...]:
+def _heldout(
+    eval_seed: int, name: str, min_ops: int, max_ops: int, problems: int
+) -> tuple[modchain.Problem, ...]:
     r = rng("heldout", eval_seed, name)
     seen: dict[str, modchain.Problem] = {}
     while len(seen) < problems:
@@ -68,7 +76,9 @@ def heldout_prompts(spec: RunSpec) -> frozenset[str]:
     return frozenset(p.prompt for ps in heldout_sets(spec).values() for p in ps)
 
 
-def train_problems(spec: RunSpec, n: int, min_ops: int, max_ops: int, *seed_parts: object) -> list[modchain.Problem]:
+def train_problems(
+    spec: RunSpec, n: int, min_ops: int, max_ops: int, *seed_parts: object
+) -> list[modchain.Problem]:
     """n training problems, disjoint from every held-out set, fixed by seed_parts."""
     exclude = heldout_prompts(spec)
     r = rng("train", *seed_parts)

@@ -78,9 +78,13 @@ class Block(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.ln2 = nn.LayerNorm(cfg.d_model)
-        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.GELU(), nn.Linear(4 * cfg.d_model, cfg.d_model))
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.GELU(), nn.Linear(4 * cfg.d_model, cfg.d_model)
+        )
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, cache: dict | None, layer: int) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor, cache: dict | None, layer: int
+    ) -> torch.Tensor:
         """x [B, S, D]; attn_mask [B, 1, S, S_total] bool (True = attend); cache holds k/v [B, H, S_total, Dh]."""
         B, S, D = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)
@@ -162,4 +166,3 @@ class TinyGPT(nn.Module):
             "valid": torch.zeros(batch, max_total, dtype=torch.bool), "len": 0,
             "npos": torch.zeros(batch, dtype=torch.long),
         }
-

@@ -33,7 +33,9 @@ class Rollout:
     texts: list[str]
     lengths: torch.Tensor  # [B] generated tokens incl. EOS
     truncated: torch.Tensor  # [B] bool: hit max_new_tokens without EOS
-    logprobs: torch.Tensor  # [B, T] log-prob of each token under the distribution it was drawn from (0 past EOS; 0 when greedy)
+    logprobs: (
+        torch.Tensor
+    )  # [B, T] log-prob of each token under the distribution it was drawn from (0 past EOS; 0 when greedy)
 
 
 def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -49,7 +51,12 @@ def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 
 @torch.no_grad()
 def _sample_chunk(
-    model: TinyGPT, tok: CharTokenizer, prompt_ids: torch.Tensor, max_new: int, temperature: float, top_p: float,
+    model: TinyGPT,
+    tok: CharTokenizer,
+    prompt_ids: torch.Tensor,
+    max_new: int,
+    temperature: float,
+    top_p: float,
     gen: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (completion ids [B, max_new], their log-probs under the sampling distribution [B, max_new])."""
@@ -95,7 +102,9 @@ def sample(
     comp_lp = torch.cat([lp for _, lp in pieces])
     is_eos = comp == tok.EOS
     has_eos = is_eos.any(-1)
-    first_eos = torch.where(has_eos, is_eos.float().argmax(-1), torch.full_like(has_eos, max_new_tokens, dtype=torch.long))
+    first_eos = torch.where(
+        has_eos, is_eos.float().argmax(-1), torch.full_like(has_eos, max_new_tokens, dtype=torch.long)
+    )
     lengths = torch.where(has_eos, first_eos + 1, torch.full_like(first_eos, max_new_tokens))
     mask = torch.arange(max_new_tokens)[None, :] < lengths[:, None]
     texts = [tok.decode(row.tolist()) for row in comp]
@@ -103,8 +112,13 @@ def sample(
 
 
 def sequence_forward(
-    model: TinyGPT, tok: CharTokenizer, prompt_ids: torch.Tensor, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
-    with_entropy: bool = False, temperature: float = 1.0,
+    model: TinyGPT,
+    tok: CharTokenizer,
+    prompt_ids: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    with_entropy: bool = False,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probs [B, T] of the completion (and entropies [B, T]); values [B, T] for a value model.
 
@@ -127,12 +141,20 @@ def sequence_forward(
 
 
 @torch.no_grad()
-def chunked_forward(model, tok, prompt_ids, completion_ids, completion_mask, chunk: int = 64, temperature: float = 1.0) -> torch.Tensor:
+def chunked_forward(
+    model, tok, prompt_ids, completion_ids, completion_mask, chunk: int = 64, temperature: float = 1.0
+) -> torch.Tensor:
     """sequence_forward without grad, in micro-batches; returns log-probs at `temperature` (or values) [B, T]."""
     model.eval()
     parts = [
-        sequence_forward(model, tok, prompt_ids[i : i + chunk], completion_ids[i : i + chunk], completion_mask[i : i + chunk],
-                         temperature=temperature)[0]
+        sequence_forward(
+            model,
+            tok,
+            prompt_ids[i : i + chunk],
+            completion_ids[i : i + chunk],
+            completion_mask[i : i + chunk],
+            temperature=temperature,
+        )[0]
         for i in range(0, prompt_ids.shape[0], chunk)
     ]
     return torch.cat(parts)

@@ -32,7 +32,10 @@ def heldout_digest(spec: RunSpec) -> str:
 def warm_start_key(spec: RunSpec) -> str:
     """Cache key: everything the warm start depends on, the exact held-out set it excluded included."""
     keyed = {k: getattr(spec, k).model_dump() for k in ("task", "model", "warm_start")}
-    keyed["max_len_inputs"] = (spec.train.max_new_tokens, sorted((n, b.max_ops) for n, b in spec.eval.benchmarks.items()))
+    keyed["max_len_inputs"] = (
+        spec.train.max_new_tokens,
+        sorted((n, b.max_ops) for n, b in spec.eval.benchmarks.items()),
+    )
     keyed["heldout_sha256"] = heldout_digest(spec)
     return canonical_hash(keyed, 16)
 
@@ -59,12 +62,16 @@ def train_warm_start(spec: RunSpec, progress=None) -> dict:
     model = common.build_model(spec)
     tok = common.tokenizer()
     opt = torch.optim.AdamW(model.parameters(), lr=ws.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(0.1, 1 - s / max(1, ws.steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 20) * max(0.1, 1 - s / max(1, ws.steps))
+    )
     model.train()
     for step in range(ws.steps):
         probs = common.train_problems(spec, ws.batch_size, ws.min_ops, ws.max_ops, "warm", seed, step)
         prompt_ids, _ = tok.encode_prompts([p.prompt for p in probs])
-        comp = tok.encode_completions(modchain.slipped_solutions(probs, common.rng("slip", seed, step), ws.misconception))
+        comp = tok.encode_completions(
+            modchain.slipped_solutions(probs, common.rng("slip", seed, step), ws.misconception)
+        )
         mask = comp != tok.PAD
         logp, _ = sequence_forward(model, tok, prompt_ids, comp, mask)
         loss = -(logp * mask).sum() / mask.sum()
@@ -87,8 +94,15 @@ def ensure_warm_start(spec: RunSpec, cache_dir: Path, progress=None) -> Path:
         common.pin_threads(spec.train.threads)
         t0 = time.perf_counter()
         state = train_warm_start(spec, progress)
-        common.atomic_torch_save({"state_dict": state, "seconds": time.perf_counter() - t0, "key": warm_start_key(spec),
-                                  "heldout_sha256": heldout_digest(spec)}, path)
+        common.atomic_torch_save(
+            {
+                "state_dict": state,
+                "seconds": time.perf_counter() - t0,
+                "key": warm_start_key(spec),
+                "heldout_sha256": heldout_digest(spec),
+            },
+            path,
+        )
     return path
 
 
@@ -97,8 +111,10 @@ def load_warm_start(spec: RunSpec, cache_dir: Path) -> dict:
     path = warm_start_path(spec, cache_dir)
     saved = common.load_checkpoint(path)
     if "heldout_sha256" not in saved or saved["heldout_sha256"] != heldout_digest(spec):
-        raise common.CheckpointError(f"{path}: this warm start does not record excluding the held-out problems of "
-                                     f"{spec.experiment} (delete it; the next run trains it again)")
+        raise common.CheckpointError(
+            f"{path}: this warm start does not record excluding the held-out problems of "
+            f"{spec.experiment} (delete it; the next run trains it again)"
+        )
     return saved["state_dict"]
 
 

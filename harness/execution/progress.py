@@ -12,8 +12,14 @@ import time
 from datetime import datetime
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 def fmt_seconds(s: float | None) -> str:
     if s is None:
@@ -76,8 +82,11 @@ class ProgressView:
     def summary(self) -> str:
         o = self.overall
         running = [f"{k} {s}/{t}" for k, (s, t) in self.tasks.items() if s < t]
-        return (f"{o.runs_done}/{o.runs_total} runs done, run steps {o.done_steps}/{o.total_steps}"
-                + (f"; running: {', '.join(running)}" if running else "") + f"; ETA {fmt_seconds(self.overall.eta())}")
+        return (
+            f"{o.runs_done}/{o.runs_total} runs done, run steps {o.done_steps}/{o.total_steps}"
+            + (f"; running: {', '.join(running)}" if running else "")
+            + f"; ETA {fmt_seconds(self.overall.eta())}"
+        )
 
 
 class LineView(ProgressView):

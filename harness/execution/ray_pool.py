@@ -26,7 +26,9 @@ from typing import Any, Callable
 from harness.core.errors import UserError
 from harness.execution.context import TaskContext
 
-NOT_INSTALLED = "--executor ray: ray is not installed (pip install 'ray==2.60.0', or the project's `ray` or `verl` extra)"
+NOT_INSTALLED = (
+    "--executor ray: ray is not installed (pip install 'ray==2.60.0', or the project's `ray` or `verl` extra)"
+)
 
 
 def check_ray(address: str | None) -> None:
@@ -49,8 +51,10 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except (OSError, ValueError) as e:
-        raise UserError(f"--address {address}: no Ray cluster reachable there ({e}); start one with `ray start --head` "
-                        f"or omit --address for a local instance") from None
+        raise UserError(
+            f"--address {address}: no Ray cluster reachable there ({e}); start one with `ray start --head` "
+            f"or omit --address for a local instance"
+        ) from None
 
 
 class _Hub:
@@ -123,9 +127,16 @@ class RayPool:
                 if address:
                     ray.init(address=address, **kwargs)
                 else:  # "local": always a new instance, never someone else's `ray start` cluster
-                    ray.init(address="local", num_cpus=max(1, jobs) * threads, object_store_memory=100 * 1024**2, **kwargs)
+                    ray.init(
+                        address="local",
+                        num_cpus=max(1, jobs) * threads,
+                        object_store_memory=100 * 1024**2,
+                        **kwargs,
+                    )
             except (ConnectionError, RuntimeError, ValueError) as e:
-                raise UserError(f"--address {address}: cannot connect to Ray ({str(e).strip().splitlines()[0]})") from None
+                raise UserError(
+                    f"--address {address}: cannot connect to Ray ({str(e).strip().splitlines()[0]})"
+                ) from None
             self._started = True
         self.jobs = jobs or max(1, int(ray.cluster_resources().get("CPU", 1) // threads))
         self._hub = ray.remote(num_cpus=0)(_Hub).remote()
@@ -153,12 +164,16 @@ class RayPool:
         ready, _ = self._ray.wait(refs, num_returns=1, timeout=timeout)
         if ready:
             ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0)
-        events = self._ray.get(self._hub.drain.remote())  # before the results: a task's progress precedes its end
+        events = self._ray.get(
+            self._hub.drain.remote()
+        )  # before the results: a task's progress precedes its end
         for ref in ready:
             tag = self._running.pop(ref)
             try:
                 kind, value = self._ray.get(ref)
-            except Exception as e:  # noqa: BLE001 - the task's worker died (killed, OOM) or the node went away
+            except (
+                Exception
+            ) as e:  # noqa: BLE001 - the task's worker died (killed, OOM) or the node went away
                 first = (str(e).strip().splitlines() or [""])[0][:300]
                 events.append(("crash", tag, f"Ray worker died ({type(e).__name__}: {first})", True))
                 continue

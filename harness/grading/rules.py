@@ -63,9 +63,13 @@ def answer_phrase(text: str) -> str | None:
 
 
 # ----------------------------------------------------------------------------- 2. multiple choice
-_CHOICE_GOLD_RE = re.compile(r"^\s*\$?\s*(?:\\(?:text|mathrm|textbf)\s*\{\s*)?\(?\s*([A-E])\s*\)?\s*\}?\s*\$?\s*$")
+_CHOICE_GOLD_RE = re.compile(
+    r"^\s*\$?\s*(?:\\(?:text|mathrm|textbf)\s*\{\s*)?\(?\s*([A-E])\s*\)?\s*\}?\s*\$?\s*$"
+)
 _CHOICE_PAREN_RE = re.compile(r"\(\s*([A-E])\s*\)")
-_CHOICE_LONE_RE = re.compile(r"^[\s${(]*(?:\\(?:text|mathrm|textbf)\s*\{)?\s*\(?\s*([A-E])\s*\)?\s*[.:]?\s*\}?[\s$]*$")
+_CHOICE_LONE_RE = re.compile(
+    r"^[\s${(]*(?:\\(?:text|mathrm|textbf)\s*\{)?\s*\(?\s*([A-E])\s*\)?\s*[.:]?\s*\}?[\s$]*$"
+)
 _CHOICE_LAST_RE = re.compile(r"\b([A-E])\b")
 
 

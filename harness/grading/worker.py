@@ -94,7 +94,11 @@ class Verifier:
                 ok = bool(gold) and bool(pred) and bool(self._verify(gold, pred, timeout_seconds=None))
                 ok = ok and self.numbers_agree(gold, pred)
                 ok = ok or rules.normalize_text(task["pred"]) == rules.normalize_text(task["gold"])
-                res = {"correct": ok, "parsed": next((str(x) for x in pred if not isinstance(x, str)), None), "status": "ok"}
+                res = {
+                    "correct": ok,
+                    "parsed": next((str(x) for x in pred if not isinstance(x, str)), None),
+                    "status": "ok",
+                }
         except SoftTimeout:
             res = {"status": "timeout"}
         except BaseException as e:  # noqa: BLE001 - any failure is an incorrect answer

@@ -52,11 +52,21 @@ def build_experiment(data: ExperimentData, out: Path, reference: str | None = No
     comp = comparison_table(with_start, ref, rows, benches, probs) if ref else None
     vs_start = comparison_table(with_start, START, variants, benches, probs) if len(start) else None
     if ref is None:
-        rep.notes.append("no reference variant (no 'grpo' variant or grpo preset); comparison skipped — pass --reference")
-    rep.table, rep.reference, rep.comparison, rep.vs_start, rep.benchmarks = table, ref, comp, vs_start, benches
+        rep.notes.append(
+            "no reference variant (no 'grpo' variant or grpo preset); comparison skipped — pass --reference"
+        )
+    rep.table, rep.reference, rep.comparison, rep.vs_start, rep.benchmarks = (
+        table,
+        ref,
+        comp,
+        vs_start,
+        benches,
+    )
     paths = write_tables(out, table, comp, ref, data.name, step_label, vs_start, benches, interval)
     start_curves = before_rl(data.curves, aucs, ("benchmark", "k"))
-    rep.passk = passk_table(pd.concat([start_curves, curves], ignore_index=True) if len(start_curves) else curves, rows, benches)
+    rep.passk = passk_table(
+        pd.concat([start_curves, curves], ignore_index=True) if len(start_curves) else curves, rows, benches
+    )
     paths.update(write_passk(out, rep.passk, data.name, step_label, benches))
     aucs_by_step = data.aucs
     aucs_by_step.to_csv(out / "auc_by_run_step.csv", index=False, float_format="%.4f")
@@ -64,7 +74,9 @@ def build_experiment(data: ExperimentData, out: Path, reference: str | None = No
 
     t0 = time.perf_counter()
     first = data.curves[data.curves["step"] == data.curves.groupby("run_id")["step"].transform("min")]
-    first_eval = first if len(first) and first["step"].max() < curves["step"].min() else None  # a pre-RL evaluation exists
+    first_eval = (
+        first if len(first) and first["step"].max() < curves["step"].min() else None
+    )  # a pre-RL evaluation exists
     figures = {"passk": plots.plot_passk(curves, variants, out, data.name, step_label, first_eval, benches),
                "auc_vs_step": plots.plot_auc_vs_step(data.aucs, variants, out, data.name, benches)}
     rep.timings["curve plots"] = time.perf_counter() - t0
@@ -76,11 +88,25 @@ def build_experiment(data: ExperimentData, out: Path, reference: str | None = No
     not_reported = data.runs[~data.runs["reported"]]
     if len(not_reported):
         rep.notes.append(f"{len(not_reported)} run(s) not reported (not finished or unreadable): see Runs")
-    index = html_mod.write_index(out, experiment=data.name, source=source, step_label=step_label,
-                                 grid=grid_label(table), runs=data.runs, table=table, comp=comp, reference=ref,
-                                 figures=figures, specs=data.specs, notes=rep.notes, vs_start=vs_start,
-                                 benchmarks=benches, passk=rep.passk, interval=interval,
-                                 across=across_benchmarks(with_start, rows, ref))
+    index = html_mod.write_index(
+        out,
+        experiment=data.name,
+        source=source,
+        step_label=step_label,
+        grid=grid_label(table),
+        runs=data.runs,
+        table=table,
+        comp=comp,
+        reference=ref,
+        figures=figures,
+        specs=data.specs,
+        notes=rep.notes,
+        vs_start=vs_start,
+        benchmarks=benches,
+        passk=rep.passk,
+        interval=interval,
+        across=across_benchmarks(with_start, rows, ref),
+    )
     rep.timings["html"] = time.perf_counter() - t0
     rep.files = [*paths.values(), out / "auc_by_run_step.csv", index]
     for f in figures.values():

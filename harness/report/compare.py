@@ -14,8 +14,20 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from harness.core.stats import (CONFIDENCE, Interval, average_prob_better, compare, diff_interval, holm, iqm,
-                                mean_interval, paired_by_seed, stratified_bootstrap, t_pvalue, two_level_interval)
+from harness.core.stats import (
+    CONFIDENCE,
+    Interval,
+    average_prob_better,
+    compare,
+    diff_interval,
+    holm,
+    iqm,
+    mean_interval,
+    paired_by_seed,
+    stratified_bootstrap,
+    t_pvalue,
+    two_level_interval,
+)
 from harness.core.errors import UserError
 
 INTERVALS = ("seeds", "seeds+problems")
@@ -26,8 +38,22 @@ INTERVAL_WORDS = {
     "seeds+problems": f"{int(CONFIDENCE * 100)}% two-level bootstrap over seeds, then problems (t critical "
                       "value, Satterthwaite df); the benchmark's finite size counts",
 }
-COMPARISON_COLUMNS = ["variant", "benchmark", "reference", "diff", "ci_low", "ci_high", "p_improve", "n_seeds",
-                      "n_ref_seeds", "resolved", "interval", "p_improve_low", "p_improve_high", "p_perm"]
+COMPARISON_COLUMNS = [
+    "variant",
+    "benchmark",
+    "reference",
+    "diff",
+    "ci_low",
+    "ci_high",
+    "p_improve",
+    "n_seeds",
+    "n_ref_seeds",
+    "resolved",
+    "interval",
+    "p_improve_low",
+    "p_improve_high",
+    "p_perm",
+]
 
 
 def signed(x: float, digits: int = 2) -> str:
@@ -62,8 +88,16 @@ def mean_of(vals: np.ndarray, seeds: Sequence, problems: pd.DataFrame | None = N
     return two_level_interval(m, confidence=CONFIDENCE)
 
 
-def diff_of(a: np.ndarray, seeds_a: Sequence, b: np.ndarray, seeds_b: Sequence, problems: pd.DataFrame | None = None,
-            variant: str = "", reference: str = "", bench: str = "") -> Interval:
+def diff_of(
+    a: np.ndarray,
+    seeds_a: Sequence,
+    b: np.ndarray,
+    seeds_b: Sequence,
+    problems: pd.DataFrame | None = None,
+    variant: str = "",
+    reference: str = "",
+    bench: str = "",
+) -> Interval:
     """mean(a) - mean(b) with the report's interval: seeds (paired t / Welch) or seeds+problems."""
     if problems is None or min(len(a), len(b)) < 2:
         return diff_interval(a, b, seeds_a, seeds_b, CONFIDENCE)
@@ -81,9 +115,17 @@ def comparison_row(a: np.ndarray, seeds_a: Sequence, b: np.ndarray, seeds_b: Seq
     resolved (the interval excludes 0) and interval (its method, 'none' with one seed on a side)."""
     iv = diff_of(a, seeds_a, b, seeds_b, problems, variant, reference, bench)
     c = compare(a, b, seeds_a, seeds_b, CONFIDENCE, diff=iv)
-    return {"diff": c.diff.estimate, "ci_low": c.diff.low, "ci_high": c.diff.high, "p_improve": c.p_better.estimate,
-            "resolved": c.diff.resolved, "interval": c.diff.method, "p_improve_low": c.p_better.low,
-            "p_improve_high": c.p_better.high, "p_perm": c.p_perm}
+    return {
+        "diff": c.diff.estimate,
+        "ci_low": c.diff.low,
+        "ci_high": c.diff.high,
+        "p_improve": c.p_better.estimate,
+        "resolved": c.diff.resolved,
+        "interval": c.diff.method,
+        "p_improve_low": c.p_better.low,
+        "p_improve_high": c.p_better.high,
+        "p_perm": c.p_perm,
+    }
 
 
 def best_flags(aucs: pd.DataFrame, table: pd.DataFrame, problems: pd.DataFrame | None = None) -> pd.Series:
@@ -115,11 +157,16 @@ def summary_sentences(comp: pd.DataFrame | None, reference: str | None, label: s
         return []
 
     res = comp[comp["resolved"].astype(bool)]
-    out = [f"{r.variant} {'above' if r.diff > 0 else 'below'} {reference} on {r.benchmark} by {signed(r.diff)} "
-           f"[{signed(r.ci_low)}, {signed(r.ci_high)}]" for r in res.itertuples()]
+    out = [
+        f"{r.variant} {'above' if r.diff > 0 else 'below'} {reference} on {r.benchmark} by {signed(r.diff)} "
+        f"[{signed(r.ci_low)}, {signed(r.ci_high)}]"
+        for r in res.itertuples()
+    ]
     tested = int(comp["ci_low"].notna().sum())
-    tail = (f"{len(res)} of {tested} {label} resolved; at {int(ALPHA * 100)}% each, about {ALPHA * tested:.1f} "
-            "would be resolved by chance alone")
+    tail = (
+        f"{len(res)} of {tested} {label} resolved; at {int(ALPHA * 100)}% each, about {ALPHA * tested:.1f} "
+        "would be resolved by chance alone"
+    )
     untested = len(comp) - tested
     if untested:
         tail += f"; {untested} without an interval (one seed)"
@@ -147,7 +194,17 @@ def across_benchmarks(aucs: pd.DataFrame, variants: Sequence[str], reference: st
             ref = [by[(reference, b)] for b in benches]
             p = stratified_bootstrap(average_prob_better, tasks, ref, reps=reps)
             p_est, p_lo, p_hi = p.estimate, p.low, p.high
-        rows.append({"variant": v, "iqm": q.estimate, "iqm_low": q.low, "iqm_high": q.high, "p_improve": p_est,
-                     "p_improve_low": p_lo, "p_improve_high": p_hi, "n_benchmarks": len(benches),
-                     "min_seeds": min(t.size for t in tasks)})
+        rows.append(
+            {
+                "variant": v,
+                "iqm": q.estimate,
+                "iqm_low": q.low,
+                "iqm_high": q.high,
+                "p_improve": p_est,
+                "p_improve_low": p_lo,
+                "p_improve_high": p_hi,
+                "n_benchmarks": len(benches),
+                "min_seeds": min(t.size for t in tasks),
+            }
+        )
     return pd.DataFrame(rows) if rows else None

@@ -61,7 +61,9 @@ def _spec(experiment: str, variant: str, seed: int, run_id: str, steps: int, eva
     }
 
 
-def _train_records(rng: np.random.Generator, steps: int, gain: float, sharp: float, preset: str) -> list[dict]:
+def _train_records(
+    rng: np.random.Generator, steps: int, gain: float, sharp: float, preset: str
+) -> list[dict]:
     recs = []
     for s in range(1, steps + 1):
         t = s / steps
@@ -69,19 +71,24 @@ def _train_records(rng: np.random.Generator, steps: int, gain: float, sharp: flo
         all_correct = float(np.clip(acc**8 * 3 + rng.normal(0, 0.01), 0, 1))
         all_wrong = float(np.clip((1 - acc) ** 8 * 3 + rng.normal(0, 0.01), 0, 1 - all_correct))
         rec = {
-            "kind": "train", "step": s,
-            "train/reward": acc, "train/acc": acc,
+            "kind": "train",
+            "step": s,
+            "train/reward": acc,
+            "train/acc": acc,
             "train/response_length": float(120 + 60 * t * sharp + rng.normal(0, 5)),
-            "groups/all_correct_frac": all_correct, "groups/all_wrong_frac": all_wrong,
+            "groups/all_correct_frac": all_correct,
+            "groups/all_wrong_frac": all_wrong,
             "groups/mixed_frac": 1.0 - all_correct - all_wrong,
-            "groups/kept": int(16 * (1 - all_correct)), "groups/sample_rounds": 1,
+            "groups/kept": int(16 * (1 - all_correct)),
+            "groups/sample_rounds": 1,
             "actor/clipfrac_low": float(abs(rng.normal(0.01, 0.003))),
             "actor/clipfrac_high": float(abs(rng.normal(0.02 / (1 + (preset in ("dapo", "ngrpo"))), 0.004))),
             "actor/ppo_kl": float(abs(1e-3 * (1 + t * sharp) + rng.normal(0, 2e-4))),
             "actor/entropy": float(max(0.05, 1.2 * np.exp(-sharp * 1.5 * t) + rng.normal(0, 0.02))),
             "actor/grad_norm": float(abs(rng.normal(0.5, 0.1))),
             "actor/pg_loss": float(rng.normal(0, 0.05)),
-            "time/sample_s": float(abs(rng.normal(1.0, 0.1))), "time/train_s": float(abs(rng.normal(0.5, 0.05))),
+            "time/sample_s": float(abs(rng.normal(1.0, 0.1))),
+            "time/train_s": float(abs(rng.normal(0.5, 0.05))),
         }
         if preset == "ppo":
             rec["critic/value_loss"] = float(abs(rng.normal(0.1 * (1 - t) + 0.02, 0.01)))
@@ -147,7 +154,10 @@ def make_fake_results(
         rng = np.random.default_rng([seed, idx])
         gain = gain * float(rng.normal(1.0, 0.06))  # seed-to-seed variation
         last = steps if state == "done" else steps // 2
-        write_spec(run_dir, _spec(experiment, variant, run_seed, run_id, steps, eval_every, benchmarks, n_samples, preset))
+        write_spec(
+            run_dir,
+            _spec(experiment, variant, run_seed, run_id, steps, eval_every, benchmarks, n_samples, preset),
+        )
         records = [r for r in _train_records(rng, steps, gain, sharp, preset) if r["step"] <= last]
         frames = []
         for st in (e for e in evals if e <= last):
@@ -158,7 +168,9 @@ def make_fake_results(
             rec.update({f"eval/{b}/pass@1": v for b, v in summary.items()})
             records.append(rec)
         records.sort(key=lambda r: (r["step"], r["kind"] == "train"))
-        atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+        atomic_write_text(
+            run_dir / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+        )
         write_samples(run_dir, pd.concat(frames, ignore_index=True))
         if state == "failed":
             write_status(run_dir, "failed", step=last, total_steps=steps,

@@ -53,7 +53,10 @@ def html_table(df: pd.DataFrame, classes: pd.DataFrame | None = None, index: boo
 
 def runs_table(runs: pd.DataFrame) -> str:
     df = runs[["run_id", "variant", "seed", "state", "step", "total_steps", "note"]].copy()
-    df["step"] = [f"{'' if pd.isna(s) else int(s)}/{'' if pd.isna(t) else int(t)}" for s, t in zip(df["step"], df["total_steps"])]
+    df["step"] = [
+        f"{'' if pd.isna(s) else int(s)}/{'' if pd.isna(t) else int(t)}"
+        for s, t in zip(df["step"], df["total_steps"])
+    ]
     df = df.drop(columns="total_steps").rename(columns={"step": "step/total"})
     classes = pd.DataFrame("", index=df.index, columns=df.columns)
     classes["state"] = [f"state-{s}" for s in df["state"]]
@@ -64,7 +67,9 @@ def auc_html(table: pd.DataFrame, benchmarks=None) -> str:
     from harness.report.tables import auc_wide
 
     wide = auc_wide(table, bold=("", ""), benchmarks=benchmarks)
-    best = table.pivot(index="variant", columns="benchmark", values="best").reindex(index=wide.index, columns=wide.columns)
+    best = table.pivot(index="variant", columns="benchmark", values="best").reindex(
+        index=wide.index, columns=wide.columns
+    )
     classes = best.apply(lambda col: col.map(lambda b: "best" if b is True else ""))
     wide.index.name = "variant"
     return html_table(wide, classes)
@@ -79,18 +84,24 @@ def comparison_html(comp: pd.DataFrame, benchmarks=None) -> str:
     wide.index.name = "variant"
     cls = comp.assign(c=["" if pd.isna(r.ci_low) else ("unresolved" if not r.resolved else
                          "resolved-up" if r.diff > 0 else "resolved-down") for r in comp.itertuples()])
-    classes = cls.pivot(index="variant", columns="benchmark", values="c").reindex(index=wide.index, columns=wide.columns)
+    classes = cls.pivot(index="variant", columns="benchmark", values="c").reindex(
+        index=wide.index, columns=wide.columns
+    )
     return html_table(wide, classes.fillna(""))
 
 
-def summary_html(comp: pd.DataFrame | None, reference: str | None, vs_start: pd.DataFrame | None, interval: str) -> str:
+def summary_html(
+    comp: pd.DataFrame | None, reference: str | None, vs_start: pd.DataFrame | None, interval: str
+) -> str:
     """The page's one-paragraph summary: only resolved differences are named (compare.summary_sentences)."""
     from harness.report.compare import INTERVAL_WORDS, summary_sentences
     from harness.report.tables import START
 
     sections = []
     if comp is not None and len(comp):  # the pre-RL row against the reference is said once, below
-        named = summary_sentences(comp[comp["variant"] != START], reference, f"comparisons against {reference}")
+        named = summary_sentences(
+            comp[comp["variant"] != START], reference, f"comparisons against {reference}"
+        )
         sections.append(f"Against {reference}: " + _sentence(named))
     if vs_start is not None and len(vs_start):
         sections.append(f"From '{START}': " + _sentence(summary_sentences(vs_start, START, "changes")))
@@ -118,12 +129,15 @@ def across_html(across: pd.DataFrame | None, reference: str | None) -> list[str]
                                        f"{r.p_improve:.2f} [{r.p_improve_low:.2f}, {r.p_improve_high:.2f}]"
                                        for r in across.itertuples()]}, index=across["variant"])
     df.index.name = "variant"
-    return ["<h2>Across benchmarks (rliable)</h2>",
-            f"<p class='caption'>IQM = mean of the middle 50% of every (seed, benchmark) AUC; P(better) = "
-            f"probability that a seed beats a seed of {_e(reference)} on a benchmark, averaged over the "
-            f"{int(across['n_benchmarks'].iloc[0])} benchmarks. [95% stratified percentile bootstrap, seeds "
-            "resampled within each benchmark, as rliable does; with few seeds it is narrower than its nominal "
-            "level, so it is shown for orientation and never called resolved.]</p>", html_table(df)]
+    return [
+        "<h2>Across benchmarks (rliable)</h2>",
+        f"<p class='caption'>IQM = mean of the middle 50% of every (seed, benchmark) AUC; P(better) = "
+        f"probability that a seed beats a seed of {_e(reference)} on a benchmark, averaged over the "
+        f"{int(across['n_benchmarks'].iloc[0])} benchmarks. [95% stratified percentile bootstrap, seeds "
+        "resampled within each benchmark, as rliable does; with few seeds it is narrower than its nominal "
+        "level, so it is shown for orientation and never called resolved.]</p>",
+        html_table(df),
+    ]
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -146,16 +160,22 @@ def settings_html(specs: dict[str, dict]) -> str:
     flat = [_flatten(s) for s in specs.values()]
     keys = [k for k in dict.fromkeys(k for f in flat for k in f) if k not in ("run_id", "seed")]
     canon = lambda v: json.dumps(v, sort_keys=True, default=str)  # noqa: E731
-    same = {k: flat[0][k] for k in keys if all(k in f for f in flat) and len({canon(f[k]) for f in flat}) == 1}
+    same = {
+        k: flat[0][k] for k in keys if all(k in f for f in flat) and len({canon(f[k]) for f in flat}) == 1
+    }
     differ = [k for k in keys if k not in same]
     shared = yaml.safe_dump(_unflatten(same), sort_keys=False, default_flow_style=False)
     out = [f"<h3>Shared by all {len(specs)} finished runs</h3><pre>{_e(shared)}</pre>"]
     if differ:
-        per = pd.DataFrame([{k: (str(f[k]) if k in f else "–") for k in differ} for f in flat]).drop_duplicates()
+        per = pd.DataFrame(
+            [{k: (str(f[k]) if k in f else "–") for k in differ} for f in flat]
+        ).drop_duplicates()
         if "variant" in per.columns:
             per = per.set_index("variant")
-        out.append("<h3>Per variant</h3><p class='caption'>– = the setting does not exist for that variant "
-                   "(e.g. a knob of a piece it does not use).</p>" + html_table(per, index="variant" in differ))
+        out.append(
+            "<h3>Per variant</h3><p class='caption'>– = the setting does not exist for that variant "
+            "(e.g. a knob of a piece it does not use).</p>" + html_table(per, index="variant" in differ)
+        )
     return "\n".join(out)
 
 
@@ -195,27 +215,38 @@ def write_index(out: Path, *, experiment: str, source: str, step_label: str, gri
         parts.append(summary)
     if notes:
         parts.append("<ul>" + "".join(f"<li class='warn'>{_e(n)}</li>" for n in notes) + "</ul>")
-    parts += ["<h2>Pass@k AUC</h2>",
-              f"<p class='caption'>Mean Pass@k AUC (0-100) over seeds [{_e(iv)}] (n = number of seeds; one seed has "
-              f"no CI; two seeds: very wide); highlighted = best per benchmark: the highest mean and every row not "
-              f"resolved below it (Holm-corrected). Row '{START}': the policy's first evaluation, before any RL step "
-              f"(once per seed). {_e(grid)}.</p>", auc_html(table, benchmarks)]
+    parts += [
+        "<h2>Pass@k AUC</h2>",
+        f"<p class='caption'>Mean Pass@k AUC (0-100) over seeds [{_e(iv)}] (n = number of seeds; one seed has "
+        f"no CI; two seeds: very wide); highlighted = best per benchmark: the highest mean and every row not "
+        f"resolved below it (Holm-corrected). Row '{START}': the policy's first evaluation, before any RL step "
+        f"(once per seed). {_e(grid)}.</p>",
+        auc_html(table, benchmarks),
+    ]
     if passk is not None and len(passk):
         pw = passk_wide(passk, benchmarks)
         pw.index.name = "variant"
-        parts += ["<h2>pass@1 and pass@k before and after RL</h2>",
-                  f"<p class='caption'>mean ± sd over seeds [min, max] (n = seeds); row '{START}': the first evaluation.</p>",
-                  html_table(pw)]
+        parts += [
+            "<h2>pass@1 and pass@k before and after RL</h2>",
+            f"<p class='caption'>mean ± sd over seeds [min, max] (n = seeds); row '{START}': the first evaluation.</p>",
+            html_table(pw),
+        ]
     if vs_start is not None and len(vs_start):
-        parts += [f"<h2>Change from the policy before RL</h2>",
-                  f"<p class='caption'>AUC(variant) − AUC({START}): mean difference [{_e(iv)}]; resolved = the "
-                  f"interval excludes 0; negative = RL lowered the Pass@k AUC.</p>", comparison_html(vs_start, benchmarks)]
+        parts += [
+            f"<h2>Change from the policy before RL</h2>",
+            f"<p class='caption'>AUC(variant) − AUC({START}): mean difference [{_e(iv)}]; resolved = the "
+            f"interval excludes 0; negative = RL lowered the Pass@k AUC.</p>",
+            comparison_html(vs_start, benchmarks),
+        ]
     if comp is not None and len(comp):
-        parts += [f"<h2>Comparison against {_e(reference)}</h2>",
-                  f"<p class='caption'>AUC(variant) − AUC({_e(reference)}): mean difference [{_e(iv)}]; resolved = "
-                  f"the interval excludes 0 (green: above, red: below, grey: not resolved); P(better) = probability "
-                  f"that a seed of the variant beats a seed of {_e(reference)} [{ci} Newcombe interval]; p = exact "
-                  f"permutation p-value.</p>", comparison_html(comp, benchmarks)]
+        parts += [
+            f"<h2>Comparison against {_e(reference)}</h2>",
+            f"<p class='caption'>AUC(variant) − AUC({_e(reference)}): mean difference [{_e(iv)}]; resolved = "
+            f"the interval excludes 0 (green: above, red: below, grey: not resolved); P(better) = probability "
+            f"that a seed of the variant beats a seed of {_e(reference)} [{ci} Newcombe interval]; p = exact "
+            f"permutation p-value.</p>",
+            comparison_html(comp, benchmarks),
+        ]
     else:
         parts.append("<h2>Comparison</h2><p>No reference variant (pass --reference VARIANT).</p>")
     parts += across_html(across, reference)
@@ -225,9 +256,15 @@ def write_index(out: Path, *, experiment: str, source: str, step_label: str, gri
                      f"(log2 axis); band = {ci} t-interval over seeds.</figcaption></figure>")
     parts.append("</div>")
     if figures.get("auc_vs_step"):
-        parts += ["<h2>Sample efficiency: Pass@k AUC vs step</h2>", _img(figures["auc_vs_step"]["png"], "AUC vs step")]
+        parts += [
+            "<h2>Sample efficiency: Pass@k AUC vs step</h2>",
+            _img(figures["auc_vs_step"]["png"], "AUC vs step"),
+        ]
     if figures.get("diagnostics"):
-        parts += ["<h2>Training diagnostics</h2>", _img(figures["diagnostics"]["png"], "training diagnostics")]
+        parts += [
+            "<h2>Training diagnostics</h2>",
+            _img(figures["diagnostics"]["png"], "training diagnostics"),
+        ]
     else:
         parts.append("<h2>Training diagnostics</h2><p>No training lines in metrics.jsonl.</p>")
     parts += ["<h2>Runs</h2>", runs_table(runs), "<h2>Settings</h2>", settings_html(specs), "</body></html>"]
@@ -251,19 +288,30 @@ def write_root_index(out_root: Path, built: list) -> Path:
         rep = by_dir.get(folder.resolve())
         if rep is not None and getattr(rep, "table", None) is not None and len(rep.table):
             best = rep.table[rep.table["best"]]
-            summary = "; ".join(f"{b}: {', '.join(best[best['benchmark'] == b]['variant'])}" for b in rep.benchmarks)
+            summary = "; ".join(
+                f"{b}: {', '.join(best[best['benchmark'] == b]['variant'])}" for b in rep.benchmarks
+            )
             what = (f"{rep.table['variant'].nunique()} rows · best AUC per benchmark (and rows not resolved "
                     f"below it) — {summary}")
         elif rep is not None:
             what = getattr(rep, "summary", "") or "rendered now"
         else:
-            what = "rendered earlier (" + time.strftime("%Y-%m-%d %H:%M", time.localtime(index.stat().st_mtime)) + ")"
-        rows.append(f"<tr><td><a href='{_e(folder.name)}/index.html'>{_e(folder.name)}</a></td><td>{_e(what)}</td></tr>")
-    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>harness reports</title><style>{CSS}</style>"
-            f"</head><body><h1>Reports</h1><p class='caption'>generated {_e(time.strftime('%Y-%m-%d %H:%M:%S'))} · "
-            f"{len(rows)} report(s) under <code>{_e(str(out_root))}</code></p>"
-            "<table><thead><tr><th>report</th><th>summary</th></tr></thead><tbody>" + "\n".join(rows) +
-            "</tbody></table></body></html>")
+            what = (
+                "rendered earlier ("
+                + time.strftime("%Y-%m-%d %H:%M", time.localtime(index.stat().st_mtime))
+                + ")"
+            )
+        rows.append(
+            f"<tr><td><a href='{_e(folder.name)}/index.html'>{_e(folder.name)}</a></td><td>{_e(what)}</td></tr>"
+        )
+    page = (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>harness reports</title><style>{CSS}</style>"
+        f"</head><body><h1>Reports</h1><p class='caption'>generated {_e(time.strftime('%Y-%m-%d %H:%M:%S'))} · "
+        f"{len(rows)} report(s) under <code>{_e(str(out_root))}</code></p>"
+        "<table><thead><tr><th>report</th><th>summary</th></tr></thead><tbody>"
+        + "\n".join(rows)
+        + "</tbody></table></body></html>"
+    )
     path = out_root / "index.html"
     path.write_text(page, encoding="utf-8")
     return path

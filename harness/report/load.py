@@ -38,10 +38,14 @@ class ExperimentData:
     name: str
     runs: pd.DataFrame  # one row per run folder found: RUN_COLUMNS
     specs: dict[str, dict] = field(default_factory=dict)  # run_id -> spec, reported runs
-    curves: pd.DataFrame = field(default_factory=pd.DataFrame)  # RUN_KEYS + step, benchmark, k, pass_at_k, ...
+    curves: pd.DataFrame = field(
+        default_factory=pd.DataFrame
+    )  # RUN_KEYS + step, benchmark, k, pass_at_k, ...
     aucs: pd.DataFrame = field(default_factory=pd.DataFrame)  # RUN_KEYS + step, benchmark, auc, k_max
     train: pd.DataFrame = field(default_factory=pd.DataFrame)  # RUN_KEYS + step + metrics.jsonl keys
-    problems: pd.DataFrame = field(default_factory=pd.DataFrame)  # RUN_KEYS + step, benchmark, problem_id, auc
+    problems: pd.DataFrame = field(
+        default_factory=pd.DataFrame
+    )  # RUN_KEYS + step, benchmark, problem_id, auc
 
     @property
     def reported(self) -> pd.DataFrame:
@@ -97,7 +101,11 @@ def _load_one(run_dir: Path) -> tuple[dict, dict | None, pd.DataFrame | None, pd
         return _run_row(rec, rec.error, False), None, None, None, [f"skipped {run_dir}: {rec.error}"], None
     if rec.state != "done":
         err = rec.status.get("error")
-        note = f"error: {err}" if err else f"not finished (step {rec.status.get('step', '?')}/{rec.status.get('total_steps', '?')})"
+        note = (
+            f"error: {err}"
+            if err
+            else f"not finished (step {rec.status.get('step', '?')}/{rec.status.get('total_steps', '?')})"
+        )
         return _run_row(rec, note, False), None, None, None, [], None
     samples = rec.samples
     missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
@@ -127,7 +135,9 @@ def load_results(
         raise UserError(f"{root}: not a directory (pass a results directory, e.g. results/)")
     run_dirs = find_run_dirs(root)
     if not run_dirs:
-        raise UserError(f"{root}: no run folders found (a run folder holds spec.yaml; is this a results directory?)")
+        raise UserError(
+            f"{root}: no run folders found (a run folder holds spec.yaml; is this a results directory?)"
+        )
     by_exp: dict[str, dict[str, list]] = {}
     warnings: list[str] = []
     for i, run_dir in enumerate(run_dirs):
@@ -181,19 +191,24 @@ def _assemble(name: str, acc: dict, warnings: list[str]) -> ExperimentData:
     aucs = aucs_from_curves(curves, by=(*RUN_KEYS, "step", "benchmark")) if len(curves) else pd.DataFrame(
         columns=[*RUN_KEYS, "step", "benchmark", "auc", "k_max"])
     train_list = [t for t in acc["train"] if t["run_id"].iat[0] in keep]
-    train = pd.concat(train_list, ignore_index=True) if train_list else pd.DataFrame(columns=[*RUN_KEYS, "step"])
+    train = (
+        pd.concat(train_list, ignore_index=True) if train_list else pd.DataFrame(columns=[*RUN_KEYS, "step"])
+    )
     probs = [p for p in acc["problems"] if len(p) and p["run_id"].iat[0] in keep]
     problems = pd.concat(probs, ignore_index=True) if probs else pd.DataFrame(
         columns=[*RUN_KEYS, "step", "benchmark", "problem_id", "auc"])
-    return ExperimentData(name, runs, {k: v for k, v in acc["specs"].items() if k in keep}, curves, aucs, train,
-                          problems)
+    return ExperimentData(
+        name, runs, {k: v for k, v in acc["specs"].items() if k in keep}, curves, aucs, train, problems
+    )
 
 
 def _fingerprint(spec: dict) -> str:
     """The settings of a run minus what differs between seeds of one variant."""
     import json
 
-    rest = {k: v for k, v in spec.items() if k not in ("seed", "run_id", "loggers")}  # trackers change no result
+    rest = {
+        k: v for k, v in spec.items() if k not in ("seed", "run_id", "loggers")
+    }  # trackers change no result
     if isinstance(rest.get("warm_start"), dict):
         rest["warm_start"] = {k: v for k, v in rest["warm_start"].items() if k != "seed"}
     return json.dumps(rest, sort_keys=True, default=str)
@@ -209,8 +224,13 @@ def _drop_stale(runs: pd.DataFrame, specs: dict[str, dict], warnings: list[str],
             continue
         newest = max(grp.itertuples(), key=lambda r: (Path(r.path) / "spec.yaml").stat().st_mtime)
         stale = grp[[prints[r] != prints[newest.run_id] for r in grp["run_id"]]]
-        runs.loc[stale.index, ["reported", "note"]] = [False, "stale: older settings of this variant (experiment file edited)"]
-        warnings.append(f"{name}/{variant}: {len(stale)} run(s) with older settings left out (experiment file edited)")
+        runs.loc[stale.index, ["reported", "note"]] = [
+            False,
+            "stale: older settings of this variant (experiment file edited)",
+        ]
+        warnings.append(
+            f"{name}/{variant}: {len(stale)} run(s) with older settings left out (experiment file edited)"
+        )
 
 
 def select_step(data: ExperimentData, step: int | None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
@@ -233,7 +253,9 @@ def select_step(data: ExperimentData, step: int | None) -> tuple[pd.DataFrame, p
                             f"(evaluated steps: {steps})")
         missing = sorted(set(data.aucs["run_id"]) - set(aucs["run_id"]))
         if missing:
-            notes.append(f"{len(missing)} run(s) not evaluated at step {step}, left out: {', '.join(missing)}")
+            notes.append(
+                f"{len(missing)} run(s) not evaluated at step {step}, left out: {', '.join(missing)}"
+            )
     pairs = aucs[["run_id", "step"]].drop_duplicates()
     curves = data.curves.merge(pairs, on=["run_id", "step"], how="inner")
     return curves, aucs.reset_index(drop=True), notes

@@ -55,7 +55,9 @@ def plan_seeds(aucs: pd.DataFrame, effect: float, power: float = 0.8, alpha: flo
     from harness.core.stats import seeds_for_power, t_power
 
     if not effect > 0:
-        raise UserError(f"--effect {effect}: must be > 0 (an AUC difference in points on the 0-100 scale, e.g. 2)")
+        raise UserError(
+            f"--effect {effect}: must be > 0 (an AUC difference in points on the 0-100 scale, e.g. 2)"
+        )
     rows = []
     for bench in benchmarks or sorted(set(aucs["benchmark"])):
         design, sd, df, pilot = benchmark_spread(aucs[aucs["benchmark"] == bench])
@@ -93,7 +95,9 @@ def pilot_aucs(experiment: str, results: Path) -> tuple[str, pd.DataFrame, list[
     match = [e for e in experiments if e.name == name]
     if not match or match[0].aucs.empty:
         found = ", ".join(e.name for e in experiments if len(e.aucs)) or "none"
-        raise UserError(f"{name}: no finished run of this experiment under {root} (experiments with results: {found})")
+        raise UserError(
+            f"{name}: no finished run of this experiment under {root} (experiments with results: {found})"
+        )
     _, aucs, _ = select_step(match[0], None)
     return name, aucs, match[0].benchmarks
 
@@ -103,10 +107,14 @@ def format_plan(name: str, effect: float, table: pd.DataFrame, power: float = 0.
     lines = [f"{name}: seeds per variant to resolve an AUC difference of {effect:g} with {power:.0%} power "
              "(two-sided t-test at 5%, the report's interval)"]
     w = max(len("benchmark"), *(len(b) for b in table["benchmark"]))
-    lines.append(f"  {'benchmark':<{w}}  design    sd (df)      pilot  power now  seeds  seeds (sd at 80% upper bound)")
+    lines.append(
+        f"  {'benchmark':<{w}}  design    sd (df)      pilot  power now  seeds  seeds (sd at 80% upper bound)"
+    )
     for r in table.itertuples():
         lines.append(f"  {r.benchmark:<{w}}  {r.design:<8}  {r.sd:5.2f} ({r.sd_df:>2})  {r.pilot_seeds:>5}  "
                      f"{r.power_now:>9.0%}  {r.seeds:>5}  {r.seeds_sd_upper:>5}")
-    lines.append("  sd: of the per-seed differences between variants (paired) or within a variant (unpaired), "
-                 "pooled over the pilot; the last column guards against a pilot that drew a small sd.")
+    lines.append(
+        "  sd: of the per-seed differences between variants (paired) or within a variant (unpaired), "
+        "pooled over the pilot; the last column guards against a pilot that drew a small sd."
+    )
     return "\n".join(lines)

@@ -58,7 +58,9 @@ def _save(fig, out: Path, stem: str) -> dict[str, Path]:
     return paths
 
 
-def _band(ax, agg: pd.DataFrame, x: str, variants: Sequence[str], colors: dict, marker: str | None = None) -> None:
+def _band(
+    ax, agg: pd.DataFrame, x: str, variants: Sequence[str], colors: dict, marker: str | None = None
+) -> None:
     for v in variants:
         d = agg[agg["variant"] == v].sort_values(x)
         if d.empty:
@@ -76,7 +78,11 @@ def plot_passk(curves: pd.DataFrame, variants: Sequence[str], out: Path, experim
     `start`: curves of the first evaluation (before RL), drawn dashed, pooled over all runs.
     """
     agg = aggregate(curves, ["variant", "benchmark", "k"], "pass_at_k")
-    start_agg = aggregate(start.assign(variant="start"), ["variant", "benchmark", "k"], "pass_at_k") if start is not None and len(start) else None
+    start_agg = (
+        aggregate(start.assign(variant="start"), ["variant", "benchmark", "k"], "pass_at_k")
+        if start is not None and len(start)
+        else None
+    )
     colors, files = palette(variants), {}
     with sns.axes_style("whitegrid"):
         for bench in ordered_benchmarks(agg["benchmark"], benchmarks):
@@ -85,7 +91,14 @@ def plot_passk(curves: pd.DataFrame, variants: Sequence[str], out: Path, experim
             _band(ax, d, "k", variants, colors, marker="o")
             if start_agg is not None:
                 b = start_agg[start_agg["benchmark"] == bench].sort_values("k")
-                ax.plot(b["k"], b["mean"], color="0.35", ls="--", lw=1.2, label=f"before RL (step {start['step'].min()})")
+                ax.plot(
+                    b["k"],
+                    b["mean"],
+                    color="0.35",
+                    ls="--",
+                    lw=1.2,
+                    label=f"before RL (step {start['step'].min()})",
+                )
             ks = sorted(d["k"].unique())
             ax.set_xscale("log", base=2)
             ax.set_xticks(ks, [str(k) for k in ks])
@@ -114,17 +127,26 @@ def plot_auc_vs_step(aucs_all: pd.DataFrame, variants: Sequence[str], out: Path,
             ax.set_xlabel("training step")
             ax.set_ylabel("Pass@k AUC (0-100)")
         axes[0][0].legend(fontsize=8)
-        fig.suptitle(f"{experiment} — sample efficiency (band: {int(CONFIDENCE * 100)}% t-interval over seeds)", fontsize=10)
+        fig.suptitle(
+            f"{experiment} — sample efficiency (band: {int(CONFIDENCE * 100)}% t-interval over seeds)",
+            fontsize=10,
+        )
         fig.tight_layout()
         return _save(fig, out, "auc_vs_step")
 
 
-def plot_diagnostics(train: pd.DataFrame, variants: Sequence[str], out: Path, experiment: str) -> dict[str, Path] | None:
+def plot_diagnostics(
+    train: pd.DataFrame, variants: Sequence[str], out: Path, experiment: str
+) -> dict[str, Path] | None:
     """Training diagnostics vs step: a panel per metric, a line per variant, CI band over seeds."""
     if train.empty or "step" not in train.columns:
         return None
-    panels = [(k, t) for i, (k, t) in enumerate(DIAGNOSTICS) if i < REQUIRED_DIAGNOSTICS or k in train.columns]
-    train = bin_steps(train[["run_id", "variant", "seed", "step"] + [k for k, _ in panels if k in train.columns]])
+    panels = [
+        (k, t) for i, (k, t) in enumerate(DIAGNOSTICS) if i < REQUIRED_DIAGNOSTICS or k in train.columns
+    ]
+    train = bin_steps(
+        train[["run_id", "variant", "seed", "step"] + [k for k, _ in panels if k in train.columns]]
+    )
     colors = palette(variants)
     ncol = 4
     nrow = -(-len(panels) // ncol)
@@ -135,7 +157,15 @@ def plot_diagnostics(train: pd.DataFrame, variants: Sequence[str], out: Path, ex
             ax.set_title(title, fontsize=9)
             ax.tick_params(labelsize=7)
             if key not in train.columns or train[key].isna().all():
-                ax.text(0.5, 0.5, f"{key}\nnot logged", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"{key}\nnot logged",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    fontsize=8,
+                )
                 continue
             _band(ax, aggregate(train, ["variant", "step"], key), "step", variants, colors)
             ax.set_xlabel("step", fontsize=8)
@@ -145,7 +175,10 @@ def plot_diagnostics(train: pd.DataFrame, variants: Sequence[str], out: Path, ex
         if handles:
             fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), fontsize=8,
                        bbox_to_anchor=(0.5, 1.0))
-        fig.suptitle(f"{experiment} — training diagnostics (band: {int(CONFIDENCE * 100)}% t-interval over seeds)",
-                     fontsize=10, y=1.04)
+        fig.suptitle(
+            f"{experiment} — training diagnostics (band: {int(CONFIDENCE * 100)}% t-interval over seeds)",
+            fontsize=10,
+            y=1.04,
+        )
         fig.tight_layout()
         return _save(fig, out, "diagnostics")

@@ -25,8 +25,12 @@ from harness.report import html as html_mod  # noqa: E402
 from harness.report.plots import _save, palette, slug  # noqa: E402
 
 TYPES = ("all_wrong", "mixed", "all_correct")
-PANELS = [("d_logp_wrong", "Δ log-prob of the sampled wrong answers"), ("d_logp_correct", "Δ log-prob of the correct answer"),
-          ("d_entropy", "Δ entropy (token mean)"), ("grad_norm", "gradient norm before the update")]
+PANELS = [
+    ("d_logp_wrong", "Δ log-prob of the sampled wrong answers"),
+    ("d_logp_correct", "Δ log-prob of the correct answer"),
+    ("d_entropy", "Δ entropy (token mean)"),
+    ("grad_norm", "gradient norm before the update"),
+]
 
 
 @dataclass
@@ -56,7 +60,9 @@ def load_probe_results(folder: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, 
     cos = pd.DataFrame([r for r in recs if r["kind"] == "cosine"]).drop(columns="kind")
     base = upd[upd["update"] == 0].set_index(["group_type", "algorithm"])
     for key in ("logp_wrong", "logp_correct", "entropy"):
-        upd[f"d_{key}"] = upd[key] - upd.set_index(["group_type", "algorithm"]).index.map(base[key]).to_numpy()
+        upd[f"d_{key}"] = (
+            upd[key] - upd.set_index(["group_type", "algorithm"]).index.map(base[key]).to_numpy()
+        )
     samples = pd.read_parquet(folder / PROBE_SAMPLES)
     curves = curves_from_samples(samples, by=("group_type", "algorithm", "step"))
     return settings, upd, cos, curves
@@ -66,7 +72,9 @@ def _dynamics_figure(upd: pd.DataFrame, algos: list[str], out: Path, name: str, 
     colors = palette(algos)
     types = [t for t in TYPES if t in set(upd["group_type"])]
     with sns.axes_style("whitegrid"):
-        fig, axes = plt.subplots(len(PANELS), len(types), figsize=(4.3 * len(types), 2.7 * len(PANELS)), squeeze=False)
+        fig, axes = plt.subplots(
+            len(PANELS), len(types), figsize=(4.3 * len(types), 2.7 * len(PANELS)), squeeze=False
+        )
         for j, t in enumerate(types):
             for i, (key, title) in enumerate(PANELS):
                 ax = axes[i][j]
@@ -77,13 +85,24 @@ def _dynamics_figure(upd: pd.DataFrame, algos: list[str], out: Path, name: str, 
                 ax.axhline(0, color="0.6", lw=0.8)
                 ax.xaxis.get_major_locator().set_params(integer=True)
                 if upd.loc[upd["group_type"] == t, key].isna().all():
-                    ax.text(0.5, 0.5, "no wrong answers in these groups", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+                    ax.text(
+                        0.5,
+                        0.5,
+                        "no wrong answers in these groups",
+                        ha="center",
+                        va="center",
+                        transform=ax.transAxes,
+                        fontsize=8,
+                    )
                 ax.set_title(f"{t}: {title}", fontsize=8.5)
                 ax.tick_params(labelsize=7)
                 if i == len(PANELS) - 1:
                     ax.set_xlabel("update", fontsize=8)
         axes[0][0].legend(fontsize=8)
-        fig.suptitle(f"{name} — from one identical state, {k} updates on each fixed batch (policy-gradient term only)", fontsize=10)
+        fig.suptitle(
+            f"{name} — from one identical state, {k} updates on each fixed batch (policy-gradient term only)",
+            fontsize=10,
+        )
         fig.tight_layout()
         return _save(fig, out, "probe_dynamics")
 
@@ -108,7 +127,10 @@ def _passk_figure(curves: pd.DataFrame, algos: list[str], out: Path, name: str, 
             ax.set_xlabel("k (log2 scale)")
         axes[0][0].set_ylabel("pass@k")
         axes[0][0].legend(fontsize=7)
-        fig.suptitle(f"{name} — pass@k on the probe prompts before and after {k} updates (eval temperature)", fontsize=10)
+        fig.suptitle(
+            f"{name} — pass@k on the probe prompts before and after {k} updates (eval temperature)",
+            fontsize=10,
+        )
         fig.tight_layout()
         return _save(fig, out, "probe_passk")
 
@@ -121,11 +143,23 @@ def summary_table(upd: pd.DataFrame, curves: pd.DataFrame, k: int) -> pd.DataFra
         d = d.set_index("update")
         c = curves[(curves["group_type"] == t) & (curves["algorithm"] == a)].set_index("k")["pass_at_k"]
         s = curves[(curves["group_type"] == t) & (curves["algorithm"] == "start")].set_index("k")["pass_at_k"]
-        rows.append({"group_type": t, "algorithm": a, "grad_norm_1": d.loc[1, "grad_norm"], "update_norm_K": d.loc[k, "update_norm"],
-                     "d_logp_wrong_1": d.loc[1, "d_logp_wrong"], "d_logp_wrong_K": d.loc[k, "d_logp_wrong"],
-                     "d_logp_correct_1": d.loc[1, "d_logp_correct"], "d_logp_correct_K": d.loc[k, "d_logp_correct"],
-                     "d_entropy_K": d.loc[k, "d_entropy"], "pass@1_before": s.loc[1], "pass@1_K": c.loc[1],
-                     f"pass@{kmax}_before": s.loc[kmax], f"pass@{kmax}_K": c.loc[kmax]})
+        rows.append(
+            {
+                "group_type": t,
+                "algorithm": a,
+                "grad_norm_1": d.loc[1, "grad_norm"],
+                "update_norm_K": d.loc[k, "update_norm"],
+                "d_logp_wrong_1": d.loc[1, "d_logp_wrong"],
+                "d_logp_wrong_K": d.loc[k, "d_logp_wrong"],
+                "d_logp_correct_1": d.loc[1, "d_logp_correct"],
+                "d_logp_correct_K": d.loc[k, "d_logp_correct"],
+                "d_entropy_K": d.loc[k, "d_entropy"],
+                "pass@1_before": s.loc[1],
+                "pass@1_K": c.loc[1],
+                f"pass@{kmax}_before": s.loc[kmax],
+                f"pass@{kmax}_K": c.loc[kmax],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -134,7 +168,10 @@ def build_probe_report(folder: Path, out: Path) -> ProbeReport:
     name, k = folder.name, int(settings["updates"])
     algos = list(settings["algorithms"])
     rep = ProbeReport(name, out)
-    figs = {"dynamics": _dynamics_figure(upd, algos, out, name, k), "passk": _passk_figure(curves, algos, out, name, k)}
+    figs = {
+        "dynamics": _dynamics_figure(upd, algos, out, name, k),
+        "passk": _passk_figure(curves, algos, out, name, k),
+    }
     table = summary_table(upd, curves, k)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "probe_summary.csv", index=False, float_format="%.6g")
@@ -156,18 +193,29 @@ def build_probe_report(folder: Path, out: Path) -> ProbeReport:
         f"on each fixed batch from the identical state, policy-gradient term only (no entropy bonus, KL or weight decay). "
         f"Log-probs are sequence sums; pass@k from {settings['eval_n']} samples per prompt at temperature "
         f"{settings['eval_temperature']} / top-p {settings['eval_top_p']}.</p>",
-        "<h2>Summary</h2>", html_mod.html_table(fmt, index=False),
+        "<h2>Summary</h2>",
+        html_mod.html_table(fmt, index=False),
         "<h2>Cosine between the algorithms' updates</h2><p class='caption'>cos_first_grad: between the gradients of the "
-        "first update; cos_displacement: between the parameter changes after K updates.</p>", html_mod.html_table(cfmt, index=False),
-        "<h2>Dynamics</h2>", html_mod._img(figs["dynamics"]["png"], "probe dynamics"),
-        "<h2>Pass@k on the probe prompts</h2>", html_mod._img(figs["passk"]["png"], "probe pass@k"),
+        "first update; cos_displacement: between the parameter changes after K updates.</p>",
+        html_mod.html_table(cfmt, index=False),
+        "<h2>Dynamics</h2>",
+        html_mod._img(figs["dynamics"]["png"], "probe dynamics"),
+        "<h2>Pass@k on the probe prompts</h2>",
+        html_mod._img(figs["passk"]["png"], "probe pass@k"),
         f"<h2>Settings</h2><pre>{e(yaml.safe_dump(settings, sort_keys=False))}</pre></body></html>",
     ]
     (out / "index.html").write_text("\n".join(parts), encoding="utf-8")
-    rep.files = [out / "index.html", out / "probe_summary.csv", out / "probe_cosines.csv", out / "probe_updates.csv",
-                 *[p for f in figs.values() for p in f.values()]]
+    rep.files = [
+        out / "index.html",
+        out / "probe_summary.csv",
+        out / "probe_cosines.csv",
+        out / "probe_updates.csv",
+        *[p for f in figs.values() for p in f.values()],
+    ]
     aw = table[table["group_type"] == "all_wrong"].set_index("algorithm")["d_logp_wrong_1"]
-    rep.summary = "probe · Δ logp(wrong) after one update on all-wrong groups: " + ", ".join(f"{a} {v:+.3g}" for a, v in aw.items())
+    rep.summary = "probe · Δ logp(wrong) after one update on all-wrong groups: " + ", ".join(
+        f"{a} {v:+.3g}" for a, v in aw.items()
+    )
     return rep
 
 

@@ -77,7 +77,9 @@ def plot_heatmap(data: SweepData, out: Path) -> dict[str, Path] | None:
         best = data.best
         if grid:
             mat = c.pivot_table(index=py, columns=px, values="mean", aggfunc="mean").reindex(index=ys, columns=xs)
-            region = c.pivot_table(index=py, columns=px, values="in_best_region", aggfunc="max").reindex(index=ys, columns=xs)
+            region = c.pivot_table(index=py, columns=px, values="in_best_region", aggfunc="max").reindex(
+                index=ys, columns=xs
+            )
             cmap = "viridis" if data.maximize else "viridis_r"
             ax.set_facecolor("0.88")  # cells without a complete trial
             sns.heatmap(mat, annot=True, fmt=".1f", cmap=cmap, ax=ax, cbar_kws={"label": data.objective},
@@ -96,10 +98,14 @@ def plot_heatmap(data: SweepData, out: Path) -> dict[str, Path] | None:
                 ax.plot(dx + 0.5, dy + 0.5, marker="X", color="white", mec="black", ms=11, ls="",
                         label=f"base setting ({px} {_fmt(data.defaults[px])}, {py} {_fmt(data.defaults[py])})")
                 ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8, frameon=False)
-            done = f"{len(c)} of {len(xs) * len(ys)} cells" + (" (grey: not run or not complete)" if len(c) < len(xs) * len(ys) else "")
+            done = f"{len(c)} of {len(xs) * len(ys)} cells" + (
+                " (grey: not run or not complete)" if len(c) < len(xs) * len(ys) else ""
+            )
             others = " averaged over the other parameters" if len(data.params) > 2 else ""
-            ax.set_title(f"{title}{others}; {done}\nred outline: not resolved below the best (red star), Holm 5% family-wise",
-                         fontsize=9)
+            ax.set_title(
+                f"{title}{others}; {done}\nred outline: not resolved below the best (red star), Holm 5% family-wise",
+                fontsize=9,
+            )
         else:
             x, y, z = c[px].astype(float), c[py].astype(float), c["mean"].astype(float)
             if len(c) >= 4 and x.nunique() > 1 and y.nunique() > 1:
@@ -109,9 +115,26 @@ def plot_heatmap(data: SweepData, out: Path) -> dict[str, Path] | None:
             ax.scatter(c.loc[c["in_best_region"].astype(bool), px], c.loc[c["in_best_region"].astype(bool), py],
                        facecolors="none", edgecolors="red", s=60, label="best region (Holm, 5% family-wise)")
             if best is not None:
-                ax.plot(best[px], best[py], marker="*", color="red", ms=12, ls="", label=f"best (trial {int(best['number'])})")
+                ax.plot(
+                    best[px],
+                    best[py],
+                    marker="*",
+                    color="red",
+                    ms=12,
+                    ls="",
+                    label=f"best (trial {int(best['number'])})",
+                )
             if px in data.defaults and py in data.defaults:
-                ax.plot(data.defaults[px], data.defaults[py], marker="X", color="white", mec="black", ms=11, ls="", label="base setting")
+                ax.plot(
+                    data.defaults[px],
+                    data.defaults[py],
+                    marker="X",
+                    color="white",
+                    mec="black",
+                    ms=11,
+                    ls="",
+                    label="base setting",
+                )
             for p, setter in ((px, ax.set_xscale), (py, ax.set_yscale)):
                 if data.log_scale.get(p):
                     setter("log")
@@ -139,7 +162,15 @@ def plot_params(data: SweepData, out: Path) -> dict[str, Path] | None:
             by = c.groupby(p)["mean"].mean()
             if len(by) < len(c):  # several trials per value (a grid): their mean
                 bx = by.index.astype(float) if numeric else [cats.index(v) for v in by.index]
-                ax.plot(bx, by.to_numpy(), color="tab:orange", lw=1.8, marker="s", ms=4, label="mean over other parameters")
+                ax.plot(
+                    bx,
+                    by.to_numpy(),
+                    color="tab:orange",
+                    lw=1.8,
+                    marker="s",
+                    ms=4,
+                    label="mean over other parameters",
+                )
             if numeric and data.log_scale.get(p):
                 ax.set_xscale("log")
                 ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
@@ -149,7 +180,13 @@ def plot_params(data: SweepData, out: Path) -> dict[str, Path] | None:
             if not numeric:
                 ax.set_xticks(range(len(cats)), [str(v) for v in cats])
             if p in data.defaults and numeric:
-                ax.axvline(float(data.defaults[p]), color="0.4", ls="--", lw=1, label=f"base setting {_fmt(data.defaults[p])}")
+                ax.axvline(
+                    float(data.defaults[p]),
+                    color="0.4",
+                    ls="--",
+                    lw=1,
+                    label=f"base setting {_fmt(data.defaults[p])}",
+                )
             ax.set_xlabel(p)
             ax.set_ylabel(data.objective)
             ax.legend(fontsize=7)
@@ -180,13 +217,27 @@ def trials_table(data: SweepData) -> pd.DataFrame:
 
 def best_table(data: SweepData) -> pd.DataFrame:
     c = data.complete.sort_values("mean", ascending=not data.maximize).head(TOP)
-    rows = {f"trial {int(r['number'])}": {
-        **{p: _fmt(r[p]) for p in data.params},
-        data.objective: (f"{r['mean']:.2f} (n=1: one seed, no CI)" if pd.isna(r["low"]) else
-                         f"{r['mean']:.2f} [{r['low']:.2f}, {r['high']:.2f}] (n={int(r['n'])})"),
-        "vs best": "—" if pd.isna(r["diff"]) or r["diff"] == 0 else (f"{r['diff']:+.2f}" if pd.isna(r["diff_low"]) else
-                                                                    f"{r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}]"),
-        "best region": "yes" if r["in_best_region"] else "no"} for _, r in c.iterrows()}
+    rows = {
+        f"trial {int(r['number'])}": {
+            **{p: _fmt(r[p]) for p in data.params},
+            data.objective: (
+                f"{r['mean']:.2f} (n=1: one seed, no CI)"
+                if pd.isna(r["low"])
+                else f"{r['mean']:.2f} [{r['low']:.2f}, {r['high']:.2f}] (n={int(r['n'])})"
+            ),
+            "vs best": (
+                "—"
+                if pd.isna(r["diff"]) or r["diff"] == 0
+                else (
+                    f"{r['diff']:+.2f}"
+                    if pd.isna(r["diff_low"])
+                    else f"{r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}]"
+                )
+            ),
+            "best region": "yes" if r["in_best_region"] else "no",
+        }
+        for _, r in c.iterrows()
+    }
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "trial"
     return df
@@ -202,7 +253,11 @@ def build_sweep_report(folder: Path, out: Path) -> tuple[list[Path], list[str]]:
     """Write the sweep files into `out`; returns (files, summary lines)."""
     data = load_sweep_data(folder)
     out.mkdir(parents=True, exist_ok=True)
-    figs = {"heatmap": plot_heatmap(data, out), "params": plot_params(data, out), "importance": plot_importance(data, out)}
+    figs = {
+        "heatmap": plot_heatmap(data, out),
+        "params": plot_params(data, out),
+        "importance": plot_importance(data, out),
+    }
     table = trials_table(data)
     table.to_csv(out / "sweep_trials.csv", index=False, float_format="%.4f")
     best = best_table(data)
@@ -213,13 +268,21 @@ def build_sweep_report(folder: Path, out: Path) -> tuple[list[Path], list[str]]:
              f"({', '.join(f'{v} {k.lower()}' for k, v in counts.items())}); objective {data.objective}, "
              f"{data.meta['objective']['direction']}, mean over seeds {data.meta['seeds']}"]
     if b is not None:
-        lines.append(f"best: trial {int(b['number'])} (" + ", ".join(f"{p} {_fmt(b[p])}" for p in data.params)
-                     + f"): {b['mean']:.2f} [{b['low']:.2f}, {b['high']:.2f}] (n={int(b['n'])} seeds, {int(CONFIDENCE * 100)}% t-interval)")
+        lines.append(
+            f"best: trial {int(b['number'])} ("
+            + ", ".join(f"{p} {_fmt(b[p])}" for p in data.params)
+            + f"): {b['mean']:.2f} [{b['low']:.2f}, {b['high']:.2f}] (n={int(b['n'])} seeds, {int(CONFIDENCE * 100)}% t-interval)"
+        )
         lines.append(f"best region (not resolved below the best after Holm's correction over the "
                      f"{len(data.complete) - 1} comparisons with it, 5% family-wise): "
                      f"{len(region)} of {len(data.complete)} complete trials")
         if data.defaults:
-            lines.append("base setting: " + ", ".join(f"{k} {_fmt(v)}" for k, v in data.defaults.items()) + "; " + _base_in_region(data))
+            lines.append(
+                "base setting: "
+                + ", ".join(f"{k} {_fmt(v)}" for k, v in data.defaults.items())
+                + "; "
+                + _base_in_region(data)
+            )
     if data.importances:
         lines.append("importances: " + ", ".join(f"{k} {v:.2f}" for k, v in data.importances.items()))
     lines.append(f"open the study: {dashboard_line(data)}   (pip install optuna-dashboard)")
@@ -276,7 +339,11 @@ def _base_in_region(data: SweepData) -> str:
                for p in params)
     r = c.loc[dist.idxmin()]
     where = "inside" if r["in_best_region"] else "outside"
-    return f"nearest complete trial {int(r['number'])} (" + ", ".join(f"{p} {_fmt(r[p])}" for p in params) + f") is {where} the best region"
+    return (
+        f"nearest complete trial {int(r['number'])} ("
+        + ", ".join(f"{p} {_fmt(r[p])}" for p in params)
+        + f") is {where} the best region"
+    )
 
 
 def _html(data: SweepData, out: Path, figs: dict, best: pd.DataFrame, table: pd.DataFrame, lines: list[str]) -> Path:
@@ -289,11 +356,19 @@ def _html(data: SweepData, out: Path, figs: dict, best: pd.DataFrame, table: pd.
         if figs.get(key):
             parts.append(f"<h2>{caption}</h2>" + html_mod._img(figs[key]["png"], caption))
     parts.append("<h2>Best trials</h2>" + (html_mod.html_table(best) if len(best) else "<p>no complete trial</p>"))
-    shown = table.drop(columns=["run_ids"]).assign(**{k: table[k].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
-                                                      for k in ("mean", "low", "high", "diff", "diff_low", "diff_high", "p_holm")})
+    shown = table.drop(columns=["run_ids"]).assign(
+        **{
+            k: table[k].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
+            for k in ("mean", "low", "high", "diff", "diff_low", "diff_high", "p_holm")
+        }
+    )
     parts.append("<h2>All trials</h2>" + html_mod.html_table(shown, index=False))
     if data.notes:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li class='warn'>{html_mod._e(n)}</li>" for n in data.notes) + "</ul>")
+        parts.append(
+            "<h2>Notes</h2><ul>"
+            + "".join(f"<li class='warn'>{html_mod._e(n)}</li>" for n in data.notes)
+            + "</ul>"
+        )
     parts.append("</body></html>")
     path = out / "sweep.html"
     path.write_text("\n".join(parts))
@@ -313,5 +388,8 @@ def report_sweeps(exp, dest: Path, console) -> list[Path]:
         files += new
         for line in lines:
             console.print(line, highlight=False, soft_wrap=True)
-        console.print(f"[green]wrote[/] {dest}/sweep.html (heatmap, parameter effects, importances, best trials)", highlight=False)
+        console.print(
+            f"[green]wrote[/] {dest}/sweep.html (heatmap, parameter effects, importances, best trials)",
+            highlight=False,
+        )
     return files

@@ -75,9 +75,15 @@ def load_sweep_data(folder: Path) -> SweepData:
         ua = t.get("user_attrs", {})
         if ua.get("fail_kind") == "surplus":
             continue  # never ran (two workers asked at once)
-        row = {"number": t["number"], "state": t["state"], "value": t["value"], **{p: t["params"].get(p) for p in params},
-               "fail_kind": ua.get("fail_kind") if t["state"] == "FAIL" else None,
-               "reason": ua.get("fail_reason") or ua.get("prune_reason"), "run_ids": ua.get("run_ids", [])}
+        row = {
+            "number": t["number"],
+            "state": t["state"],
+            "value": t["value"],
+            **{p: t["params"].get(p) for p in params},
+            "fail_kind": ua.get("fail_kind") if t["state"] == "FAIL" else None,
+            "reason": ua.get("fail_reason") or ua.get("prune_reason"),
+            "run_ids": ua.get("run_ids", []),
+        }
         vals = []
         if t["state"] == "COMPLETE":
             for rid in row["run_ids"]:
@@ -94,15 +100,25 @@ def load_sweep_data(folder: Path) -> SweepData:
             ci = mean_interval(vals, CONFIDENCE)
             row.update(mean=ci.estimate, low=ci.low, high=ci.high, n=ci.n)
             if t["value"] is not None and abs(ci.estimate - t["value"]) > 1e-6:
-                notes.append(f"trial {t['number']}: recomputed objective {ci.estimate:.4f} differs from the study's {t['value']:.4f}")
+                notes.append(
+                    f"trial {t['number']}: recomputed objective {ci.estimate:.4f} differs from the study's {t['value']:.4f}"
+                )
         rows.append(row)
     trials = pd.DataFrame(rows)
     for c in ("mean", "low", "high", "n"):
         if c not in trials:
             trials[c] = np.nan
     log_scale = {p: bool(meta["params"][p].get("log", False)) for p in params}
-    data = SweepData(folder, meta, trials, pd.DataFrame(runs, columns=["number", "run_id", "seed", "objective"]), params,
-                     log_scale, defaults=_defaults(meta, folder, runs), notes=notes)
+    data = SweepData(
+        folder,
+        meta,
+        trials,
+        pd.DataFrame(runs, columns=["number", "run_id", "seed", "objective"]),
+        params,
+        log_scale,
+        defaults=_defaults(meta, folder, runs),
+        notes=notes,
+    )
     data.importances = _importances(data)
     mark_best_region(data)
     return data
@@ -140,7 +156,9 @@ def _importances(data: SweepData) -> dict[str, float]:
     for r in c.itertuples():
         t = raw[r.number]
         dists = {k: optuna.distributions.json_to_distribution(v) for k, v in t["distributions"].items()}
-        study.add_trial(optuna.trial.create_trial(params=t["params"], distributions=dists, value=float(r.mean)))
+        study.add_trial(
+            optuna.trial.create_trial(params=t["params"], distributions=dists, value=float(r.mean))
+        )
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -169,8 +187,13 @@ def mark_best_region(data: SweepData) -> None:
         if r["number"] not in groups:
             continue
         g = groups[r["number"]]
-        iv = diff_interval(g["objective"].to_numpy(float), ref["objective"].to_numpy(float), g["seed"].tolist(),
-                           ref["seed"].tolist(), CONFIDENCE)
+        iv = diff_interval(
+            g["objective"].to_numpy(float),
+            ref["objective"].to_numpy(float),
+            g["seed"].tolist(),
+            ref["seed"].tolist(),
+            CONFIDENCE,
+        )
         t.loc[i, ["diff", "diff_low", "diff_high"]] = [iv.estimate, iv.low, iv.high]
         if r["number"] != best["number"]:
             worse = iv.estimate < 0 if data.maximize else iv.estimate > 0

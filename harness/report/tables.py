@@ -11,7 +11,14 @@ import pandas as pd
 
 from harness.core.errors import UserError
 from harness.core.stats import CONFIDENCE, mean_interval
-from harness.report.compare import INTERVAL_WORDS, signed, COMPARISON_COLUMNS, best_flags, comparison_row, mean_of
+from harness.report.compare import (
+    INTERVAL_WORDS,
+    signed,
+    COMPARISON_COLUMNS,
+    best_flags,
+    comparison_row,
+    mean_of,
+)
 
 START = "before RL"  # the row of the policy before RL (its first evaluation); not a valid variant name, so no clash
 
@@ -29,7 +36,9 @@ def aggregate(df: pd.DataFrame, by: Sequence[str], value: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*by, "mean", "low", "high", "n"])
 
 
-def order_variants(df: pd.DataFrame, variants: Sequence[str], benchmarks: Sequence[str] | None = None) -> pd.DataFrame:
+def order_variants(
+    df: pd.DataFrame, variants: Sequence[str], benchmarks: Sequence[str] | None = None
+) -> pd.DataFrame:
     """Rows in the given variant order, then benchmark order (as the experiment file lists them; else by name)."""
     rank = {v: i for i, v in enumerate(variants)}
     df = df.assign(_r=df["variant"].map(rank))
@@ -49,7 +58,9 @@ def ordered_benchmarks(present, benchmarks: Sequence[str] | None = None) -> list
     return order + sorted(present - set(order))
 
 
-def before_rl(frame: pd.DataFrame, selected: pd.DataFrame, by: Sequence[str] = ("benchmark",)) -> pd.DataFrame:
+def before_rl(
+    frame: pd.DataFrame, selected: pd.DataFrame, by: Sequence[str] = ("benchmark",)
+) -> pd.DataFrame:
     """Rows of the policy before RL: each run's first evaluation, when it precedes the run's selected step.
 
     frame: per-run rows with run_id, seed, step and `by` (AUCs or pass@k curves, every evaluated step);
@@ -65,7 +76,11 @@ def before_rl(frame: pd.DataFrame, selected: pd.DataFrame, by: Sequence[str] = (
     first = first[first["step"] < first["run_id"].map(chosen)]
     if first.empty:
         return frame.iloc[:0]
-    per_seed = first.drop(columns=["run_id", "variant"]).groupby(["seed", *by], as_index=False).mean(numeric_only=True)
+    per_seed = (
+        first.drop(columns=["run_id", "variant"])
+        .groupby(["seed", *by], as_index=False)
+        .mean(numeric_only=True)
+    )
     return per_seed.assign(variant=START, run_id=[f"{START}-s{s}" for s in per_seed["seed"]])
 
 
@@ -74,7 +89,9 @@ def start_aucs(aucs_all: pd.DataFrame, selected: pd.DataFrame) -> pd.DataFrame:
     return before_rl(aucs_all, selected, ("benchmark",))
 
 
-def passk_table(curves: pd.DataFrame, variants: Sequence[str], benchmarks: Sequence[str] | None = None) -> pd.DataFrame:
+def passk_table(
+    curves: pd.DataFrame, variants: Sequence[str], benchmarks: Sequence[str] | None = None
+) -> pd.DataFrame:
     """pass@1 and pass@k_max per variant x benchmark: mean over seeds, CI, sd, min, max, n (long form).
 
     curves: the selected step's curves (plus `before_rl` rows); k_max = the largest k of each benchmark.
@@ -83,7 +100,11 @@ def passk_table(curves: pd.DataFrame, variants: Sequence[str], benchmarks: Seque
     sel = curves[(curves["k"] == 1) | (curves["k"] == kmax)]
     agg = aggregate(sel, ["variant", "benchmark", "k"], "pass_at_k").rename(
         columns={"low": "ci_low", "high": "ci_high", "n": "n_seeds"})
-    spread = sel.groupby(["variant", "benchmark", "k"])["pass_at_k"].agg(sd="std", min="min", max="max").reset_index()
+    spread = (
+        sel.groupby(["variant", "benchmark", "k"])["pass_at_k"]
+        .agg(sd="std", min="min", max="max")
+        .reset_index()
+    )
     agg = agg.merge(spread, on=["variant", "benchmark", "k"])
     agg.loc[agg["n_seeds"] < 2, ["ci_low", "ci_high"]] = float("nan")
     return order_variants(agg, variants, benchmarks).reset_index(drop=True)
@@ -147,8 +168,13 @@ def resolve_reference(requested: str | None, runs: pd.DataFrame, variants: Seque
     return requested
 
 
-def comparison_table(aucs: pd.DataFrame, reference: str, variants: Sequence[str],
-                     benchmarks: Sequence[str] | None = None, problems: pd.DataFrame | None = None) -> pd.DataFrame:
+def comparison_table(
+    aucs: pd.DataFrame,
+    reference: str,
+    variants: Sequence[str],
+    benchmarks: Sequence[str] | None = None,
+    problems: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Per (variant != reference, benchmark): AUC difference with its interval (paired by seed where both
     sides share seeds, else Welch; two-level with `problems`), resolved, P(better) with its interval and
     the permutation p-value (compare.comparison_row). One seed on a side: those columns are NaN.
@@ -160,8 +186,16 @@ def comparison_table(aucs: pd.DataFrame, reference: str, variants: Sequence[str]
         ref = aucs[(aucs["variant"] == reference) & (aucs["benchmark"] == bench)]
         if ref.empty:
             continue
-        stat = comparison_row(grp["auc"].to_numpy(dtype=float), grp["seed"].tolist(), ref["auc"].to_numpy(dtype=float),
-                              ref["seed"].tolist(), problems, variant, reference, bench)
+        stat = comparison_row(
+            grp["auc"].to_numpy(dtype=float),
+            grp["seed"].tolist(),
+            ref["auc"].to_numpy(dtype=float),
+            ref["seed"].tolist(),
+            problems,
+            variant,
+            reference,
+            bench,
+        )
         rows.append({"variant": variant, "benchmark": bench, "reference": reference, **stat,
                      "n_seeds": len(grp), "n_ref_seeds": len(ref)})
     frame = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
@@ -185,7 +219,11 @@ def diff_cell(r) -> str:
     design); one seed on a side has none of them."""
     if pd.isna(r.ci_low):
         return f"{signed(r.diff)} (n={r.n_seeds} vs {r.n_ref_seeds}: one seed, no CI or P(better))"
-    design = "paired" if str(r.interval).startswith("paired") or r.interval == "two-level bootstrap" else "unpaired"
+    design = (
+        "paired"
+        if str(r.interval).startswith("paired") or r.interval == "two-level bootstrap"
+        else "unpaired"
+    )
     wide = ", very wide" if min(r.n_seeds, r.n_ref_seeds) == 2 else ""
     return (f"{signed(r.diff)} [{signed(r.ci_low)}, {signed(r.ci_high)}] {resolved_word(r)}, "
             f"P(better)={r.p_improve:.2f} [{r.p_improve_low:.2f}, {r.p_improve_high:.2f}], p={r.p_perm:.2g} "
@@ -200,13 +238,18 @@ def grid_label(table: pd.DataFrame) -> str:
     return f"AUC over k log2-uniform from 1 to k_max per benchmark ({per})"
 
 
-def auc_wide(table: pd.DataFrame, bold: tuple[str, str] = ("**", "**"), benchmarks: Sequence[str] | None = None) -> pd.DataFrame:
+def auc_wide(
+    table: pd.DataFrame, bold: tuple[str, str] = ("**", "**"), benchmarks: Sequence[str] | None = None
+) -> pd.DataFrame:
     """variant x benchmark of formatted cells, best per column wrapped in `bold`; columns in benchmark order."""
     cells = table.assign(cell=[
         (bold[0] + _cell(r.auc_mean, r.ci_low, r.ci_high, r.n_seeds) + bold[1]) if r.best
         else _cell(r.auc_mean, r.ci_low, r.ci_high, r.n_seeds) for r in table.itertuples()])
     wide = cells.pivot(index="variant", columns="benchmark", values="cell").fillna("–")
-    return wide.reindex(index=list(dict.fromkeys(table["variant"])), columns=ordered_benchmarks(table["benchmark"], benchmarks))
+    return wide.reindex(
+        index=list(dict.fromkeys(table["variant"])),
+        columns=ordered_benchmarks(table["benchmark"], benchmarks),
+    )
 
 
 def to_markdown(wide: pd.DataFrame, index_name: str = "variant") -> str:
@@ -218,7 +261,14 @@ def to_markdown(wide: pd.DataFrame, index_name: str = "variant") -> str:
 
 
 def _tex(s: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("–", "--")):
+    for a, b in (
+        ("\\", r"\textbackslash{}"),
+        ("_", r"\_"),
+        ("%", r"\%"),
+        ("&", r"\&"),
+        ("#", r"\#"),
+        ("–", "--"),
+    ):
         s = s.replace(a, b)
     return s
 
@@ -241,7 +291,9 @@ def to_latex(wide: pd.DataFrame, caption: str, label: str, index_name: str = "Va
 def comparison_wide(comp: pd.DataFrame, benchmarks: Sequence[str] | None = None) -> pd.DataFrame:
     cells = comp.assign(cell=[diff_cell(r) for r in comp.itertuples()])
     wide = cells.pivot(index="variant", columns="benchmark", values="cell").fillna("–")
-    return wide.reindex(index=list(dict.fromkeys(comp["variant"])), columns=ordered_benchmarks(comp["benchmark"], benchmarks))
+    return wide.reindex(
+        index=list(dict.fromkeys(comp["variant"])), columns=ordered_benchmarks(comp["benchmark"], benchmarks)
+    )
 
 
 def write_tables(out: Path, table: pd.DataFrame, comp: pd.DataFrame | None, reference: str | None,
@@ -254,13 +306,23 @@ def write_tables(out: Path, table: pd.DataFrame, comp: pd.DataFrame | None, refe
     out.mkdir(parents=True, exist_ok=True)
     grid = grid_label(table)
     ci = INTERVAL_WORDS[interval]
-    paths = {"auc_csv": out / "auc_table.csv", "auc_md": out / "auc_table.md", "auc_tex": out / "auc_table.tex"}
+    paths = {
+        "auc_csv": out / "auc_table.csv",
+        "auc_md": out / "auc_table.md",
+        "auc_tex": out / "auc_table.tex",
+    }
     table.to_csv(paths["auc_csv"], index=False, float_format="%.4f")
-    start_note = f" Row '{START}': the policy's first evaluation (before any RL step), once per seed." if (table["variant"] == START).any() else ""
-    caption = (f"Pass@k AUC (0-100) on {experiment}, {step_label}: mean over seeds "
-               f"[{ci}] (n = seeds; one seed has no CI; two seeds: very wide); bold = best per benchmark: the "
-               f"highest mean and every row not resolved below it (Holm-corrected over the benchmark's rows)."
-               f"{start_note} {grid}.")
+    start_note = (
+        f" Row '{START}': the policy's first evaluation (before any RL step), once per seed."
+        if (table["variant"] == START).any()
+        else ""
+    )
+    caption = (
+        f"Pass@k AUC (0-100) on {experiment}, {step_label}: mean over seeds "
+        f"[{ci}] (n = seeds; one seed has no CI; two seeds: very wide); bold = best per benchmark: the "
+        f"highest mean and every row not resolved below it (Holm-corrected over the benchmark's rows)."
+        f"{start_note} {grid}."
+    )
     wide = auc_wide(table, benchmarks=benchmarks)
     paths["auc_md"].write_text(f"### Pass@k AUC — {experiment}\n\n{caption}\n\n" + to_markdown(wide))
     paths["auc_tex"].write_text(to_latex(wide, caption, f"tab:auc-{experiment}"))
@@ -270,13 +332,21 @@ def write_tables(out: Path, table: pd.DataFrame, comp: pd.DataFrame | None, refe
     for key, stem, frame, ref in sections:
         if frame is None or ref is None:
             continue
-        paths.update({f"{key}_csv": out / f"{stem}.csv", f"{key}_md": out / f"{stem}.md", f"{key}_tex": out / f"{stem}.tex"})
+        paths.update(
+            {
+                f"{key}_csv": out / f"{stem}.csv",
+                f"{key}_md": out / f"{stem}.md",
+                f"{key}_tex": out / f"{stem}.tex",
+            }
+        )
         frame.to_csv(paths[f"{key}_csv"], index=False, float_format="%.4f")
-        ccap = (f"Pass@k AUC difference vs {ref} on {experiment}, {step_label}: mean difference [{ci}]; "
-                f"resolved = the interval excludes 0 (each cell on its own, no correction for the table's "
-                f"{len(frame)} cells); P(better) = probability that a seed of the variant beats a seed of {ref} "
-                f"(Mann-Whitney U / n1 n2) [95% Newcombe interval]; p = exact permutation p-value (sign flips "
-                f"when paired, else relabelling); one seed on a side has none of them. {grid}.")
+        ccap = (
+            f"Pass@k AUC difference vs {ref} on {experiment}, {step_label}: mean difference [{ci}]; "
+            f"resolved = the interval excludes 0 (each cell on its own, no correction for the table's "
+            f"{len(frame)} cells); P(better) = probability that a seed of the variant beats a seed of {ref} "
+            f"(Mann-Whitney U / n1 n2) [95% Newcombe interval]; p = exact permutation p-value (sign flips "
+            f"when paired, else relabelling); one seed on a side has none of them. {grid}."
+        )
         w = comparison_wide(frame, benchmarks)
         paths[f"{key}_md"].write_text(f"### AUC vs {ref} — {experiment}\n\n{ccap}\n\n" + to_markdown(w))
         paths[f"{key}_tex"].write_text(to_latex(w, ccap, f"tab:{key}-{experiment}"))
@@ -288,8 +358,10 @@ def write_passk(out: Path, table: pd.DataFrame, experiment: str, step_label: str
     """passk_table.{md,csv}: pass@1 and pass@k_max before RL and after, per variant and benchmark."""
     paths = {"passk_csv": out / "passk_table.csv", "passk_md": out / "passk_table.md"}
     table.to_csv(paths["passk_csv"], index=False, float_format="%.4f")
-    caption = (f"pass@1 and pass@k at the largest k on {experiment}, {step_label}, and for the policy '{START}': "
-               f"mean ± sd over seeds [min, max] (n = seeds).")
+    caption = (
+        f"pass@1 and pass@k at the largest k on {experiment}, {step_label}, and for the policy '{START}': "
+        f"mean ± sd over seeds [min, max] (n = seeds)."
+    )
     paths["passk_md"].write_text(f"### pass@k before and after RL — {experiment}\n\n{caption}\n\n"
                                  + to_markdown(passk_wide(table, benchmarks)))
     return paths
@@ -303,4 +375,8 @@ def bin_steps(df: pd.DataFrame, max_points: int = 100) -> pd.DataFrame:
     edges = np.linspace(steps[0], steps[-1], max_points + 1)
     idx = np.clip(np.searchsorted(edges, df["step"].to_numpy(), side="right") - 1, 0, max_points - 1)
     centers = ((edges[:-1] + edges[1:]) / 2).round().astype(int)
-    return df.assign(step=centers[idx]).groupby(["run_id", "variant", "seed", "step"], as_index=False).mean(numeric_only=True)
+    return (
+        df.assign(step=centers[idx])
+        .groupby(["run_id", "variant", "seed", "step"], as_index=False)
+        .mean(numeric_only=True)
+    )

@@ -22,8 +22,16 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import algorithms
-from harness.config.experiment import (CLIP_KNOBS, Experiment, Name, canonical_hash, clip_cannot_bind, load_experiment,
-                                       read_yaml, validation_message)
+from harness.config.experiment import (
+    CLIP_KNOBS,
+    Experiment,
+    Name,
+    canonical_hash,
+    clip_cannot_bind,
+    load_experiment,
+    read_yaml,
+    validation_message,
+)
 from harness.config.runspec import expand
 from harness.core.errors import UserError
 
@@ -37,13 +45,17 @@ class Param(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: Literal["float", "int", "categorical"] | None = Field(
-        None, description="float | int | categorical (default: categorical when `choices` is given, else float)")
+        None,
+        description="float | int | categorical (default: categorical when `choices` is given, else float)",
+    )
     low: float | None = Field(None, description="lower bound (inclusive)")
     high: float | None = Field(None, description="upper bound (inclusive)")
     log: bool = Field(False, description="sample on a log scale (needs low > 0)")
     step: float | None = Field(None, gt=0, description="discretisation step (not with log)")
     choices: list[Choice] | None = Field(None, description="categorical values")
-    grid: int | None = Field(None, ge=2, description="grid sampler: this many points from low to high (log-spaced when log)")
+    grid: int | None = Field(
+        None, ge=2, description="grid sampler: this many points from low to high (log-spaced when log)"
+    )
     values: list[Choice] | None = Field(None, description="grid sampler: explicit values instead of `grid`")
 
     @model_validator(mode="after")
@@ -64,7 +76,9 @@ class Param(BaseModel):
         if self.low > self.high:
             raise ValueError(f"inverted range (low {self.low} > high {self.high}); swap them")
         if self.log and self.low <= 0:
-            raise ValueError(f"log range with a non-positive bound (low = {self.low}); a log scale needs low > 0")
+            raise ValueError(
+                f"log range with a non-positive bound (low = {self.low}); a log scale needs low > 0"
+            )
         if self.log and self.step is not None:
             raise ValueError("log and step cannot be combined (Optuna); drop one")
         if kind == "int" and (self.low != int(self.low) or self.high != int(self.high)):
@@ -87,15 +101,25 @@ class Param(BaseModel):
         if self.kind == "int" and not self.log:
             return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
         if self.grid:
-            pts = np.geomspace(self.low, self.high, self.grid) if self.log else np.linspace(self.low, self.high, self.grid)
-            return sorted({int(round(p)) for p in pts}) if self.kind == "int" else [float(f"{p:.10g}") for p in pts]
+            pts = (
+                np.geomspace(self.low, self.high, self.grid)
+                if self.log
+                else np.linspace(self.low, self.high, self.grid)
+            )
+            return (
+                sorted({int(round(p)) for p in pts})
+                if self.kind == "int"
+                else [float(f"{p:.10g}") for p in pts]
+            )
         return None
 
     def suggest(self, trial, name: str) -> Choice:
         if self.kind == "categorical":
             return trial.suggest_categorical(name, list(self.choices))
         if self.kind == "int":
-            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+            return trial.suggest_int(
+                name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log
+            )
         return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
 
 
@@ -104,16 +128,33 @@ class SweepConfig(BaseModel):
     experiment: str = Field(description="base experiment file (relative to the sweep file)")
     variant: Name = Field(description="variant of the base experiment whose settings are searched")
     params: dict[str, Param] = Field(
-        min_length=1, description="name -> Param: a knob of the variant's preset (eps_pos) or an experiment field (train.lr)")
+        min_length=1,
+        description="name -> Param: a knob of the variant's preset (eps_pos) or an experiment field (train.lr)",
+    )
     benchmark: str = Field(description="held-out benchmark the objective is computed on")
-    metric: str = Field("auc", description="objective metric at the final step: auc (Pass@k AUC) or pass@K (K <= eval.n)")
+    metric: str = Field(
+        "auc", description="objective metric at the final step: auc (Pass@k AUC) or pass@K (K <= eval.n)"
+    )
     direction: Literal["maximize", "minimize"] = Field("maximize", description="optimisation direction")
-    trials: int | None = Field(None, gt=0, description="complete trials wanted (default: every grid point for grid, else 12)")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="seeds per trial (objective = mean)")
-    sampler: Literal["tpe", "random", "grid", "cmaes"] = Field("tpe", description="Optuna sampler (grid: exact, reproducible)")
-    pruner: Literal["median", "none"] = Field("median", description="prune trials whose intermediate value is worse than the median")
-    seed: int = Field(0, description="sampler seed (trial n draws from seed and n, so parallel workers never repeat each other)")
-    max_failed: int | None = Field(None, ge=0, description="stop asking for new trials after this many failed ones (default: trials)")
+    trials: int | None = Field(
+        None, gt=0, description="complete trials wanted (default: every grid point for grid, else 12)"
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [0], min_length=1, description="seeds per trial (objective = mean)"
+    )
+    sampler: Literal["tpe", "random", "grid", "cmaes"] = Field(
+        "tpe", description="Optuna sampler (grid: exact, reproducible)"
+    )
+    pruner: Literal["median", "none"] = Field(
+        "median", description="prune trials whose intermediate value is worse than the median"
+    )
+    seed: int = Field(
+        0,
+        description="sampler seed (trial n draws from seed and n, so parallel workers never repeat each other)",
+    )
+    max_failed: int | None = Field(
+        None, ge=0, description="stop asking for new trials after this many failed ones (default: trials)"
+    )
 
     @model_validator(mode="after")
     def _cross(self) -> "SweepConfig":
@@ -130,8 +171,10 @@ class SweepConfig(BaseModel):
         if self.sampler == "cmaes":
             cat = [k for k, p in self.params.items() if p.kind == "categorical"]
             if cat or len(self.params) < 2:
-                raise ValueError("sampler cmaes needs at least two numeric parameters and no categorical one "
-                                 f"({'categorical: ' + ', '.join(cat) if cat else 'only one parameter'}); use tpe")
+                raise ValueError(
+                    "sampler cmaes needs at least two numeric parameters and no categorical one "
+                    f"({'categorical: ' + ', '.join(cat) if cat else 'only one parameter'}); use tpe"
+                )
         return self
 
     @property
@@ -157,24 +200,32 @@ def load_sweep(path: Path) -> tuple[SweepConfig, Experiment]:
         raise UserError(f"{path}: no such sweep file")
     raw = read_yaml(path) or {}
     if isinstance(raw, dict) and "variants" in raw:
-        raise UserError(f"{path}: this is an experiment file (it has `variants:`): run it with `harness run {path}`")
+        raise UserError(
+            f"{path}: this is an experiment file (it has `variants:`): run it with `harness run {path}`"
+        )
     try:
         cfg = SweepConfig.model_validate(raw)
     except ValidationError as e:
         raise UserError(f"{path}: {validation_message(e, SweepConfig)}") from None
     exp = load_experiment(path.parent / cfg.experiment)
     if cfg.variant not in {v.name for v in exp.variants}:
-        raise UserError(f"{path}: variant: {cfg.variant!r} is not in {cfg.experiment} (variants: {', '.join(v.name for v in exp.variants)})")
+        raise UserError(
+            f"{path}: variant: {cfg.variant!r} is not in {cfg.experiment} (variants: {', '.join(v.name for v in exp.variants)})"
+        )
     if cfg.benchmark not in exp.eval.benchmarks:
         raise UserError(f"{path}: benchmark: {cfg.benchmark!r} is not one of {sorted(exp.eval.benchmarks)}")
     if cfg.metric != "auc" and int(cfg.metric[5:]) > exp.eval.n:
-        raise UserError(f"{path}: metric: {cfg.metric} needs k <= eval.n ({exp.eval.n}); lower k or raise eval.n")
+        raise UserError(
+            f"{path}: metric: {cfg.metric} needs k <= eval.n ({exp.eval.n}); lower k or raise eval.n"
+        )
     for name in cfg.params:
         _check_param_name(path, name, cfg, exp)
     eps = CLIP_KNOBS & set(cfg.params)
     if eps and clip_cannot_bind(exp):
-        raise UserError(f"{path}: params: sweeping {sorted(eps)} is meaningless with train.mini_batches = 1 and "
-                        f"train.epochs = 1 (the ratio is identically 1, no clip bound can bind); raise mini_batches")
+        raise UserError(
+            f"{path}: params: sweeping {sorted(eps)} is meaningless with train.mini_batches = 1 and "
+            f"train.epochs = 1 (the ratio is identically 1, no clip bound can bind); raise mini_batches"
+        )
     for name, p in cfg.params.items():  # every bound / choice must make a valid experiment
         base = {k: _probe(q) for k, q in cfg.params.items()}
         for v in (p.choices if p.kind == "categorical" else [p.low, p.high]):
@@ -196,11 +247,19 @@ def _check_param_name(path: Path, name: str, cfg: SweepConfig, exp: Experiment) 
         model = Experiment.model_fields.get(section)
         sub = getattr(model.annotation, "model_fields", None) if model else None
         if section in ("seeds", "variants", "name") or not sub or field not in sub:
-            fields = [f"{s}.{f}" for s in ("train", "task", "model", "warm_start") for f in type(getattr(exp, s)).model_fields]
-            raise UserError(f"{path}: params.{name}: unknown parameter: not an experiment field (e.g. {', '.join(fields[:6])}, ...)")
+            fields = [
+                f"{s}.{f}"
+                for s in ("train", "task", "model", "warm_start")
+                for f in type(getattr(exp, s)).model_fields
+            ]
+            raise UserError(
+                f"{path}: params.{name}: unknown parameter: not an experiment field (e.g. {', '.join(fields[:6])}, ...)"
+            )
         if section == "verl" and exp.backend != "verl":
-            raise UserError(f"{path}: params.{name}: the base experiment is `backend: {exp.backend}`; verl.* settings "
-                            f"apply only to `backend: verl` experiments")
+            raise UserError(
+                f"{path}: params.{name}: the base experiment is `backend: {exp.backend}`; verl.* settings "
+                f"apply only to `backend: verl` experiments"
+            )
         return
     base = next(v for v in exp.variants if v.name == cfg.variant)
     preset = algorithms.get_preset(base.preset)
@@ -218,20 +277,29 @@ def trial_exp(cfg: SweepConfig, exp: Experiment, params: dict[str, Choice]) -> E
     """The base experiment reduced to the swept variant with the trial's settings (same params -> same run ids)."""
     base = next(v for v in exp.variants if v.name == cfg.variant)
     tag = "_".join(f"{k}{_fmt(v)}" for k, v in sorted(params.items()))
-    raw = exp.model_dump(exclude={"verl"} if exp.backend == "local" else set())  # `verl:` only on verl experiments
+    raw = exp.model_dump(
+        exclude={"verl"} if exp.backend == "local" else set()
+    )  # `verl:` only on verl experiments
     knobs = {k: v for k, v in params.items() if "." not in k}
     for k, v in params.items():
         if "." in k:
             section, _, field = k.partition(".")
             raw[section] = {**raw[section], field: v}
-    raw.update(name=f"{exp.name}_sweep_{cfg.variant}", seeds=list(cfg.seeds),
-               variants=[{"name": f"{cfg.variant}__{tag}", "preset": base.preset, "overrides": {**base.overrides, **knobs}}])
+    raw.update(
+        name=f"{exp.name}_sweep_{cfg.variant}",
+        seeds=list(cfg.seeds),
+        variants=[
+            {"name": f"{cfg.variant}__{tag}", "preset": base.preset, "overrides": {**base.overrides, **knobs}}
+        ],
+    )
     try:
         out = Experiment.model_validate(raw)
         expand(out)
     except ValidationError as e:
         err = e.errors()[0]
-        raise UserError(f"{'.'.join(map(str, err['loc']))}: {err['msg'].removeprefix('Value error, ')}") from None
+        raise UserError(
+            f"{'.'.join(map(str, err['loc']))}: {err['msg'].removeprefix('Value error, ')}"
+        ) from None
     return out
 
 

@@ -41,16 +41,24 @@ def open_storage(url: str | None, out: Path) -> Storage:
     try:
         parsed = sqlalchemy.engine.make_url(url)
     except sqlalchemy.exc.ArgumentError:
-        raise UserError(f"--storage {url!r}: not a storage URL (sqlite:///FILE.db, postgresql://USER@HOST/DB, "
-                        f"mysql+pymysql://USER@HOST/DB, or a journal file path)") from None
+        raise UserError(
+            f"--storage {url!r}: not a storage URL (sqlite:///FILE.db, postgresql://USER@HOST/DB, "
+            f"mysql+pymysql://USER@HOST/DB, or a journal file path)"
+        ) from None
     shown = parsed.render_as_string(hide_password=True)
     # SQLite: wait up to 60 s for another worker's write lock (its default, 5 s, is short on a loaded machine)
-    kwargs = {"connect_args": {"timeout": 60}} if parsed.get_backend_name() == "sqlite" else {"connect_args": {"connect_timeout": 10}}
+    kwargs = (
+        {"connect_args": {"timeout": 60}}
+        if parsed.get_backend_name() == "sqlite"
+        else {"connect_args": {"connect_timeout": 10}}
+    )
     try:
         store = _rdb_storage(url, kwargs)
     except sqlalchemy.exc.NoSuchModuleError:
-        raise UserError(f"--storage {shown}: unknown database kind {parsed.drivername!r}; not a storage URL "
-                        f"(sqlite:///FILE.db, postgresql://USER@HOST/DB, mysql+pymysql://USER@HOST/DB, or a journal file path)") from None
+        raise UserError(
+            f"--storage {shown}: unknown database kind {parsed.drivername!r}; not a storage URL "
+            f"(sqlite:///FILE.db, postgresql://USER@HOST/DB, mysql+pymysql://USER@HOST/DB, or a journal file path)"
+        ) from None
     except ImportError as e:
         raise UserError(f"--storage {shown}: the database driver is not installed ({e}); install it, e.g. "
                         f"psycopg2-binary for postgresql, pymysql for mysql+pymysql") from None
@@ -71,7 +79,11 @@ def _rdb_storage(url: str, engine_kwargs: dict, attempts: int = 5) -> optuna.sto
             # two workers creating a fresh database: "table ... already exists", "database is locked", or the
             # second insert of alembic's version row (SQLite "UNIQUE constraint failed", PostgreSQL "duplicate
             # key", MySQL "Duplicate entry")
-            racing = isinstance(e, sqlalchemy.exc.IntegrityError) or "already exists" in str(e) or "database is locked" in str(e)
+            racing = (
+                isinstance(e, sqlalchemy.exc.IntegrityError)
+                or "already exists" in str(e)
+                or "database is locked" in str(e)
+            )
             if not racing or i == attempts - 1:
                 raise
             time.sleep(1.0 + i)
@@ -135,27 +147,40 @@ def make_sampler(cfg: SweepConfig) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:
-    return optuna.pruners.MedianPruner(n_startup_trials=3) if cfg.pruner == "median" else optuna.pruners.NopPruner()
+    return (
+        optuna.pruners.MedianPruner(n_startup_trials=3)
+        if cfg.pruner == "median"
+        else optuna.pruners.NopPruner()
+    )
 
 
 def study_fingerprint(cfg: SweepConfig, exp: Experiment) -> str:
     """What a study's trials are made from: the sweep and the base experiment, without what changes no
-    run (`loggers`; `verl:` on a local experiment), as harness.config.experiment.expand leaves them out of run ids."""
+    run (`loggers`; `verl:` on a local experiment), as harness.config.experiment.expand leaves them out of run ids.
+    """
     unused = {"loggers"} | ({"verl"} if exp.backend == "local" else set())
     return canonical_hash([cfg.fingerprint(), exp.model_dump(exclude=unused)])
 
 
 def open_study(cfg: SweepConfig, exp: Experiment, store: Storage, name: str) -> optuna.Study:
     """Create or join the study; refuse to mix trials made from other settings (sweep or base experiment)."""
-    study = optuna.create_study(study_name=name, storage=store.obj, sampler=make_sampler(cfg), pruner=make_pruner(cfg),
-                                direction=cfg.direction, load_if_exists=True)
+    study = optuna.create_study(
+        study_name=name,
+        storage=store.obj,
+        sampler=make_sampler(cfg),
+        pruner=make_pruner(cfg),
+        direction=cfg.direction,
+        load_if_exists=True,
+    )
     fingerprint = study_fingerprint(cfg, exp)
     fp = study.user_attrs.get("sweep_fingerprint")
     if fp is None:
         study.set_user_attr("sweep_fingerprint", fingerprint)
     elif fp != fingerprint:
-        raise UserError(f"study {name!r} in {store.url} was made from other settings (sweep params, sampler, objective, "
-                        f"seeds or the base experiment); use another --results folder or --storage, or restore the old files")
+        raise UserError(
+            f"study {name!r} in {store.url} was made from other settings (sweep params, sampler, objective, "
+            f"seeds or the base experiment); use another --results folder or --storage, or restore the old files"
+        )
     return study
 
 
@@ -168,7 +193,12 @@ def counts(t, grid: bool, retried: frozenset = frozenset()) -> bool:
     """Whether a trial uses up one unit of the study's budget (`retried`: numbers of failed trials run again)."""
     if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING):
         return True
-    return t.state == TrialState.FAIL and grid and fail_kind(t) in ("error", "killed") and t.number not in retried
+    return (
+        t.state == TrialState.FAIL
+        and grid
+        and fail_kind(t) in ("error", "killed")
+        and t.number not in retried
+    )
 
 
 def retried_numbers(trials) -> frozenset:

@@ -136,12 +136,16 @@ def read_rows(path: Path) -> list[dict]:
                 return list(json.loads(text))
             return [json.loads(line) for line in text.splitlines() if line.strip()]
     except (OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read ({type(e).__name__}: {e}); give a valid JSONL or parquet file") from e
+        raise UserError(
+            f"{path}: cannot read ({type(e).__name__}: {e}); give a valid JSONL or parquet file"
+        ) from e
     raise UserError(f"{path}: unknown file type {suffix!r}; give a .jsonl, .json or .parquet file")
 
 
 def _resolve_dir(path: Path) -> Path:
-    candidates = sorted(path.glob("test.jsonl")) or sorted(path.glob("*.jsonl")) + sorted(path.glob("*.parquet"))
+    candidates = sorted(path.glob("test.jsonl")) or sorted(path.glob("*.jsonl")) + sorted(
+        path.glob("*.parquet")
+    )
     if len(candidates) != 1:
         raise UserError(
             f"{path}: expected one test.jsonl or one .jsonl/.parquet file in the folder, found "
@@ -162,11 +166,15 @@ def load_hub(hub_id: str, split: str, source: str) -> list[MathProblem]:
     try:
         ds = datasets.load_dataset(hub_id, split=split)
     except Exception as e:  # noqa: BLE001 - offline, missing split, unknown repo
-        raise UserError(f"benchmark {source!r}: cannot load hub dataset {hub_id}:{split} ({e}); pass NAME=PATH") from e
+        raise UserError(
+            f"benchmark {source!r}: cannot load hub dataset {hub_id}:{split} ({e}); pass NAME=PATH"
+        ) from e
     return problems_from_rows(iter(ds), source, f"hf:{hub_id}:{split}")
 
 
-def load_benchmark(source: str | Path, name: str | None = None, limit: int | None = None) -> list[MathProblem]:
+def load_benchmark(
+    source: str | Path, name: str | None = None, limit: int | None = None
+) -> list[MathProblem]:
     """Load one benchmark from a file, a folder, ``hf:OWNER/NAME[:SPLIT]`` or a known name.
 
     name: the benchmark label stored with each problem (default: the file's folder or stem).

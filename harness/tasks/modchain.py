@@ -32,7 +32,11 @@ def solve(digits: list[int], ops: list[str], slips=None) -> tuple[list[int], int
     multiplication's result off by one (the warm-start misconception); the chain continues from it."""
     acc, running = digits[0], []
     for i, (op, d) in enumerate(zip(ops, digits[1:])):
-        acc = (acc + d) if op == "+" else (acc - d) if op == "-" else (acc * d + int(slips is not None and slips[i]))
+        acc = (
+            (acc + d)
+            if op == "+"
+            else (acc - d) if op == "-" else (acc * d + int(slips is not None and slips[i]))
+        )
         acc %= 10
         running.append(acc)
     return running, acc

@@ -78,7 +78,7 @@ def test_verl_engine_log_probs_equal_plain_hf_and_the_local_model(engines):
     from verl.utils import tensordict_utils as tu
     from verl.workers.utils.padding import no_padding_2_padding
 
-    td = inproc._td(gen)
+    td = ro.as_tensordict(gen)
     tu.assign_non_tensor(td, calculate_entropy=False, compute_loss=False, temperature=1.0)
     engine = no_padding_2_padding(tu.get(vt.actor.compute_log_prob(td), "log_probs"), td).float()
     ids = torch.cat([gen.prompts, gen.responses], 1)
@@ -122,18 +122,18 @@ def test_an_update_moves_each_sequence_with_its_advantage(engines):
     from verl.workers.utils.padding import no_padding_2_padding
 
     def seq_logp():
-        td = inproc._td(gen)
+        td = ro.as_tensordict(gen)
         tu.assign_non_tensor(td, calculate_entropy=False, compute_loss=False, temperature=1.0)
         lp = no_padding_2_padding(tu.get(vt.actor.compute_log_prob(td), "log_probs"), td).float()
         return (lp * gen.response_mask).sum(-1)
 
     N = gen.responses.shape[0]
     adv = torch.where(torch.arange(N) // 4 % 2 == 0, 1.0, -1.0)  # alternate prompt groups up and down
-    td = inproc._td(gen)
+    td = ro.as_tensordict(gen)
     tu.assign_non_tensor(td, calculate_entropy=False, compute_loss=False, temperature=1.0)
     old_tok = no_padding_2_padding(tu.get(vt.actor.compute_log_prob(td), "log_probs"), td).float()
     old = (old_tok * gen.response_mask).sum(-1)
-    td = inproc._td(gen, old_log_probs=old_tok, ref_log_prob=old_tok, advantages=adv[:, None] * gen.response_mask)
+    td = ro.as_tensordict(gen, old_log_probs=old_tok, ref_log_prob=old_tok, advantages=adv[:, None] * gen.response_mask)
     tu.assign_non_tensor(td, calculate_entropy=False, distillation_use_topk=False, distillation_only=False,
                          global_batch_size=N, mini_batch_size=N, epochs=1, seed=0, dataloader_kwargs={"shuffle": False},
                          compute_loss=True, temperature=1.0)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.core import results
+
+if TYPE_CHECKING:
+    from harness.config.runspec import RunSpec
 
 
 class LocalBackend:

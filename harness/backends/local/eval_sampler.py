@@ -28,7 +28,9 @@ class LocalSampler:
         ckpt = path / results.CKPT_DIR / "latest.pt" if path.is_dir() else path
         run_dir = ckpt.parent.parent
         if not ckpt.is_file() or not (run_dir / results.SPEC_FILE).is_file():
-            raise UserError(f"MODEL {model}: not an embedded-backend run folder (needs spec.yaml and checkpoints/latest.pt)")
+            raise UserError(
+                f"MODEL {model}: not an embedded-backend run folder (needs spec.yaml and checkpoints/latest.pt)"
+            )
         if device not in ("auto", "cpu"):
             raise UserError(f"--device {device}: the local backend runs on the CPU only")
         self.spec = RunSpec.from_dict(yaml.safe_load((run_dir / results.SPEC_FILE).read_text()))
@@ -50,10 +52,21 @@ class LocalSampler:
     def generate(self, prompts, n, temperature, top_p, max_new_tokens, seed) -> list[list[Completion]]:
         rep = [p for p in prompts for _ in range(n)]
         try:
-            roll = sample(self.model, self.tok, rep, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+            roll = sample(
+                self.model,
+                self.tok,
+                rep,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                seed=seed,
+            )
         except ValueError as e:
             raise UserError(f"local backend: {e}; this model only reads its task's characters") from None
-        comps = [Completion(t, int(n_tok), bool(tr)) for t, n_tok, tr in zip(roll.texts, roll.lengths, roll.truncated)]
+        comps = [
+            Completion(t, int(n_tok), bool(tr))
+            for t, n_tok, tr in zip(roll.texts, roll.lengths, roll.truncated)
+        ]
         return [comps[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 

@@ -61,10 +61,19 @@ def classify_groups(acc: torch.Tensor, group_size: int) -> np.ndarray:
 def find_groups(policy, spec: RunSpec, cfg: dict) -> tuple[dict[str, ProbeBatch], dict[str, int]]:
     """Sample cfg["candidates"] prompts x G at the rollout temperature; keep the first groups_per_type of each type."""
     tok, tr, G = common.tokenizer(), spec.train, spec.train.group_size
-    problems = common.train_problems(spec, cfg["candidates"], cfg["min_ops"], cfg["max_ops"], "probe", cfg["seed"])
+    problems = common.train_problems(
+        spec, cfg["candidates"], cfg["min_ops"], cfg["max_ops"], "probe", cfg["seed"]
+    )
     rep = [p for p in problems for _ in range(G)]
-    roll = sample(policy, tok, [p.prompt for p in rep], max_new_tokens=tr.max_new_tokens, temperature=tr.temperature,
-                  top_p=tr.top_p, seed=common.derive_seed("probe-rollout", cfg["seed"]))
+    roll = sample(
+        policy,
+        tok,
+        [p.prompt for p in rep],
+        max_new_tokens=tr.max_new_tokens,
+        temperature=tr.temperature,
+        top_p=tr.top_p,
+        seed=common.derive_seed("probe-rollout", cfg["seed"]),
+    )
     acc = torch.from_numpy(modchain.grade(roll.texts, rep, spec.task.grader))
     kinds = classify_groups(acc, G)
     found = {t: int((kinds == t).sum()) for t in GROUP_TYPES}
@@ -72,7 +81,8 @@ def find_groups(policy, spec: RunSpec, cfg: dict) -> tuple[dict[str, ProbeBatch]
     if short:
         raise UserError(
             f"probe: found {found} groups among {cfg['candidates']} candidate prompts, too few {sorted(short)} "
-            f"(need groups_per_type = {cfg['groups_per_type']} each); raise `candidates` or change min_ops/max_ops")
+            f"(need groups_per_type = {cfg['groups_per_type']} each); raise `candidates` or change min_ops/max_ops"
+        )
     out = {}
     for t in GROUP_TYPES:
         gids = np.flatnonzero(kinds == t)[: cfg["groups_per_type"]]
@@ -81,8 +91,16 @@ def find_groups(policy, spec: RunSpec, cfg: dict) -> tuple[dict[str, ProbeBatch]
         width = int(roll.lengths[rows].max())
         sol = tok.encode_completions([p.solution for p in probs])
         gp, _ = tok.encode_prompts([p.prompt for p in probs])
-        out[t] = ProbeBatch(probs, roll.prompt_ids[rows], roll.completion_ids[rows, :width], roll.completion_mask[rows, :width].float(),
-                            acc[rows], torch.arange(len(gids)).repeat_interleave(G), sol, gp)
+        out[t] = ProbeBatch(
+            probs,
+            roll.prompt_ids[rows],
+            roll.completion_ids[rows, :width],
+            roll.completion_mask[rows, :width].float(),
+            acc[rows],
+            torch.arange(len(gids)).repeat_interleave(G),
+            sol,
+            gp,
+        )
     return out, found
 
 
@@ -91,11 +109,15 @@ def measure(policy, b: ProbeBatch, temperature: float) -> dict[str, float]:
     """logp_wrong, logp_correct, entropy of the policy on batch b (sequence log-probs summed over tokens)."""
     policy.eval()
     tok = common.tokenizer()
-    logp, ent = sequence_forward(policy, tok, b.prompt_ids, b.completion_ids, b.mask, with_entropy=True, temperature=temperature)
+    logp, ent = sequence_forward(
+        policy, tok, b.prompt_ids, b.completion_ids, b.mask, with_entropy=True, temperature=temperature
+    )
     seq = (logp * b.mask).sum(-1)
     wrong = ~b.acc
     sol_mask = (b.solution_ids != tok.PAD).float()
-    sol_lp, _ = sequence_forward(policy, tok, b.group_prompt_ids, b.solution_ids, sol_mask, temperature=temperature)
+    sol_lp, _ = sequence_forward(
+        policy, tok, b.group_prompt_ids, b.solution_ids, sol_mask, temperature=temperature
+    )
     return {
         "logp_wrong": float(seq[wrong].mean()) if bool(wrong.any()) else float("nan"),
         "logp_correct": float((sol_lp * sol_mask).sum(-1).mean()),
@@ -103,21 +125,31 @@ def measure(policy, b: ProbeBatch, temperature: float) -> dict[str, float]:
     }
 
 
-def pg_loss(policy, b: ProbeBatch, preset: algorithms.Preset, old_logp: torch.Tensor, temperature: float) -> torch.Tensor:
+def pg_loss(
+    policy, b: ProbeBatch, preset: algorithms.Preset, old_logp: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """The preset's policy-gradient loss on b: its advantage piece on binary rewards, its policy-loss piece."""
     name = preset.pieces["advantage"]
     if algorithms.ADVANTAGES.meta(name).get("token_level", False):
         raise UserError(f"probe: preset {preset.name!r} uses the token-level advantage {name!r} (a critic); "
                         "the probe compares outcome advantages (grpo, ngrpo, psr_nsr, dapo, ...)")
-    adv = algorithms.compute_advantages(name, b.acc.float(), b.group_ids, acc=b.acc, **preset.piece_knobs("advantage"))
+    adv = algorithms.compute_advantages(
+        name, b.acc.float(), b.group_ids, acc=b.acc, **preset.piece_knobs("advantage")
+    )
     policy.train()
-    logp, _ = sequence_forward(policy, common.tokenizer(), b.prompt_ids, b.completion_ids, b.mask, temperature=temperature)
-    loss, _ = algorithms.POLICY_LOSSES.get(preset.pieces["policy_loss"])(logp, old_logp, adv, b.mask, **preset.piece_knobs("policy_loss"))
+    logp, _ = sequence_forward(
+        policy, common.tokenizer(), b.prompt_ids, b.completion_ids, b.mask, temperature=temperature
+    )
+    loss, _ = algorithms.POLICY_LOSSES.get(preset.pieces["policy_loss"])(
+        logp, old_logp, adv, b.mask, **preset.piece_knobs("policy_loss")
+    )
     return loss
 
 
 def _flat_grad(policy) -> torch.Tensor:
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in policy.parameters()])
+    return torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in policy.parameters()]
+    )
 
 
 def _flat_params(policy) -> torch.Tensor:
@@ -135,7 +167,9 @@ def run_updates(start, b: ProbeBatch, preset: algorithms.Preset, cfg: dict, temp
     tok = common.tokenizer()
     with torch.no_grad():
         policy.eval()
-        old_logp, _ = sequence_forward(policy, tok, b.prompt_ids, b.completion_ids, b.mask, temperature=temperature)
+        old_logp, _ = sequence_forward(
+            policy, tok, b.prompt_ids, b.completion_ids, b.mask, temperature=temperature
+        )
     opt = (torch.optim.Adam(policy.parameters(), lr=cfg["lr"]) if cfg["optimizer"] == "adam"
            else torch.optim.SGD(policy.parameters(), lr=cfg["lr"]))
     theta0 = _flat_params(policy)
@@ -149,7 +183,14 @@ def run_updates(start, b: ProbeBatch, preset: algorithms.Preset, cfg: dict, temp
             first_grad = g.clone()
         opt.step()
         disp = _flat_params(policy) - theta0
-        rows.append({"update": k, "grad_norm": float(g.norm()), "update_norm": float(disp.norm()), **measure(policy, b, temperature)})
+        rows.append(
+            {
+                "update": k,
+                "grad_norm": float(g.norm()),
+                "update_norm": float(disp.norm()),
+                **measure(policy, b, temperature),
+            }
+        )
     return policy, rows, first_grad, _flat_params(policy) - theta0
 
 
@@ -157,8 +198,15 @@ def eval_samples(policy, b: ProbeBatch, spec: RunSpec, cfg: dict, label: str, st
     """cfg["eval_n"] samples per probe prompt at the eval temperature / top-p -> per-sample rows."""
     ev, n = spec.eval, cfg["eval_n"]
     rep = [p for p in b.problems for _ in range(n)]
-    roll = sample(policy, common.tokenizer(), [p.prompt for p in rep], max_new_tokens=spec.train.max_new_tokens,
-                  temperature=ev.temperature, top_p=ev.top_p, seed=common.derive_seed("probe-eval", cfg["seed"]))
+    roll = sample(
+        policy,
+        common.tokenizer(),
+        [p.prompt for p in rep],
+        max_new_tokens=spec.train.max_new_tokens,
+        temperature=ev.temperature,
+        top_p=ev.top_p,
+        seed=common.derive_seed("probe-eval", cfg["seed"]),
+    )
     return pd.DataFrame({"algorithm": label, "step": step, "problem_id": [p.problem_id for p in rep],
                          "sample_idx": np.tile(np.arange(n), len(b.problems)),
                          "correct": modchain.grade(roll.texts, rep, spec.task.grader)})
@@ -184,6 +232,13 @@ def run_probe(start, spec: RunSpec, cfg: dict, presets: dict[str, algorithms.Pre
         names = list(presets)
         for i, a in enumerate(names):
             for c in names[i + 1:]:
-                cos_rows.append({"group_type": t, "a": a, "b": c, "cos_first_grad": _cosine(grads[a], grads[c]),
-                                 "cos_displacement": _cosine(disps[a], disps[c])})
+                cos_rows.append(
+                    {
+                        "group_type": t,
+                        "a": a,
+                        "b": c,
+                        "cos_first_grad": _cosine(grads[a], grads[c]),
+                        "cos_displacement": _cosine(disps[a], disps[c]),
+                    }
+                )
     return rows, cos_rows, pd.concat(samples, ignore_index=True), found

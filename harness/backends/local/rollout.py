@@ -59,7 +59,9 @@ def _select(b: Batch, keep: torch.Tensor) -> Batch:
     return Batch(*(getattr(b, f)[keep] for f in _FIELDS))
 
 
-def collect_batch(policy, spec: RunSpec, preset: algorithms.Preset | AlgorithmSpec, step: int) -> tuple[Batch | None, dict]:
+def collect_batch(
+    policy, spec: RunSpec, preset: algorithms.Preset | AlgorithmSpec, step: int
+) -> tuple[Batch | None, dict]:
     """Sample, grade, shape and filter until B groups are kept or max_sample_rounds is reached
     (harness.backends.batching.collect_groups).
 

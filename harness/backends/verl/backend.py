@@ -49,7 +49,9 @@ class VerlBackend:
         return overrides(spec, spec.verl.mode, run_dir, model, critic, paths.train, paths.val_files, loggers)
 
     # ------------------------------------------------------------------ Backend interface
-    def check(self, exp, for_run: bool = True, results_dir: Path = Path("results"), cache_dir: Path | None = None) -> list[dict]:
+    def check(
+        self, exp, for_run: bool = True, results_dir: Path = Path("results"), cache_dir: Path | None = None
+    ) -> list[dict]:
         """Validate every run of `exp` on verl; returns the runs' {spec, overrides, run_dir} (for --dry-run).
         for_run=False (validate, --dry-run) skips what only starting the runs needs: GPUs in cluster mode."""
         from harness.backends.verl import compat
@@ -57,7 +59,9 @@ class VerlBackend:
         try:
             compat.check_version()
         except ImportError as e:
-            raise UserError(f"backend: verl needs the verl extra: pip install 'ngrpo-harness[verl]' ({e})") from None
+            raise UserError(
+                f"backend: verl needs the verl extra: pip install 'ngrpo-harness[verl]' ({e})"
+            ) from None
         from harness.backends.verl import compose, data, preflight
         from harness.config.runspec import expand
         from harness.core.paths import default_cache
@@ -66,18 +70,30 @@ class VerlBackend:
         vc = exp.verl
         explicit = exp.train.model_fields_set
         if vc.mode == "cluster" and "threads" in explicit:
-            raise UserError("train.threads: no verl equivalent in cluster mode (verl sizes its own workers); remove it")
+            raise UserError(
+                "train.threads: no verl equivalent in cluster mode (verl sizes its own workers); remove it"
+            )
         if vc.mode == "cluster" and "max_sample_rounds" in explicit:
-            raise UserError("train.max_sample_rounds: no verl equivalent in cluster mode (verl's dynamic sampling refills "
-                            "until the batch is full); remove it")
+            raise UserError(
+                "train.max_sample_rounds: no verl equivalent in cluster mode (verl's dynamic sampling refills "
+                "until the batch is full); remove it"
+            )
         for key, value in (("verl.model", vc.model), ("verl.critic_model", vc.critic_model)):
-            if value is not None and not Path(value).is_dir() and not (vc.mode == "cluster" and _hub_id(value)):
+            if (
+                value is not None
+                and not Path(value).is_dir()
+                and not (vc.mode == "cluster" and _hub_id(value))
+            ):
                 raise UserError(f"{key}: {value} is not a model folder (config.json + weights)"
                                 + ("" if vc.mode == "inproc" else " or a hub id like Qwen/Qwen2.5-Math-7B"))
         specs = expand(exp)
         data.check_sources(specs[0])
         runs, estimators, losses = [], set(), set()
-        model_local = vc.model is not None and Path(vc.model).is_dir() and (vc.critic_model is None or Path(vc.critic_model).is_dir())
+        model_local = (
+            vc.model is not None
+            and Path(vc.model).is_dir()
+            and (vc.critic_model is None or Path(vc.critic_model).is_dir())
+        )
         for spec in specs:
             run_dir = Path(results_dir) / exp.name / spec.run_id
             try:
@@ -91,8 +107,10 @@ class VerlBackend:
             runs.append({"spec": spec, "overrides": ov, "run_dir": run_dir})
         preflight.check_registered(estimators, losses, exp.plugins)
         if for_run and vc.mode == "cluster" and vc.ray_address is None and not _has_gpu():
-            raise UserError("verl.mode: cluster runs `main_ppo`, which needs GPUs, and this machine has none; use "
-                            "verl.mode: inproc (verl's engine on the CPU), set verl.ray_address, or `harness run --dry-run`")
+            raise UserError(
+                "verl.mode: cluster runs `main_ppo`, which needs GPUs, and this machine has none; use "
+                "verl.mode: inproc (verl's engine on the CPU), set verl.ray_address, or `harness run --dry-run`"
+            )
         return runs
 
     def shared_key(self, spec: RunSpec, cache_dir: Path) -> str | None:
@@ -133,8 +151,12 @@ class VerlBackend:
         data.write_datasets(spec, run_dir)
         ov = self.overrides(spec, run_dir, cache_dir)
         cfg = compose.compose(ov)
-        results.atomic_write_text(run_dir / "verl" / "overrides.txt", "\n".join(ov) + "\n")  # what exactly ran
-        _, tracker_env = prepare_verl_tracking(spec.to_dict(), run_dir)  # the experiment's `loggers:` through verl's trainer.logger
+        results.atomic_write_text(
+            run_dir / "verl" / "overrides.txt", "\n".join(ov) + "\n"
+        )  # what exactly ran
+        _, tracker_env = prepare_verl_tracking(
+            spec.to_dict(), run_dir
+        )  # the experiment's `loggers:` through verl's trainer.logger
         if spec.verl.mode == "inproc":
             from harness.backends.verl import inproc
 
@@ -143,7 +165,9 @@ class VerlBackend:
         else:
             from harness.backends.verl import cluster
 
-            cluster.run(spec, run_dir, ov, _token_counter(self.model_paths(spec, cache_dir)[0]), progress, tracker_env)
+            cluster.run(
+                spec, run_dir, ov, _token_counter(self.model_paths(spec, cache_dir)[0]), progress, tracker_env
+            )
 
     def has_checkpoint(self, run_dir: Path) -> bool:
         return (Path(run_dir) / results.CKPT_DIR / "latest_checkpointed_iteration.txt").exists()

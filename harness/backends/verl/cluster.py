@@ -58,7 +58,14 @@ def _progress_step(metrics_file: Path) -> int:
         return 0
 
 
-def run(spec: RunSpec, run_dir: Path, overrides: list[str], token_count, progress=None, extra_env: dict | None = None) -> None:
+def run(
+    spec: RunSpec,
+    run_dir: Path,
+    overrides: list[str],
+    token_count,
+    progress=None,
+    extra_env: dict | None = None,
+) -> None:
     """Launch (or resume) main_ppo for one run and ingest its outputs; raises on a non-zero exit."""
     run_dir = Path(run_dir)
     start = latest_step(run_dir)
@@ -88,7 +95,9 @@ def run(spec: RunSpec, run_dir: Path, overrides: list[str], token_count, progres
     ingest.sync(run_dir, spec, token_count)
     if proc.returncode != 0:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
-        raise RuntimeError(f"verl main_ppo exited with code {proc.returncode}; log {log_path}: {' | '.join(tail)}")
+        raise RuntimeError(
+            f"verl main_ppo exited with code {proc.returncode}; log {log_path}: {' | '.join(tail)}"
+        )
     results.write_status(run_dir, "done", step=steps, total_steps=steps, log=str(log_path))
 
 

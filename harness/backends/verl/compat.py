@@ -44,12 +44,26 @@ def _cpu_device_module() -> ModuleType:
     zero = lambda *a, **k: 0  # noqa: E731
     noop = lambda *a, **k: None  # noqa: E731
     return SimpleNamespace(
-        max_memory_allocated=zero, max_memory_reserved=zero, memory_allocated=zero, memory_reserved=zero,
-        mem_get_info=lambda *a, **k: (0, 0), reset_peak_memory_stats=noop, empty_cache=noop, synchronize=noop,
-        manual_seed=torch.manual_seed, manual_seed_all=torch.manual_seed, is_available=lambda: True,
-        current_device=lambda: "cpu", device_count=lambda: 1, set_device=noop, get_device_name=lambda *a: "cpu",
-        get_rng_state=torch.get_rng_state, set_rng_state=torch.set_rng_state,
-        memory=SimpleNamespace(_set_allocator_settings=noop), Event=None, Stream=None,
+        max_memory_allocated=zero,
+        max_memory_reserved=zero,
+        memory_allocated=zero,
+        memory_reserved=zero,
+        mem_get_info=lambda *a, **k: (0, 0),
+        reset_peak_memory_stats=noop,
+        empty_cache=noop,
+        synchronize=noop,
+        manual_seed=torch.manual_seed,
+        manual_seed_all=torch.manual_seed,
+        is_available=lambda: True,
+        current_device=lambda: "cpu",
+        device_count=lambda: 1,
+        set_device=noop,
+        get_device_name=lambda *a: "cpu",
+        get_rng_state=torch.get_rng_state,
+        set_rng_state=torch.set_rng_state,
+        memory=SimpleNamespace(_set_allocator_settings=noop),
+        Event=None,
+        Stream=None,
     )
 
 
@@ -120,7 +134,9 @@ def _register_platform() -> None:
         def cudart(self):
             return None
 
-    set_platform(PlatformCPU())  # not via $VERL_PLATFORM: child processes (Ray, preflight) must not inherit it
+    set_platform(
+        PlatformCPU()
+    )  # not via $VERL_PLATFORM: child processes (Ray, preflight) must not inherit it
 
 
 def _free_port() -> int:
@@ -144,7 +160,10 @@ def _patch_engines() -> None:
     from verl.workers.engine.base import EngineRegistry
     from verl.workers.engine.fsdp import transformer_impl as ti
 
-    for model_type, cls in (("language_model", ti.FSDPEngineWithLMHead), ("value_model", ti.FSDPEngineWithValueHead)):
+    for model_type, cls in (
+        ("language_model", ti.FSDPEngineWithLMHead),
+        ("value_model", ti.FSDPEngineWithValueHead),
+    ):
         if "cpu" not in EngineRegistry._engines.get(model_type, {}).get("fsdp2", {}):
             EngineRegistry.register(model_type=model_type, backend=["fsdp", "fsdp2"], device="cpu")(cls)  # W3
     original = ti.CPUOffloadPolicy

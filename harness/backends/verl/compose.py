@@ -14,7 +14,13 @@ from functools import lru_cache
 
 from harness.backends.verl.overrides import CONVERTED, PLUS_ALLOWED, VerlMappingError
 
-REWARD_METRICS = ("reward", "acc", "score", "ngrpo_keep", "right_keep")  # filter_groups.metric values the reward function provides
+REWARD_METRICS = (
+    "reward",
+    "acc",
+    "score",
+    "ngrpo_keep",
+    "right_keep",
+)  # filter_groups.metric values the reward function provides
 
 
 def config_dir() -> str:
@@ -82,7 +88,9 @@ def check(cfg, overrides: list[str], model_is_local: bool = True) -> None:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise VerlMappingError(f"{key}: must be a number, got {value!r}")
         if plus and default is None and not key.startswith(PLUS_ALLOWED) and not key.startswith(CONVERTED):
-            raise VerlMappingError(f"+{key}: not a verl 0.9.1 setting, and verl would accept and ignore it (remove it)")
+            raise VerlMappingError(
+                f"+{key}: not a verl 0.9.1 setting, and verl would accept and ignore it (remove it)"
+            )
     _check_names(cfg)
     _verl_validate(cfg, model_is_local)
 
@@ -108,8 +116,10 @@ def _check_names(cfg) -> None:
     _check_harness_knobs(cfg)
     loss = cfg.actor_rollout_ref.actor.policy_loss.loss_mode
     if loss not in POLICY_LOSS_REGISTRY:
-        raise VerlMappingError(f"actor_rollout_ref.actor.policy_loss.loss_mode: {loss!r} is not registered in verl "
-                               f"(registered: {', '.join(sorted(POLICY_LOSS_REGISTRY))})")
+        raise VerlMappingError(
+            f"actor_rollout_ref.actor.policy_loss.loss_mode: {loss!r} is not registered in verl "
+            f"(registered: {', '.join(sorted(POLICY_LOSS_REGISTRY))})"
+        )
     try:
         get_reward_manager_cls(cfg.reward.reward_manager.name)
     except (ValueError, KeyError) as e:
@@ -129,8 +139,10 @@ def _check_harness_knobs(cfg) -> None:
         return
     est = str(cfg.algorithm.adv_estimator)
     if not est.startswith(PREFIX):
-        raise VerlMappingError(f"+algorithm.harness.{next(iter(harness_cfg))}: knobs of the harness's estimators, "
-                               f"but algorithm.adv_estimator is verl's own {est!r} (remove them)")
+        raise VerlMappingError(
+            f"+algorithm.harness.{next(iter(harness_cfg))}: knobs of the harness's estimators, "
+            f"but algorithm.adv_estimator is verl's own {est!r} (remove them)"
+        )
     try:
         knobs_from_config(est.removeprefix(PREFIX), cfg.algorithm)
     except ValueError as e:
@@ -144,7 +156,9 @@ def _verl_validate(cfg, model_is_local: bool) -> None:
 
     critic = need_critic(cfg)
     try:
-        validate_config(cfg, use_reference_policy=need_reference_policy(cfg), use_critic=critic and model_is_local)
+        validate_config(
+            cfg, use_reference_policy=need_reference_policy(cfg), use_critic=critic and model_is_local
+        )
         omega_conf_to_dataclass(cfg.actor_rollout_ref.rollout)
         if model_is_local:
             omega_conf_to_dataclass(cfg.actor_rollout_ref.model)

@@ -45,26 +45,51 @@ def data_paths(run_dir: Path, benchmarks: list[str]) -> VerlData:
     return VerlData(d / "train.parquet", {b: d / f"val_{b}.parquet" for b in benchmarks})
 
 
-def _row(source: str, messages: list[dict], ability: str, truth, index: int, split: str, bench: str, pid: str) -> dict:
+def _row(
+    source: str, messages: list[dict], ability: str, truth, index: int, split: str, bench: str, pid: str
+) -> dict:
     return {
-        "data_source": source, "prompt": messages, "ability": ability,
+        "data_source": source,
+        "prompt": messages,
+        "ability": ability,
         "reward_model": {"style": "rule", "ground_truth": truth},
-        "extra_info": {"index": index, "split": split, "harness_benchmark": bench, "harness_problem": str(pid)},
+        "extra_info": {
+            "index": index,
+            "split": split,
+            "harness_benchmark": bench,
+            "harness_problem": str(pid),
+        },
     }
 
 
 def modchain_rows(problems, split: str, bench: str) -> list[dict]:
     return [
-        _row("modchain", [{"role": "user", "content": p.prompt}], "modchain", {"answer": p.answer, "solution": p.solution},
-             i, split, bench, p.problem_id)
+        _row(
+            "modchain",
+            [{"role": "user", "content": p.prompt}],
+            "modchain",
+            {"answer": p.answer, "solution": p.solution},
+            i,
+            split,
+            bench,
+            p.problem_id,
+        )
         for i, p in enumerate(problems)
     ]
 
 
 def math_rows(problems, split: str, bench: str, system_prompt: str) -> list[dict]:
     return [
-        _row(bench, [{"role": "system", "content": system_prompt}, {"role": "user", "content": p.prompt}], "math",
-             p.answer, i, split, bench, p.id)
+        _row(
+            bench,
+            [{"role": "system", "content": system_prompt}, {"role": "user", "content": p.prompt}],
+            "math",
+            p.answer,
+            i,
+            split,
+            bench,
+            p.id,
+        )
         for i, p in enumerate(problems)
     ]
 
@@ -84,7 +109,9 @@ def train_rows(spec: RunSpec) -> list[dict]:
             p
             for rnd in range(tr.max_sample_rounds)
             for step in range(1, tr.steps + 1)
-            for p in common.train_problems(spec, tr.prompts_per_step, task.min_ops, task.max_ops, spec.seed, step, rnd)
+            for p in common.train_problems(
+                spec, tr.prompts_per_step, task.min_ops, task.max_ops, spec.seed, step, rnd
+            )
         ]
         return modchain_rows(problems, "train", "train")
     from harness.tasks.math_data import load_benchmark

@@ -67,7 +67,11 @@ def metric_records(run_dir: Path) -> dict[int, dict]:
     """step -> merged verl metrics across launches (later launches win; steps a killed launch logged past
     its successor's checkpoint are dropped)."""
     d = verl_dir(run_dir) / "metrics"
-    files = sorted((int(m.group(1)), int(m.group(2)), p) for p in (d.iterdir() if d.is_dir() else []) if (m := _ATTEMPT.search(p.name)))
+    files = sorted(
+        (int(m.group(1)), int(m.group(2)), p)
+        for p in (d.iterdir() if d.is_dir() else [])
+        if (m := _ATTEMPT.search(p.name))
+    )
     by_step: dict[int, dict] = {}
     for i, (_, _, path) in enumerate(files):
         limit = files[i + 1][1] if i + 1 < len(files) else None
@@ -116,7 +120,9 @@ def samples(run_dir: Path, spec: RunSpec, token_count=None) -> pd.DataFrame:
         }))
     if not frames:
         return results.samples_frame({c: [] for c in results.SAMPLE_COLUMNS})
-    return results.samples_frame(pd.concat(frames, ignore_index=True).sort_values(["step", "benchmark", "problem_id", "sample_idx"]))
+    return results.samples_frame(
+        pd.concat(frames, ignore_index=True).sort_values(["step", "benchmark", "problem_id", "sample_idx"])
+    )
 
 
 def sync(run_dir: Path, spec: RunSpec, token_count=None) -> None:
@@ -129,10 +135,15 @@ def sync(run_dir: Path, spec: RunSpec, token_count=None) -> None:
     for step in sorted(set(by_step) | set(rows["step"].unique().tolist())):
         data = {KEY_MAP.get(k, k): v for k, v in by_step.get(step, {}).items()}
         if step > 0 and data:
-            out.append({"kind": "train", "step": step, **{k: v for k, v in data.items() if not k.startswith("val-")}})
+            out.append(
+                {"kind": "train", "step": step, **{k: v for k, v in data.items() if not k.startswith("val-")}}
+            )
         at = rows[rows["step"] == step]
         if len(at):
             ev = {"kind": "eval", "step": step, **hm.eval_summary(at, spec.eval.k_max)}
             ev.update({k: v for k, v in data.items() if k.startswith("val-") or k == "time/eval_s"})
             out.append(ev)
-    results.atomic_write_text(run_dir / results.METRICS_FILE, "".join(json.dumps(r, sort_keys=True, default=float) + "\n" for r in out))
+    results.atomic_write_text(
+        run_dir / results.METRICS_FILE,
+        "".join(json.dumps(r, sort_keys=True, default=float) + "\n" for r in out),
+    )

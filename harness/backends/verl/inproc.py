@@ -35,36 +35,6 @@ from harness.backends.verl import compat, ingest
 from harness.backends.verl import rollout as ro
 
 
-def _td(gen: ro.Generated, **extra):
-    """Padded batch -> the no-padding TensorDict verl's workers take (as ray_trainer v0 prepares it)."""
-    from tensordict import TensorDict
-    from verl.workers.utils.padding import left_right_2_no_padding
-
-    input_ids = torch.cat([gen.prompts, gen.responses], dim=1)
-    attn = torch.cat([gen.prompt_mask, gen.response_mask], dim=1)
-    pos = torch.clip(torch.cumsum(attn, dim=-1) - 1, min=0)
-    td = TensorDict({"input_ids": input_ids, "attention_mask": attn, "position_ids": pos, "prompts": gen.prompts,
-                     "responses": gen.responses, "response_mask": gen.response_mask, **extra}, batch_size=input_ids.shape[0])
-    return left_right_2_no_padding(td)
-
-
-def _select(gen: ro.Generated, idx: np.ndarray) -> ro.Generated:
-    t = torch.as_tensor(idx, dtype=torch.long)
-    return ro.Generated(gen.prompts[t], gen.prompt_mask[t], gen.responses[t], gen.response_mask[t], gen.truncated[t])
-
-
-def _concat(parts: list[ro.Generated], pad: int) -> ro.Generated:
-    P = max(p.prompts.shape[1] for p in parts)
-    T = max(p.responses.shape[1] for p in parts)
-    lp = lambda x, w, v: torch.nn.functional.pad(x, (w - x.shape[1], 0), value=v)  # noqa: E731
-    rp = lambda x, w, v: torch.nn.functional.pad(x, (0, w - x.shape[1]), value=v)  # noqa: E731
-    return ro.Generated(
-        torch.cat([lp(p.prompts, P, pad) for p in parts]), torch.cat([lp(p.prompt_mask, P, 0) for p in parts]),
-        torch.cat([rp(p.responses, T, pad) for p in parts]), torch.cat([rp(p.response_mask, T, 0) for p in parts]),
-        torch.cat([p.truncated for p in parts]),
-    )
-
-
 class InprocTrainer:
     """verl's workers for one run, built from a composed config."""
 
@@ -72,7 +42,9 @@ class InprocTrainer:
         compat.activate()
         from omegaconf import OmegaConf
         from transformers import AutoModelForCausalLM, AutoTokenizer
-        from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls  # noqa: F401 (registers)
+        from verl.experimental.reward_loop.reward_manager import (
+            get_reward_manager_cls,
+        )  # noqa: F401 (registers)
         from verl.trainer.ppo import core_algos
         from verl.trainer.ppo.reward import load_reward_manager
         from verl.trainer.ppo.utils import need_critic, need_reference_policy
@@ -85,7 +57,11 @@ class InprocTrainer:
         pin_threads(spec.train.threads)
         torch.manual_seed(derive_seed("verl-init", spec.seed))  # the critic's fresh value head
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self.pad = (
+            self.tokenizer.pad_token_id
+            if self.tokenizer.pad_token_id is not None
+            else self.tokenizer.eos_token_id
+        )
         # each worker gets its own copy, as each Ray worker does (init_model edits its config in place)
         self.actor = ActorRolloutRefWorker(copy.deepcopy(cfg.actor_rollout_ref), role="actor")
         self.actor.init_model()
@@ -103,12 +79,19 @@ class InprocTrainer:
                 optimizer_config=ccfg.optim, checkpoint_config=ccfg.checkpoint))
             self.critic.reset()
             self.critic.set_loss_fn(partial(value_loss, config=ccfg))
-        self.kl_ctrl = core_algos.get_kl_controller(cfg.algorithm.kl_ctrl) if cfg.algorithm.use_kl_in_reward else None
+        self.kl_ctrl = (
+            core_algos.get_kl_controller(cfg.algorithm.kl_ctrl) if cfg.algorithm.use_kl_in_reward else None
+        )
         self.reward = load_reward_manager(cfg, self.tokenizer)
-        self.policy = AutoModelForCausalLM.from_pretrained(model_path, attn_implementation="eager", dtype=torch.float32).eval()
+        self.policy = AutoModelForCausalLM.from_pretrained(
+            model_path, attn_implementation="eager", dtype=torch.float32
+        ).eval()
         ro.sync_weights(self.actor.actor.engine, self.policy)
         self.train_rows = pd.read_parquet(cfg.data.train_files[0]).to_dict(orient="records")
-        self.val_rows = {Path(f).stem.removeprefix("val_"): pd.read_parquet(f).to_dict(orient="records") for f in cfg.data.val_files}
+        self.val_rows = {
+            Path(f).stem.removeprefix("val_"): pd.read_parquet(f).to_dict(orient="records")
+            for f in cfg.data.val_files
+        }
         self.cursor = 0  # next training row (verl's dataloader position)
         self.OmegaConf = OmegaConf
 
@@ -146,13 +129,20 @@ class InprocTrainer:
             gid = np.repeat(np.arange(B), G)
             keep = np.ones(B * G, dtype=bool)
             if fg.enable:
-                metric = sc.numpy() if fg.metric == "reward" else np.array([float(i[fg.metric]) for i in info])
+                metric = (
+                    sc.numpy() if fg.metric == "reward" else np.array([float(i[fg.metric]) for i in info])
+                )
                 keep = ro.filter_keep(metric, gid)
 
             def select(idx: torch.Tensor) -> tuple:
                 """rows idx [n] -> (responses, scores [n], reward infos [n], prompt rows [n / G])."""
                 at = idx.tolist()
-                return _select(gen, idx), sc[idx], [info[i] for i in at], [rows[i // G] for i in at[::G]]
+                return (
+                    ro.select_rows(gen, idx),
+                    sc[idx],
+                    [info[i] for i in at],
+                    [rows[i // G] for i in at[::G]],
+                )
 
             keep_t = torch.from_numpy(keep)
             return Round(acc, sc, torch.as_tensor(gid), gen.lengths, gen.truncated, keep_t, select)
@@ -161,7 +151,7 @@ class InprocTrainer:
         if not kept:
             return None, torch.empty(0), [], [], metrics
         gens, scores, infos, rows_kept = zip(*kept)
-        return (_concat(list(gens), self.pad), torch.cat(scores), [i for part in infos for i in part],
+        return (ro.concat(list(gens), self.pad), torch.cat(scores), [i for part in infos for i in part],
                 [row for part in rows_kept for row in part], metrics)
 
     def advantages(self, gen: ro.Generated, scores: torch.Tensor):
@@ -179,21 +169,27 @@ class InprocTrainer:
         temp = cfg.actor_rollout_ref.rollout.temperature
         N = gen.responses.shape[0]
         metrics = {}
-        td = _td(gen)
+        td = ro.as_tensordict(gen)
         tu.assign_non_tensor(td, calculate_entropy=True, compute_loss=False, temperature=temp)
         out = self.actor.compute_log_prob(td)
         old = no_padding_2_padding(tu.get(out, "log_probs"), td).float()
         ent = no_padding_2_padding(tu.get(out, "entropy"), td).float()
         actor_cfg = cfg.actor_rollout_ref.actor
-        metrics["actor/entropy"] = agg_loss(loss_mat=ent, loss_mask=gen.response_mask, loss_agg_mode=actor_cfg.loss_agg_mode,
-                                            loss_scale_factor=actor_cfg.loss_scale_factor).item()
+        metrics["actor/entropy"] = agg_loss(
+            loss_mat=ent,
+            loss_mask=gen.response_mask,
+            loss_agg_mode=actor_cfg.loss_agg_mode,
+            loss_scale_factor=actor_cfg.loss_scale_factor,
+        ).item()
         batch = {"response_mask": gen.response_mask, "old_log_probs": old}
         if self.ref is not None:
-            td = _td(gen)
+            td = ro.as_tensordict(gen)
             tu.assign_non_tensor(td, calculate_entropy=False, compute_loss=False, temperature=temp)
-            batch["ref_log_prob"] = no_padding_2_padding(tu.get(self.ref.compute_ref_log_prob(td), "log_probs"), td).float()
+            batch["ref_log_prob"] = no_padding_2_padding(
+                tu.get(self.ref.compute_ref_log_prob(td), "log_probs"), td
+            ).float()
         if self.critic is not None:
-            td = _td(gen)
+            td = ro.as_tensordict(gen)
             tu.assign_non_tensor(td, compute_loss=False, temperature=temp)
             batch["values"] = no_padding_2_padding(tu.get(self.critic.infer_batch(td), "values"), td).float()
         # token-level scores: the sequence reward on its last response token (verl's reward loop layout)
@@ -204,13 +200,20 @@ class InprocTrainer:
         data = DataProto(batch=TensorDict(batch, batch_size=N),
                          non_tensor_batch={"uid": np.array([k.split("_")[0] for k in keys], dtype=object)})
         if cfg.algorithm.use_kl_in_reward:
-            data, kl_metrics = apply_kl_penalty(data, kl_ctrl=self.kl_ctrl, kl_penalty=cfg.algorithm.kl_penalty)
+            data, kl_metrics = apply_kl_penalty(
+                data, kl_ctrl=self.kl_ctrl, kl_penalty=cfg.algorithm.kl_penalty
+            )
             metrics.update(kl_metrics)
         else:
             data.batch["token_level_rewards"] = data.batch["token_level_scores"]
         data = compute_advantage_for_multi_trajectories(
-            data, batch_keys=keys, adv_estimator=cfg.algorithm.adv_estimator, gamma=cfg.algorithm.gamma,
-            lam=cfg.algorithm.lam, num_repeat=G, norm_adv_by_std_in_grpo=cfg.algorithm.get("norm_adv_by_std_in_grpo", True),
+            data,
+            batch_keys=keys,
+            adv_estimator=cfg.algorithm.adv_estimator,
+            gamma=cfg.algorithm.gamma,
+            lam=cfg.algorithm.lam,
+            num_repeat=G,
+            norm_adv_by_std_in_grpo=cfg.algorithm.get("norm_adv_by_std_in_grpo", True),
             config=cfg.algorithm,
         )
         adv = data.batch["advantages"]
@@ -221,7 +224,8 @@ class InprocTrainer:
         """One training step on a kept batch: advantages, critic update, actor update, weight sync.
 
         verl's actor metrics keep their names: actor/ppo_kl is k1 of KL(pi_old || pi), as on the local
-        backend; the local backend's actor/kl_k3 has no verl counterpart (verl's vanilla loss logs only k1)."""
+        backend; the local backend's actor/kl_k3 has no verl counterpart (verl's vanilla loss logs only k1).
+        """
         from verl.utils import tensordict_utils as tu
         from verl.utils.metric import reduce_metrics
 
@@ -230,23 +234,50 @@ class InprocTrainer:
         data, metrics = self.advantages(gen, scores)
         mb = self._mini_batch(gen.responses.shape[0])
         if self.critic is not None:
-            td = _td(gen, values=data.batch["values"], returns=data.batch["returns"])
-            tu.assign_non_tensor(td, global_batch_size=mb, mini_batch_size=mb, epochs=cfg.critic.ppo_epochs,
-                                 seed=cfg.critic.data_loader_seed + step, dataloader_kwargs={"shuffle": cfg.critic.shuffle},
-                                 temperature=temp)
+            td = ro.as_tensordict(gen, values=data.batch["values"], returns=data.batch["returns"])
+            tu.assign_non_tensor(
+                td,
+                global_batch_size=mb,
+                mini_batch_size=mb,
+                epochs=cfg.critic.ppo_epochs,
+                seed=cfg.critic.data_loader_seed + step,
+                dataloader_kwargs={"shuffle": cfg.critic.shuffle},
+                temperature=temp,
+            )
             out = tu.get(self.critic.train_mini_batch(td), "metrics")
-            metrics.update({f"critic/{k}".replace("critic/critic/", "critic/"): v for k, v in reduce_metrics(out).items()
-                            if not k.startswith("perf/")})
+            metrics.update(
+                {
+                    f"critic/{k}".replace("critic/critic/", "critic/"): v
+                    for k, v in reduce_metrics(out).items()
+                    if not k.startswith("perf/")
+                }
+            )
         actor_cfg = cfg.actor_rollout_ref.actor
         extra = {"ref_log_prob": data.batch["ref_log_prob"]} if "ref_log_prob" in data.batch.keys() else {}
-        td = _td(gen, old_log_probs=data.batch["old_log_probs"], advantages=data.batch["advantages"], **extra)
-        tu.assign_non_tensor(td, calculate_entropy=actor_cfg.entropy_coeff != 0 or actor_cfg.calculate_entropy,
-                             distillation_use_topk=False, distillation_only=False, global_batch_size=mb, mini_batch_size=mb,
-                             epochs=actor_cfg.ppo_epochs, seed=actor_cfg.data_loader_seed + step,
-                             dataloader_kwargs={"shuffle": actor_cfg.shuffle}, compute_loss=True, temperature=temp)
+        td = ro.as_tensordict(
+            gen, old_log_probs=data.batch["old_log_probs"], advantages=data.batch["advantages"], **extra
+        )
+        tu.assign_non_tensor(
+            td,
+            calculate_entropy=actor_cfg.entropy_coeff != 0 or actor_cfg.calculate_entropy,
+            distillation_use_topk=False,
+            distillation_only=False,
+            global_batch_size=mb,
+            mini_batch_size=mb,
+            epochs=actor_cfg.ppo_epochs,
+            seed=actor_cfg.data_loader_seed + step,
+            dataloader_kwargs={"shuffle": actor_cfg.shuffle},
+            compute_loss=True,
+            temperature=temp,
+        )
         out = tu.get(self.actor.update_actor(td), "metrics")
-        metrics.update({(k if k.startswith("actor/") else f"actor/{k}"): v for k, v in reduce_metrics(out).items()
-                        if not k.startswith("perf/") and k != "mfu"})
+        metrics.update(
+            {
+                (k if k.startswith("actor/") else f"actor/{k}"): v
+                for k, v in reduce_metrics(out).items()
+                if not k.startswith("perf/") and k != "mfu"
+            }
+        )
         ro.sync_weights(self.actor.actor.engine, self.policy)
         return metrics
 
@@ -274,14 +305,26 @@ class InprocTrainer:
         sources, uids = [], []
         for bench, rows in self.val_rows.items():
             prompts = ro.render(self.tokenizer, rows)
-            gen = ro.generate(self.policy, self.tokenizer, prompts, n, vk.temperature, vk.top_p,
-                              self.cfg.data.max_response_length, derive_seed("verl-eval", self.spec.seed, step, bench))
+            gen = ro.generate(
+                self.policy,
+                self.tokenizer,
+                prompts,
+                n,
+                vk.temperature,
+                vk.top_p,
+                self.cfg.data.max_response_length,
+                derive_seed("verl-eval", self.spec.seed, step, bench),
+            )
             sc, info = ro.score(self.reward, self.tokenizer, rows, gen, n)
             for i in range(len(info)):
                 row = rows[i // n]
                 p = gen.prompts[i][gen.prompt_mask[i].bool()]
                 dump["inputs"].append(self.tokenizer.decode(p, skip_special_tokens=True))
-                dump["outputs"].append(self.tokenizer.decode(gen.responses[i][gen.response_mask[i].bool()], skip_special_tokens=True))
+                dump["outputs"].append(
+                    self.tokenizer.decode(
+                        gen.responses[i][gen.response_mask[i].bool()], skip_special_tokens=True
+                    )
+                )
                 dump["gts"].append(row["reward_model"]["ground_truth"])
                 dump["scores"].append(float(sc[i]))
                 rec = {"reward": float(sc[i]), **info[i], "uid": f"{bench}-{i // n}_{i % n}_0",
@@ -293,8 +336,13 @@ class InprocTrainer:
         PPOTrainer._write_generations(dump["inputs"], dump["outputs"], dump["gts"], dump["scores"], extra,
                                       self.cfg.trainer.validation_data_dir, step)
         val = process_validation_metrics(sources, uids, {k: extra[k] for k in ("reward", "acc")})
-        return {f"val-core/{src}/{var}/{name}": v for src, d in val.items() for var, m in d.items() for name, v in m.items()
-                if name.startswith("mean@")}
+        return {
+            f"val-core/{src}/{var}/{name}": v
+            for src, d in val.items()
+            for var, m in d.items()
+            for name, v in m.items()
+            if name.startswith("mean@")
+        }
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, step: int) -> None:
@@ -353,7 +401,13 @@ def train(spec: RunSpec, cfg, run_dir: Path, model_path: str, progress=None) -> 
             t1 = time.perf_counter()
             if gen is not None:
                 rec.update(trainer.update(gen, scores, step))
-            rec.update({"time/sample_s": t1 - t0, "time/train_s": time.perf_counter() - t1, "training/global_step": step})
+            rec.update(
+                {
+                    "time/sample_s": t1 - t0,
+                    "time/train_s": time.perf_counter() - t1,
+                    "training/global_step": step,
+                }
+            )
             evaluated = step % every == 0 or step == steps
             if evaluated:
                 t2 = time.perf_counter()
@@ -366,7 +420,9 @@ def train(spec: RunSpec, cfg, run_dir: Path, model_path: str, progress=None) -> 
             def checkpoint() -> None:
                 trainer.save(step)
                 ingest.sync(run_dir, spec)
-                results.write_status(run_dir, "running", step=step, total_steps=steps, threads=torch.get_num_threads())
+                results.write_status(
+                    run_dir, "running", step=step, total_steps=steps, threads=torch.get_num_threads()
+                )
 
             saved = step % spec.train.checkpoint_every == 0 or step == steps
             if saved:

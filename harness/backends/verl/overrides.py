@@ -16,7 +16,6 @@ sections verl accepts without reading.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from pathlib import Path
 
 from harness.config.runspec import RunSpec
@@ -26,13 +25,23 @@ from harness.backends.verl.plugin import verl_name
 KL_TYPES = {"k1": "kl", "k3": "low_var_kl"}  # harness kl_estimator -> verl kl_loss_type
 DUAL_CLIP_OFF = 1e9  # verl always applies dual clip with clip_ratio_c (> 1); this value never binds
 FP32 = "{param_dtype:fp32,reduce_dtype:fp32,buffer_dtype:fp32}"
-FILTER_METRICS = {"keep_all": None, "drop_homogeneous": "acc", "drop_all_correct": "ngrpo_keep", "drop_all_wrong": "right_keep"}
+FILTER_METRICS = {
+    "keep_all": None,
+    "drop_homogeneous": "acc",
+    "drop_all_correct": "ngrpo_keep",
+    "drop_all_wrong": "right_keep",
+}
 REWARD_FN = "pkg://harness.backends.verl.reward"
 # `+key` additions the harness makes on purpose (read by verl or by our plugin/reward function)
 PLUS_ALLOWED = (
-    "algorithm.harness.", "reward.reward_kwargs.", "reward.custom_reward_function.reward_kwargs.",
-    "actor_rollout_ref.model.override_config.", "critic.model.override_config.", "ray_kwargs.ray_init.",
-    "actor_rollout_ref.actor.fsdp_config.mixed_precision", "actor_rollout_ref.ref.fsdp_config.mixed_precision",
+    "algorithm.harness.",
+    "reward.reward_kwargs.",
+    "reward.custom_reward_function.reward_kwargs.",
+    "actor_rollout_ref.model.override_config.",
+    "critic.model.override_config.",
+    "ray_kwargs.ray_init.",
+    "actor_rollout_ref.actor.fsdp_config.mixed_precision",
+    "actor_rollout_ref.ref.fsdp_config.mixed_precision",
     "critic.fsdp.mixed_precision",
 )
 # sections verl converts to dataclasses (an unknown +key there fails conversion, which compose() runs)
@@ -71,12 +80,20 @@ def algorithm_overrides(spec: RunSpec) -> list[str]:
     adv = pieces["advantage"]
     if algorithms.ADVANTAGES.meta(adv).get("token_level", False):
         if adv != "gae":
-            raise VerlMappingError(f"{label}: token-level advantage {adv!r} has no verl equivalent (verl's only one is gae)")
+            raise VerlMappingError(
+                f"{label}: token-level advantage {adv!r} has no verl equivalent (verl's only one is gae)"
+            )
         if not ak["whiten"]:
-            raise VerlMappingError(f"{label}: knob whiten=false has no verl equivalent (verl's GAE always whitens)")
+            raise VerlMappingError(
+                f"{label}: knob whiten=false has no verl equivalent (verl's GAE always whitens)"
+            )
         if not k["use_critic"]:
             raise VerlMappingError(f"{label}: gae needs use_critic=true (verl trains a critic for GAE)")
-        out += ["algorithm.adv_estimator=gae", f"algorithm.gamma={fmt(float(ak['gamma']))}", f"algorithm.lam={fmt(float(ak['lam']))}"]
+        out += [
+            "algorithm.adv_estimator=gae",
+            f"algorithm.gamma={fmt(float(ak['gamma']))}",
+            f"algorithm.lam={fmt(float(ak['lam']))}",
+        ]
     else:
         out.append(f"algorithm.adv_estimator={verl_name(adv)}")
         out += [f"+algorithm.harness.{n}={fmt(v)}" for n, v in ak.items()]
@@ -86,24 +103,37 @@ def algorithm_overrides(spec: RunSpec) -> list[str]:
     elif loss == "sign_clip":  # A >= 0 only meets the upper bound, A < 0 only the lower: decoupled clip
         low, high = lk["eps_neg"], lk["eps_pos"]
     else:
-        raise VerlMappingError(f"{label}: policy loss {loss!r} has no verl equivalent (ppo_clip and sign_clip map to vanilla)")
+        raise VerlMappingError(
+            f"{label}: policy loss {loss!r} has no verl equivalent (ppo_clip and sign_clip map to vanilla)"
+        )
     a = "actor_rollout_ref.actor"
     out += [
-        f"{a}.policy_loss.loss_mode=vanilla", f"{a}.clip_ratio={fmt(float(low))}", f"{a}.clip_ratio_low={fmt(float(low))}",
+        f"{a}.policy_loss.loss_mode=vanilla",
+        f"{a}.clip_ratio={fmt(float(low))}",
+        f"{a}.clip_ratio_low={fmt(float(low))}",
         f"{a}.clip_ratio_high={fmt(float(high))}",
         f"{a}.clip_ratio_c={fmt(float(lk['clip_c'] if lk['clip_c'] is not None else DUAL_CLIP_OFF))}",
-        f"{a}.loss_agg_mode={lk['agg']}", f"{a}.entropy_coeff={fmt(float(k['entropy_coef']))}",
-        f"{a}.use_kl_loss={fmt(k['kl_coef'] > 0)}", f"{a}.kl_loss_coef={fmt(float(k['kl_coef']))}",
+        f"{a}.loss_agg_mode={lk['agg']}",
+        f"{a}.entropy_coeff={fmt(float(k['entropy_coef']))}",
+        f"{a}.use_kl_loss={fmt(k['kl_coef'] > 0)}",
+        f"{a}.kl_loss_coef={fmt(float(k['kl_coef']))}",
         f"{a}.kl_loss_type={KL_TYPES[k['kl_estimator']]}",
-        f"algorithm.use_kl_in_reward={fmt(k['kl_in_reward_coef'] > 0)}", "algorithm.kl_penalty=kl",
-        "algorithm.kl_ctrl.type=fixed", f"algorithm.kl_ctrl.kl_coef={fmt(float(k['kl_in_reward_coef']))}",
+        f"algorithm.use_kl_in_reward={fmt(k['kl_in_reward_coef'] > 0)}",
+        "algorithm.kl_penalty=kl",
+        "algorithm.kl_ctrl.type=fixed",
+        f"algorithm.kl_ctrl.kl_coef={fmt(float(k['kl_in_reward_coef']))}",
         f"critic.enable={fmt(bool(k['use_critic']))}",
     ]
     if k["use_critic"]:
-        out += [f"critic.optim.lr={fmt(spec.train.lr * k['critic_lr_mult'])}", f"critic.cliprange_value={fmt(float(k['value_clip']))}"]
+        out += [
+            f"critic.optim.lr={fmt(spec.train.lr * k['critic_lr_mult'])}",
+            f"critic.cliprange_value={fmt(float(k['value_clip']))}",
+        ]
     flt = pieces["group_filter"]
     if flt not in FILTER_METRICS:
-        raise VerlMappingError(f"{label}: group filter {flt!r} has no verl equivalent ({', '.join(FILTER_METRICS)})")
+        raise VerlMappingError(
+            f"{label}: group filter {flt!r} has no verl equivalent ({', '.join(FILTER_METRICS)})"
+        )
     metric = FILTER_METRICS[flt]
     out.append(f"algorithm.filter_groups.enable={fmt(metric is not None)}")
     if metric is not None:
@@ -113,10 +143,14 @@ def algorithm_overrides(spec: RunSpec) -> list[str]:
         sk = preset.piece_knobs("reward_shaper")
         max_len = int(sk["max_len"] if sk["max_len"] is not None else spec.train.max_new_tokens)
         cache = int(sk["cache_len"] if sk["cache_len"] is not None else max(1, max_len // 5))
-        out += ["reward.reward_manager.name=dapo", "+reward.reward_kwargs.overlong_buffer_cfg.enable=true",
-                f"+reward.reward_kwargs.overlong_buffer_cfg.len={cache}",
-                "+reward.reward_kwargs.overlong_buffer_cfg.penalty_factor=1.0",
-                "+reward.reward_kwargs.overlong_buffer_cfg.log=true", f"+reward.reward_kwargs.max_resp_len={max_len}"]
+        out += [
+            "reward.reward_manager.name=dapo",
+            "+reward.reward_kwargs.overlong_buffer_cfg.enable=true",
+            f"+reward.reward_kwargs.overlong_buffer_cfg.len={cache}",
+            "+reward.reward_kwargs.overlong_buffer_cfg.penalty_factor=1.0",
+            "+reward.reward_kwargs.overlong_buffer_cfg.log=true",
+            f"+reward.reward_kwargs.max_resp_len={max_len}",
+        ]
     elif shaper == "none":
         out.append("reward.reward_manager.name=naive")
     else:
@@ -129,42 +163,81 @@ def train_overrides(spec: RunSpec) -> list[str]:
     a, r = "actor_rollout_ref.actor", "actor_rollout_ref.rollout"
     grader = spec.task.grader if spec.task.name == "modchain" else "math"
     return [
-        f"data.train_batch_size={tr.prompts_per_step}", f"data.max_prompt_length={vc.max_prompt_length}",
-        f"data.max_response_length={tr.max_new_tokens}", "data.filter_overlong_prompts=true", "data.truncation=error",
-        "data.shuffle=false" if spec.task.name == "modchain" else "data.shuffle=true", f"data.seed={spec.seed}",
-        f"{r}.n={tr.group_size}", f"{r}.temperature={fmt(float(tr.temperature))}", f"{r}.top_p={fmt(float(tr.top_p))}",
-        f"{r}.top_k=-1", f"{r}.seed={spec.seed}",
-        f"{r}.val_kwargs.n={ev.n}", f"{r}.val_kwargs.temperature={fmt(float(ev.temperature))}",
-        f"{r}.val_kwargs.top_p={fmt(float(ev.top_p))}", f"{r}.val_kwargs.top_k=-1", f"{r}.val_kwargs.do_sample=true",
-        f"{a}.ppo_mini_batch_size={tr.prompts_per_step // tr.mini_batches}", f"{a}.ppo_epochs={tr.epochs}",
-        f"{a}.shuffle=true", f"{a}.data_loader_seed={spec.seed}", f"{a}.optim.lr={fmt(float(tr.lr))}",
-        f"{a}.optim.weight_decay={fmt(float(tr.weight_decay))}", f"{a}.optim.clip_grad={fmt(float(tr.grad_clip))}",
-        f"{a}.grad_clip={fmt(float(tr.grad_clip))}", f"critic.grad_clip={fmt(float(tr.grad_clip))}",
-        f"trainer.total_training_steps={tr.steps}", f"trainer.total_epochs={tr.steps}",
-        f"trainer.save_freq={tr.checkpoint_every}", f"trainer.test_freq={ev.every}", "trainer.val_before_train=true",
-        "trainer.resume_mode=auto", "trainer.critic_warmup=0", "trainer.log_val_generations=0",
-        f"reward.custom_reward_function.path={REWARD_FN}", "reward.custom_reward_function.name=compute_score",
+        f"data.train_batch_size={tr.prompts_per_step}",
+        f"data.max_prompt_length={vc.max_prompt_length}",
+        f"data.max_response_length={tr.max_new_tokens}",
+        "data.filter_overlong_prompts=true",
+        "data.truncation=error",
+        "data.shuffle=false" if spec.task.name == "modchain" else "data.shuffle=true",
+        f"data.seed={spec.seed}",
+        f"{r}.n={tr.group_size}",
+        f"{r}.temperature={fmt(float(tr.temperature))}",
+        f"{r}.top_p={fmt(float(tr.top_p))}",
+        f"{r}.top_k=-1",
+        f"{r}.seed={spec.seed}",
+        f"{r}.val_kwargs.n={ev.n}",
+        f"{r}.val_kwargs.temperature={fmt(float(ev.temperature))}",
+        f"{r}.val_kwargs.top_p={fmt(float(ev.top_p))}",
+        f"{r}.val_kwargs.top_k=-1",
+        f"{r}.val_kwargs.do_sample=true",
+        f"{a}.ppo_mini_batch_size={tr.prompts_per_step // tr.mini_batches}",
+        f"{a}.ppo_epochs={tr.epochs}",
+        f"{a}.shuffle=true",
+        f"{a}.data_loader_seed={spec.seed}",
+        f"{a}.optim.lr={fmt(float(tr.lr))}",
+        f"{a}.optim.weight_decay={fmt(float(tr.weight_decay))}",
+        f"{a}.optim.clip_grad={fmt(float(tr.grad_clip))}",
+        f"{a}.grad_clip={fmt(float(tr.grad_clip))}",
+        f"critic.grad_clip={fmt(float(tr.grad_clip))}",
+        f"trainer.total_training_steps={tr.steps}",
+        f"trainer.total_epochs={tr.steps}",
+        f"trainer.save_freq={tr.checkpoint_every}",
+        f"trainer.test_freq={ev.every}",
+        "trainer.val_before_train=true",
+        "trainer.resume_mode=auto",
+        "trainer.critic_warmup=0",
+        "trainer.log_val_generations=0",
+        f"reward.custom_reward_function.path={REWARD_FN}",
+        "reward.custom_reward_function.name=compute_score",
         f"+reward.custom_reward_function.reward_kwargs.grader={grader}",
         f"+reward.custom_reward_function.reward_kwargs.processes={vc.reward_processes}",
         f"+reward.custom_reward_function.reward_kwargs.timeout={fmt(float(vc.reward_timeout))}",
         # tracker project = the experiment, run name = the run id: verl runs land beside local runs
-        f"trainer.project_name={fmt(spec.experiment)}", f"trainer.experiment_name={fmt(spec.run_id)}",
+        f"trainer.project_name={fmt(spec.experiment)}",
+        f"trainer.experiment_name={fmt(spec.run_id)}",
     ]
 
 
 def mode_overrides(spec: RunSpec, mode: str) -> list[str]:
     vc = spec.verl
-    a, r, ref, m = "actor_rollout_ref.actor", "actor_rollout_ref.rollout", "actor_rollout_ref.ref", "actor_rollout_ref.model"
+    a, r, ref, m = (
+        "actor_rollout_ref.actor",
+        "actor_rollout_ref.rollout",
+        "actor_rollout_ref.ref",
+        "actor_rollout_ref.model",
+    )
     if mode == "inproc":  # one CPU process: FSDP2, fp32, eager attention, no compile (VERL_NOTES §9)
         out = [
-            f"{r}.name=vllm", "trainer.n_gpus_per_node=1", "trainer.nnodes=1", "trainer.device=cpu",
-            f"{a}.strategy=fsdp2", f"{ref}.strategy=fsdp2", "critic.strategy=fsdp2",
-            f"{m}.use_remove_padding=false", "critic.model.use_remove_padding=false",
-            f"+{m}.override_config.attn_implementation=eager", "+critic.model.override_config.attn_implementation=eager",
-            f"+{a}.fsdp_config.mixed_precision={FP32}", f"+{ref}.fsdp_config.mixed_precision={FP32}",
-            f"+critic.fsdp.mixed_precision={FP32}", f"{a}.use_torch_compile=false", f"{a}.fsdp_config.use_torch_compile=false",
-            f"{ref}.fsdp_config.use_torch_compile=false", "critic.fsdp.use_torch_compile=false",
-            f"{m}.enable_gradient_checkpointing=false", "critic.model.enable_gradient_checkpointing=false",
+            f"{r}.name=vllm",
+            "trainer.n_gpus_per_node=1",
+            "trainer.nnodes=1",
+            "trainer.device=cpu",
+            f"{a}.strategy=fsdp2",
+            f"{ref}.strategy=fsdp2",
+            "critic.strategy=fsdp2",
+            f"{m}.use_remove_padding=false",
+            "critic.model.use_remove_padding=false",
+            f"+{m}.override_config.attn_implementation=eager",
+            "+critic.model.override_config.attn_implementation=eager",
+            f"+{a}.fsdp_config.mixed_precision={FP32}",
+            f"+{ref}.fsdp_config.mixed_precision={FP32}",
+            f"+critic.fsdp.mixed_precision={FP32}",
+            f"{a}.use_torch_compile=false",
+            f"{a}.fsdp_config.use_torch_compile=false",
+            f"{ref}.fsdp_config.use_torch_compile=false",
+            "critic.fsdp.use_torch_compile=false",
+            f"{m}.enable_gradient_checkpointing=false",
+            "critic.model.enable_gradient_checkpointing=false",
         ]
     else:
         out = [
@@ -182,14 +255,21 @@ def mode_overrides(spec: RunSpec, mode: str) -> list[str]:
                 f"{ref}.log_prob_micro_batch_size_per_gpu={mb}", f"critic.ppo_micro_batch_size_per_gpu={mb}"]
     else:
         t = vc.max_token_len_per_gpu
-        out += [f"{a}.use_dynamic_bsz=true", f"{a}.ppo_max_token_len_per_gpu={t}", f"{r}.log_prob_max_token_len_per_gpu={t}",
-                f"{ref}.log_prob_max_token_len_per_gpu={t}", f"critic.ppo_max_token_len_per_gpu={t}"]
+        out += [
+            f"{a}.use_dynamic_bsz=true",
+            f"{a}.ppo_max_token_len_per_gpu={t}",
+            f"{r}.log_prob_max_token_len_per_gpu={t}",
+            f"{ref}.log_prob_max_token_len_per_gpu={t}",
+            f"critic.ppo_max_token_len_per_gpu={t}",
+        ]
     if vc.ray_address:
         out.append(f"+ray_kwargs.ray_init.address={fmt(vc.ray_address)}")
     return out
 
 
-def path_overrides(run_dir: Path, model: str, critic_model: str, train: Path, val: list[Path], loggers: list[str]) -> list[str]:
+def path_overrides(
+    run_dir: Path, model: str, critic_model: str, train: Path, val: list[Path], loggers: list[str]
+) -> list[str]:
     return [
         f"actor_rollout_ref.model.path={fmt(model)}", f"critic.model.path={fmt(critic_model)}",
         f"data.train_files={fmt([str(train)])}", f"data.val_files={fmt([str(p) for p in val])}",
@@ -199,8 +279,16 @@ def path_overrides(run_dir: Path, model: str, critic_model: str, train: Path, va
     ]
 
 
-def overrides(spec: RunSpec, mode: str, run_dir: Path, model: str, critic_model: str, train: Path, val: list[Path],
-              loggers: list[str]) -> list[str]:
+def overrides(
+    spec: RunSpec,
+    mode: str,
+    run_dir: Path,
+    model: str,
+    critic_model: str,
+    train: Path,
+    val: list[Path],
+    loggers: list[str],
+) -> list[str]:
     """Every override of one run, the user's `verl.overrides` last."""
     return (algorithm_overrides(spec) + train_overrides(spec) + mode_overrides(spec, mode)
             + path_overrides(run_dir, model, critic_model, train, val, loggers) + list(spec.verl.overrides))

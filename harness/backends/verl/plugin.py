@@ -37,7 +37,11 @@ def verl_name(piece: str) -> str:
 
 def outcome_pieces() -> list[str]:
     """Advantage pieces verl can call: one scalar per response (token-level ones, like gae, are verl's own)."""
-    return [n for n in algorithms.ADVANTAGES.names() if not algorithms.ADVANTAGES.meta(n).get("token_level", False)]
+    return [
+        n
+        for n in algorithms.ADVANTAGES.names()
+        if not algorithms.ADVANTAGES.meta(n).get("token_level", False)
+    ]
 
 
 def group_ids_from_index(index) -> torch.Tensor:
@@ -65,7 +69,10 @@ def knobs_from_config(piece: str, config) -> dict:
 
 
 def make_estimator(piece: str):
-    def estimator(token_level_rewards: torch.Tensor, response_mask: torch.Tensor, config=None, index=None, **kwargs):
+
+    def estimator(
+        token_level_rewards: torch.Tensor, response_mask: torch.Tensor, config=None, index=None, **kwargs
+    ):
         """verl estimator over `algorithms` piece. token_level_rewards, response_mask [bs, T] -> (advantages, returns) [bs, T].
 
         The scalar reward of a response is the sum of its token rewards (verl puts it on the last
@@ -73,10 +80,14 @@ def make_estimator(piece: str):
         (fixed_sign) is reward > 0, the piece's own fallback when no boolean acc is given.
         """
         if index is None:
-            raise ValueError(f"{verl_name(piece)}: verl passed no prompt uids (index); group statistics need them")
+            raise ValueError(
+                f"{verl_name(piece)}: verl passed no prompt uids (index); group statistics need them"
+            )
         scores = token_level_rewards.sum(dim=-1)
         with torch.no_grad():
-            adv = algorithms.compute_advantages(piece, scores, group_ids_from_index(index), **knobs_from_config(piece, config))
+            adv = algorithms.compute_advantages(
+                piece, scores, group_ids_from_index(index), **knobs_from_config(piece, config)
+            )
         adv = adv.to(token_level_rewards.dtype).unsqueeze(-1) * response_mask
         return adv, adv
 

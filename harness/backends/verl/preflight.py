@@ -31,14 +31,23 @@ print("PREFLIGHT " + json.dumps(out))
 """
 
 
-def check_registered(estimators: set[str], losses: set[str], plugins: list[str], timeout: float = 180.0) -> None:
+def check_registered(
+    estimators: set[str], losses: set[str], plugins: list[str], timeout: float = 180.0
+) -> None:
     """UserError unless a fresh process that imports verl sees every name."""
     env = {**os.environ, PLUGINS_ENV: os.pathsep.join(plugins)}
     try:
-        proc = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(sorted(estimators)), json.dumps(sorted(losses))],
-                              capture_output=True, text=True, timeout=timeout, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-c", _PROBE, json.dumps(sorted(estimators)), json.dumps(sorted(losses))],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
     except subprocess.TimeoutExpired:
-        raise UserError(f"verl preflight: importing verl took more than {timeout:.0f} s in a fresh process") from None
+        raise UserError(
+            f"verl preflight: importing verl took more than {timeout:.0f} s in a fresh process"
+        ) from None
     line = next((l for l in proc.stdout.splitlines() if l.startswith("PREFLIGHT ")), None)
     if line is None:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -46,7 +55,9 @@ def check_registered(estimators: set[str], losses: set[str], plugins: list[str],
     out = json.loads(line.removeprefix("PREFLIGHT "))
     if out["missing_adv"] or out["missing_loss"]:
         names = out["missing_adv"] + out["missing_loss"]
-        why = out["plugin_error"] or ("VERL_USE_EXTERNAL_PLUGINS excludes the plugin"
-                                      if os.environ.get("VERL_USE_EXTERNAL_PLUGINS") not in (None, "", "auto")
-                                      else "is ngrpo-harness installed (pip install -e .) in this environment?")
+        why = out["plugin_error"] or (
+            "VERL_USE_EXTERNAL_PLUGINS excludes the plugin"
+            if os.environ.get("VERL_USE_EXTERNAL_PLUGINS") not in (None, "", "auto")
+            else "is ngrpo-harness installed (pip install -e .) in this environment?"
+        )
         raise UserError(f"verl preflight: {', '.join(names)} not registered in a fresh verl process: {why}")

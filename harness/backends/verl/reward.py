@@ -54,10 +54,16 @@ def _math_grader(processes: int, timeout: float):
     return _graders[key]
 
 
-def grade(data_source: str, solution_str: str, ground_truth: Any, *, grader: str, processes: int, timeout: float) -> tuple[bool, str | None]:
+def grade(
+    data_source: str, solution_str: str, ground_truth: Any, *, grader: str, processes: int, timeout: float
+) -> tuple[bool, str | None]:
     """(correct, extracted answer) for one response."""
     if str(data_source).startswith("modchain"):
-        truth = ground_truth if isinstance(ground_truth, dict) else {"answer": str(ground_truth), "solution": str(ground_truth)}
+        truth = (
+            ground_truth
+            if isinstance(ground_truth, dict)
+            else {"answer": str(ground_truth), "solution": str(ground_truth)}
+        )
         problem = modchain.Problem("", "", str(truth["solution"]), str(truth["answer"]), 0)
         return bool(modchain.grade([solution_str], [problem], grader)[0]), modchain.parse_answer(solution_str)
     with _lock:  # verl calls the reward function from a thread pool; one grader pool per process
@@ -69,8 +75,14 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_
                   grader: str = "strict", processes: int = 2, timeout: float = 5.0, **_: Any) -> dict:
     """verl custom reward function -> {score, acc, pred, ngrpo_keep, right_keep, harness_benchmark, harness_problem}."""
     extra_info = extra_info if isinstance(extra_info, dict) else {}
-    correct, pred = grade(data_source, solution_str, ground_truth, grader=grader, processes=processes, timeout=timeout)
-    out: dict[str, Any] = {"score": 1.0 if correct else 0.0, "acc": correct, "pred": "" if pred is None else str(pred)}
+    correct, pred = grade(
+        data_source, solution_str, ground_truth, grader=grader, processes=processes, timeout=timeout
+    )
+    out: dict[str, Any] = {
+        "score": 1.0 if correct else 0.0,
+        "acc": correct,
+        "pred": "" if pred is None else str(pred),
+    }
     if extra_info.get("split") != "test":
         out["ngrpo_keep"] = 1.0 if correct else -1.0 - _rng.random()
         out["right_keep"] = 1.0 + _rng.random() if correct else 0.0

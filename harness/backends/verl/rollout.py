@@ -71,7 +71,9 @@ def generate(model, tokenizer, prompt_ids: list[list[int]], n: int, temperature:
     resp = torch.cat(outs)[:, :max_new_tokens]
     is_eos = resp == eos
     has_eos = is_eos.any(-1)
-    length = torch.where(has_eos, is_eos.int().argmax(-1) + 1, torch.full_like(has_eos, resp.shape[1], dtype=torch.long))
+    length = torch.where(
+        has_eos, is_eos.int().argmax(-1) + 1, torch.full_like(has_eos, resp.shape[1], dtype=torch.long)
+    )
     rmask = (torch.arange(resp.shape[1])[None, :] < length[:, None]).long()
     resp = torch.where(rmask.bool(), resp, torch.full_like(resp, pad))
     width = max(1, int(length.max()))
@@ -109,7 +111,9 @@ def score(manager, tokenizer, rows: list[dict], gen: Generated, n: int) -> tuple
         return await asyncio.gather(*(manager.run_single(d) for d in items))
 
     results = manager.loop.run_until_complete(run_all())
-    return torch.tensor([float(r["reward_score"]) for r in results]), [r["reward_extra_info"] for r in results]
+    return torch.tensor([float(r["reward_score"]) for r in results]), [
+        r["reward_extra_info"] for r in results
+    ]
 
 
 def filter_keep(metric: np.ndarray, group_ids: np.ndarray) -> np.ndarray:
@@ -122,3 +126,47 @@ def filter_keep(metric: np.ndarray, group_ids: np.ndarray) -> np.ndarray:
         if len(vals) > 1 and float(np.std(vals)) == 0.0:
             keep[idx] = False
     return keep
+
+
+def as_tensordict(gen: Generated, **extra):
+    """Padded batch -> the no-padding TensorDict verl's workers take (as ray_trainer v0 prepares it)."""
+    from tensordict import TensorDict
+    from verl.workers.utils.padding import left_right_2_no_padding
+
+    input_ids = torch.cat([gen.prompts, gen.responses], dim=1)
+    attn = torch.cat([gen.prompt_mask, gen.response_mask], dim=1)
+    pos = torch.clip(torch.cumsum(attn, dim=-1) - 1, min=0)
+    td = TensorDict(
+        {
+            "input_ids": input_ids,
+            "attention_mask": attn,
+            "position_ids": pos,
+            "prompts": gen.prompts,
+            "responses": gen.responses,
+            "response_mask": gen.response_mask,
+            **extra,
+        },
+        batch_size=input_ids.shape[0],
+    )
+    return left_right_2_no_padding(td)
+
+
+def select_rows(gen: Generated, idx: np.ndarray) -> Generated:
+    t = torch.as_tensor(idx, dtype=torch.long)
+    return Generated(
+        gen.prompts[t], gen.prompt_mask[t], gen.responses[t], gen.response_mask[t], gen.truncated[t]
+    )
+
+
+def concat(parts: list[Generated], pad: int) -> Generated:
+    P = max(p.prompts.shape[1] for p in parts)
+    T = max(p.responses.shape[1] for p in parts)
+    lp = lambda x, w, v: torch.nn.functional.pad(x, (w - x.shape[1], 0), value=v)  # noqa: E731
+    rp = lambda x, w, v: torch.nn.functional.pad(x, (0, w - x.shape[1]), value=v)  # noqa: E731
+    return Generated(
+        torch.cat([lp(p.prompts, P, pad) for p in parts]),
+        torch.cat([lp(p.prompt_mask, P, 0) for p in parts]),
+        torch.cat([rp(p.responses, T, pad) for p in parts]),
+        torch.cat([rp(p.response_mask, T, 0) for p in parts]),
+        torch.cat([p.truncated for p in parts]),
+    )
