@@ -24,6 +24,8 @@ RunStopped's own state (pruned | pending; detail: its reason).
 from __future__ import annotations
 
 import hashlib
+import math
+import numbers
 import time
 import traceback
 from dataclasses import dataclass
@@ -48,6 +50,23 @@ class RunStopped(StopRequested):
         self.state, self.reason = state, reason
 
 
+class NonFiniteLoss(RuntimeError):
+    """A loss became NaN or infinite: the run cannot recover (its status names the step and the term)."""
+
+
+def non_finite_losses(rec: dict) -> list[str]:
+    """Names of the loss entries of a step record that are NaN or infinite."""
+    return sorted(k for k, v in rec.items() if "loss" in k and isinstance(v, numbers.Real)
+                  and not isinstance(v, bool) and not math.isfinite(float(v)))
+
+
+def fail_on_non_finite(step: int, rec: dict | None) -> None:
+    """Raise NonFiniteLoss naming the terms and the step if a loss of the step's record is NaN or inf."""
+    bad = non_finite_losses(rec or {})
+    if bad:
+        raise NonFiniteLoss(f"non-finite {', '.join(bad)} at step {step}")
+
+
 @dataclass(frozen=True)
 class RunRules:
     """How run_task treats a held run, stop requests and progress; the defaults are `harness run`'s."""
@@ -61,8 +80,15 @@ class RunRules:
         return None
 
     def progress(self, ctx: TaskContext, key: str, run_dir: Path) -> Callable[..., None]:
-        """The backend's Progress callback: the executor's (raises StopRequested on Ctrl-C / SIGTERM)."""
-        return ctx.progress(key)
+        """The backend's Progress callback: fails the run on a non-finite loss, then the executor's
+        (raises StopRequested on Ctrl-C / SIGTERM)."""
+        report = ctx.progress(key)
+
+        def check(step: int, total: int, rec: dict | None = None) -> None:
+            fail_on_non_finite(step, rec)
+            report(step, total, rec)
+
+        return check
 
 
 def run_lock(run_dir: Path) -> FileLock:

@@ -9,9 +9,9 @@ because a sweep owns its runs through Optuna trials:
   orphan of a killed sweep) is waited for, then reused or resumed, instead of skipped;
 - a missing shared artefact (a warm start that a swept parameter changes) is built here, once,
   under the runner's shared lock (harness.runs.task.prepare_task);
-- the progress callback enforces the sweep's rules: a non-finite loss fails the run (the trial is
-  recorded as failed, the study goes on), and a stop request for this trial (pruned, or a sibling
-  seed failed) ends it with state `pruned` or `pending` (resumable). Ctrl-C / SIGTERM reach it as
+- the progress callback enforces the sweep's rules: a non-finite loss fails the run, as every run
+  (harness.runs.task; the trial is recorded as failed, the study goes on), and a stop request for
+  this trial (pruned, or a sibling seed failed) ends it with state `pruned` or `pending` (resumable). Ctrl-C / SIGTERM reach it as
   for `harness run` (the pool's stop request): the run checkpoints its step and is left `pending`.
 
 Per-trial stop requests are a small JSON file in the run folder carrying the trial's token (the pool's
@@ -22,8 +22,6 @@ stops a later one; every worker sees the shared results folder.
 from __future__ import annotations
 
 import json
-import math
-import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,13 +29,11 @@ from typing import Callable
 from harness.config.runspec import RunSpec
 from harness.core import results
 from harness.execution.context import TaskContext
-from harness.runs.task import RunRules, RunStopped, run_task
+from harness.runs.task import (  # noqa: F401  (NonFiniteLoss, non_finite_losses: re-exported)
+    NonFiniteLoss, RunRules, RunStopped, fail_on_non_finite, non_finite_losses, run_task,
+)
 
 STOP_FILE = "stop.request"
-
-
-class NonFiniteLoss(RuntimeError):
-    """A loss became NaN or infinite: the run cannot recover."""
 
 
 def request_stop(run_dir: Path, token: str, state: str, reason: str) -> None:
@@ -59,12 +55,6 @@ def _stop_for(run_dir: Path, token: str) -> RunStopped | None:
     return RunStopped(req["state"], req["reason"]) if req.get("token") == token else None
 
 
-def non_finite_losses(rec: dict) -> list[str]:
-    """Names of the loss entries of a step record that are NaN or infinite."""
-    return sorted(k for k, v in rec.items() if "loss" in k and isinstance(v, numbers.Real)
-                  and not isinstance(v, bool) and not math.isfinite(float(v)))
-
-
 @dataclass(frozen=True)
 class SweepRules(RunRules):
     """run_task's rules for a trial's run: wait for a held run, obey this trial's stop requests, fail on
@@ -82,9 +72,7 @@ class SweepRules(RunRules):
         report = ctx.progress(key)  # (step, total) to the driver; raises StopRequested on Ctrl-C / SIGTERM
 
         def check(step: int, total: int, rec: dict | None = None) -> None:
-            bad = non_finite_losses(rec or {})
-            if bad:
-                raise NonFiniteLoss(f"non-finite {', '.join(bad)} at step {step}")
+            fail_on_non_finite(step, rec)
             stop = _stop_for(run_dir, self.token)
             if stop is not None:
                 raise stop

@@ -123,6 +123,9 @@ class FakeBackend:
     def shared_key(self, spec, cache_dir):
         return None
 
+    def has_checkpoint(self, run_dir):
+        return False
+
     def train(self, spec, run_dir, cache_dir, progress=None):
         results.write_status(run_dir, "running", step=0, total_steps=4)
         for step in range(1, 5):
@@ -178,6 +181,16 @@ def test_worker_fails_a_run_with_a_non_finite_loss(tmp_path, fake_backend):
     state, err = run_sweep_task(Ctx(), spec, str(tmp_path / "r2"), str(tmp_path), "s:1")
     assert state == "failed" and "NonFiniteLoss: non-finite actor/pg_loss at step 3" in err
     assert results.read_status(tmp_path / "r2")["state"] == "failed"
+
+
+def test_harness_run_fails_a_run_with_a_non_finite_loss_too(tmp_path, fake_backend):
+    """Not only inside sweeps (issue 18): `harness run`'s task fails the run, its status naming step and term."""
+    from harness.runs.task import run_task
+
+    rid, state, err = run_task(Ctx(), FakeSpec("r5", nan_at=2), str(tmp_path / "r5"), str(tmp_path))
+    assert (rid, state) == ("r5", "failed") and "non-finite actor/pg_loss at step 2" in err
+    st = results.read_status(tmp_path / "r5")
+    assert st["state"] == "failed" and "non-finite actor/pg_loss at step 2" in st["error"]
 
 
 def test_worker_reuses_a_finished_run(tmp_path, fake_backend):
