@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from harness.cli import options
 from harness.core.errors import UserError
 
 err_console = Console(stderr=True)
@@ -40,34 +41,20 @@ def run_command(
     jobs: int = typer.Option(
         0, "--jobs", "-j", help="Parallel runs (processes). 0 = CPU cores / train.threads."
     ),
-    cache_dir: Path = typer.Option(
-        None, "--cache-dir", help="Warm-start cache (default $NGRPO_HARNESS_CACHE or ~/.cache/ngrpo-harness)."
-    ),
+    cache_dir: Path = options.CACHE_DIR,
     no_wait: bool = typer.Option(
         False,
         "--no-wait",
         help="Skip runs that another live `harness run` is training (default: wait for them).",
     ),
-    summary_every: float = typer.Option(
-        30.0,
-        "--summary-every",
-        help="When output is not a terminal: seconds between progress summary lines (0 = none).",
-    ),
+    summary_every: float = options.SUMMARY_EVERY,
     dry_run: bool = typer.Option(
         False,
         "--dry-run",
         help="Validate, then print what each run would execute (for verl: the exact `main_ppo` command and Hydra overrides) and start nothing.",
     ),
-    executor: str = typer.Option(
-        "process",
-        "--executor",
-        help="process (local processes) or ray (Ray tasks: a new local instance, or a cluster with --address).",
-    ),
-    address: str = typer.Option(
-        None,
-        "--address",
-        help="Ray cluster address for --executor ray (auto, HOST:PORT or ray://HOST:10001); every node must see the results and cache folders at the same paths.",
-    ),
+    executor: str = options.EXECUTOR,
+    address: str = options.ADDRESS,
 ) -> None:
     """Run every (variant, seed) of an experiment: finished runs are skipped, interrupted ones resumed.
 

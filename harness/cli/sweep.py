@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from harness.cli import options
 from harness.core.errors import UserError
 
 
@@ -39,30 +40,16 @@ def sweep_command(
         "<results>/<experiment>_sweep_<variant>/optuna.journal), sqlite:///FILE.db, or a "
         "PostgreSQL/MySQL SQLAlchemy URL. Workers on several machines share one study through it.",
     ),
-    executor: str = typer.Option(
-        "process",
-        "--executor",
-        help="process (local processes) or ray (Ray tasks: a new local instance, or a cluster with --address).",
-    ),
-    address: str = typer.Option(
-        None,
-        "--address",
-        help="Ray cluster address for --executor ray (auto, HOST:PORT or ray://HOST:10001); every node must see the results and cache folders at the same paths.",
-    ),
-    cache_dir: Path = typer.Option(
-        None, "--cache-dir", help="Warm-start cache (default $NGRPO_HARNESS_CACHE or ~/.cache/ngrpo-harness)."
-    ),
+    executor: str = options.EXECUTOR,
+    address: str = options.ADDRESS,
+    cache_dir: Path = options.CACHE_DIR,
     retry_failed: bool = typer.Option(
         False,
         "--retry-failed",
         help="Run the parameters of failed trials once more "
         "(e.g. after an OOM kill); their runs resume from their checkpoints.",
     ),
-    summary_every: float = typer.Option(
-        30.0,
-        "--summary-every",
-        help="When output is not a terminal: seconds between progress summary lines (0 = none).",
-    ),
+    summary_every: float = options.SUMMARY_EVERY,
 ) -> None:
     """Search a variant's settings with Optuna; the objective is a report metric averaged over seeds.
 

@@ -157,31 +157,17 @@ class RunSpec(_Strict):
 
 def expand(exp: Experiment) -> list[RunSpec]:
     """One RunSpec per (variant, seed), in file order; run_id = hash of the content."""
+    shared = {key: getattr(exp, key) for key in ("task", "model", "train", "eval")}
+    used = {"plugins": list(exp.plugins) if exp.plugins else None,  # in the run id only when used
+            "verl": exp.verl if exp.backend == "verl" else None}
     specs = []
     for i, v in enumerate(exp.variants):
         algorithm = AlgorithmSpec.of(resolve_variant(exp, i))
         for seed in exp.seeds:
-            warm = (
-                exp.warm_start
-                if exp.warm_start.seed is not None
-                else exp.warm_start.model_copy(update={"seed": seed})
-            )
-            spec = RunSpec(
-                experiment=exp.name,
-                variant=v.name,
-                seed=seed,
-                backend=exp.backend,
-                preset=v.preset,
-                overrides=dict(v.overrides),
-                algorithm=algorithm,
-                plugins=list(exp.plugins) if exp.plugins else None,
-                verl=exp.verl if exp.backend == "verl" else None,
-                task=exp.task,
-                model=exp.model,
-                warm_start=warm,
-                train=exp.train,
-                eval=exp.eval,
-                loggers=list(exp.loggers),
-            )
+            ws = exp.warm_start
+            warm = ws if ws.seed is not None else ws.model_copy(update={"seed": seed})  # null: one per run seed
+            spec = RunSpec(experiment=exp.name, variant=v.name, seed=seed, backend=exp.backend, preset=v.preset,
+                           overrides=dict(v.overrides), algorithm=algorithm, warm_start=warm,
+                           loggers=list(exp.loggers), **shared, **used)
             specs.append(spec.with_id())
     return specs

@@ -127,10 +127,8 @@ def plot_auc_vs_step(aucs_all: pd.DataFrame, variants: Sequence[str], out: Path,
             ax.set_xlabel("training step")
             ax.set_ylabel("Pass@k AUC (0-100)")
         axes[0][0].legend(fontsize=8)
-        fig.suptitle(
-            f"{experiment} — sample efficiency (band: {int(CONFIDENCE * 100)}% t-interval over seeds)",
-            fontsize=10,
-        )
+        band = f"band: {int(CONFIDENCE * 100)}% t-interval over seeds"
+        fig.suptitle(f"{experiment} — sample efficiency ({band})", fontsize=10)
         fig.tight_layout()
         return _save(fig, out, "auc_vs_step")
 

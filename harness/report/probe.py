@@ -99,10 +99,8 @@ def _dynamics_figure(upd: pd.DataFrame, algos: list[str], out: Path, name: str, 
                 if i == len(PANELS) - 1:
                     ax.set_xlabel("update", fontsize=8)
         axes[0][0].legend(fontsize=8)
-        fig.suptitle(
-            f"{name} — from one identical state, {k} updates on each fixed batch (policy-gradient term only)",
-            fontsize=10,
-        )
+        what = f"from one identical state, {k} updates on each fixed batch (policy-gradient term only)"
+        fig.suptitle(f"{name} — {what}", fontsize=10)
         fig.tight_layout()
         return _save(fig, out, "probe_dynamics")
 
@@ -127,10 +125,8 @@ def _passk_figure(curves: pd.DataFrame, algos: list[str], out: Path, name: str, 
             ax.set_xlabel("k (log2 scale)")
         axes[0][0].set_ylabel("pass@k")
         axes[0][0].legend(fontsize=7)
-        fig.suptitle(
-            f"{name} — pass@k on the probe prompts before and after {k} updates (eval temperature)",
-            fontsize=10,
-        )
+        what = f"pass@k on the probe prompts before and after {k} updates (eval temperature)"
+        fig.suptitle(f"{name} — {what}", fontsize=10)
         fig.tight_layout()
         return _save(fig, out, "probe_passk")
 
