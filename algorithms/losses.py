@@ -39,14 +39,18 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return aggregate(x, mask, "token-mean")
 
 
+K3_LOG_RATIO_CLAMP, K3_VALUE_CAP = 20.0, 10.0  # verl 0.9.1 core_algos.kl_penalty_forward("low_var_kl")
+
+
 def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") -> torch.Tensor:
-    """Per-token KL(pi || pi_ref) estimate [N, T]. k1: logp - ref_logp; k3: exp(d) - d - 1, d = ref - logp
-    clamped to [-10, 10] (Schulman's low-variance estimator, verl's low_var_kl)."""
+    """Per-token KL(pi || pi_ref) estimate [N, T]. k1: logp - ref_logp; k3 (Schulman's low-variance
+    estimator) exactly as verl's low_var_kl: d = ref_logp - logp clamped to [-20, 20], then
+    exp(d) - d - 1 clamped to [-10, 10] (value and gradient: tests/unit/test_verl_parity.py)."""
     if kind == "k1":
         return logp - ref_logp
     if kind == "k3":
-        d = (ref_logp - logp).clamp(-10.0, 10.0)
-        return torch.exp(d) - d - 1.0
+        d = torch.clamp(ref_logp - logp, min=-K3_LOG_RATIO_CLAMP, max=K3_LOG_RATIO_CLAMP)
+        return torch.clamp(torch.exp(d) - d - 1, min=-K3_VALUE_CAP, max=K3_VALUE_CAP)
     raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kind!r}")
 
 

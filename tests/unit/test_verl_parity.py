@@ -190,3 +190,22 @@ def test_preflight_fails_loudly_when_the_plugin_cannot_import(tmp_path):
         preflight.check_registered({"harness_virtual_max"}, {"vanilla"}, [str(broken)])
     with pytest.raises(UserError, match="no_such_loss"):
         preflight.check_registered({"grpo"}, {"no_such_loss"}, [])
+
+
+@pytest.mark.parametrize("kind,verl_kind", [("k3", "low_var_kl"), ("k1", "kl")])
+def test_kl_estimates_equal_verls_kl_penalty_in_value_and_gradient(kind, verl_kind):
+    """Log-ratios over [-30, 30] (both clamps of verl's low_var_kl bind at the ends: |d| > 20, k3 > 10)."""
+    from verl.trainer.ppo.core_algos import kl_penalty
+
+    d = torch.linspace(-30.0, 30.0, 2401, dtype=torch.float64)
+    ref = torch.randn(d.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ours_logp, verl_logp = (ref - d).clone().requires_grad_(True), (ref - d).clone().requires_grad_(True)
+    ours = algorithms.kl_estimate(ours_logp, ref, kind)
+    theirs = kl_penalty(verl_logp, ref, verl_kind)
+    assert torch.equal(ours, theirs)
+    w = torch.rand(d.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    (ours * w).sum().backward()
+    (theirs * w).sum().backward()
+    assert torch.equal(ours_logp.grad, verl_logp.grad)
+    if kind == "k3":
+        assert ours.max().item() == 10.0 and (ours_logp.grad[d.abs() > 20] == 0).all()  # the cap and the clamp bind

@@ -89,7 +89,8 @@ def kl_diagnostics(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tenso
     per token [N, T] (token means over mask [N, T]):
 
         ppo_kl = k1 = mean(-d), d clamped to [-20, 20]   (verl's actor/ppo_kl; the loss's approx_kl)
-        kl_k3  = k3 = mean(exp(d) - d - 1), d clamped to [-10, 10]   (kl_estimate's k3, always >= 0)
+        kl_k3  = k3 = mean(exp(d) - d - 1): kl_estimate's k3 = verl's low_var_kl (d clamped to [-20, 20],
+                 each token's value capped at 10; always >= 0)
     """
     with torch.no_grad():
         d = logp.detach() - old_logp
