@@ -23,7 +23,8 @@ def aggregate(
 
     token-mean: sum / #tokens (DAPO, the paper's recipe); seq-mean-token-mean: mean over sequences of
     per-sequence token means (DeepSeekMath GRPO); seq-mean-token-sum-norm: mean over sequences of token
-    sums divided by a constant norm_len (default T; Dr. GRPO).
+    sums divided by a constant norm_len (Dr. GRPO: the generation limit; default T, so callers pad x and
+    mask to the generation limit, as the local trainer does and verl's loss_scale_factor sets).
     """
     m = mask.to(x.dtype)
     if mode == "token-mean":

@@ -161,3 +161,10 @@ def test_paper_recipe_dapo_overlong_buffer_is_the_released_1024(monkeypatch, tmp
     ov = as_dict(algorithm_overrides(dapo))
     assert ov["+reward.reward_kwargs.overlong_buffer_cfg.len"] == "1024"
     assert ov["+reward.reward_kwargs.max_resp_len"] == "3072"
+
+
+def test_dr_grpo_normaliser_is_the_generation_limit_on_verl(model):
+    ov, cfg = build(spec_for("grpo", agg="seq-mean-token-sum-norm"), model)
+    assert cfg.actor_rollout_ref.actor.loss_agg_mode == "seq-mean-token-sum-norm"
+    assert cfg.actor_rollout_ref.actor.loss_scale_factor == BASE["train"]["max_new_tokens"]
+    assert "actor_rollout_ref.actor.loss_scale_factor" not in as_dict(build(spec_for("grpo"), model)[0])

@@ -81,6 +81,19 @@ class MiniBatch:
         return MiniBatch(*(None if (t := getattr(self, f.name)) is None else t[idx] for f in fields(self)))
 
 
+def _to_width(x: torch.Tensor, width: int) -> torch.Tensor:
+    """[N, T] -> [N, width], zero-padded on the right (a [N] tensor is returned as it is)."""
+    return torch.nn.functional.pad(x, (0, width - x.shape[1])) if x.ndim == 2 else x
+
+
+def _mini_batch_to_width(mb: MiniBatch, width: int) -> MiniBatch:
+    """The token-level tensors of mb padded to `width` response tokens (mask 0 there): Dr. GRPO's
+    seq-mean-token-sum-norm then divides by the constant `width`, not by the batch's longest response."""
+    return MiniBatch(mb.prompt_ids, mb.completion_ids, _to_width(mb.mask, width), _to_width(mb.old_logp, width),
+                     _to_width(mb.adv, width), None if mb.ref_logp is None else _to_width(mb.ref_logp, width),
+                     mb.values, mb.returns)
+
+
 NO_KL = torch.zeros(())  # the KL term when the loss has none: kl_coef is then 0.0 and adds an exact 0
 
 
@@ -204,6 +217,9 @@ class LocalTrainer:
             w = float(mb.mask.sum() / total_tok) if agg == "token-mean" else mb.mask.shape[0] / total_seq
             logp, ent = sequence_forward(self.policy, self.tok, mb.prompt_ids, mb.completion_ids, mb.mask,
                                          with_entropy=True, temperature=self.tr.temperature)
+            if agg == "seq-mean-token-sum-norm":  # Dr. GRPO divides by a constant: the generation limit
+                width = self.tr.max_new_tokens
+                logp, ent, mb = _to_width(logp, width), _to_width(ent, width), _mini_batch_to_width(mb, width)
             pg, met = self.loss_fn(logp, mb.old_logp, mb.adv, mb.mask, **self.loss_knobs)
             met.pop("approx_kl", None)  # logged as ppo_kl, next to kl_k3
             met.update(kl_diagnostics(logp, mb.old_logp, mb.mask))

@@ -124,6 +124,8 @@ def algorithm_overrides(spec: RunSpec) -> list[str]:
         f"algorithm.kl_ctrl.kl_coef={fmt(float(k['kl_in_reward_coef']))}",
         f"critic.enable={fmt(bool(k['use_critic']))}",
     ]
+    if lk["agg"] == "seq-mean-token-sum-norm":  # Dr. GRPO's constant: the generation limit, not the batch's
+        out.append(f"{a}.loss_scale_factor={spec.train.max_new_tokens}")
     if k["use_critic"]:
         out += [
             f"critic.optim.lr={fmt(spec.train.lr * k['critic_lr_mult'])}",

@@ -1,0 +1,50 @@
+"""Dr. GRPO's normaliser is the generation limit, whatever the batch's longest response (issue 18 item 7)."""
+
+import copy
+
+import torch
+
+from harness.backends.local.rollout import Batch, collect_batch
+from harness.backends.local.trainer import LocalTrainer
+from harness.config.experiment import Experiment
+from harness.config.runspec import expand
+from harness.embedded import common
+from harness.embedded.warmstart import ensure_warm_start
+
+
+def trainer_and_batch(tmp_path, agg):
+    exp = Experiment.model_validate({
+        "name": "t", "model": {"n_layer": 1, "n_head": 2, "d_model": 32},
+        "warm_start": {"steps": 20, "batch_size": 16, "max_ops": 3},
+        "train": {"steps": 1, "prompts_per_step": 4, "group_size": 4, "mini_batches": 1, "max_new_tokens": 16},
+        "eval": {"benchmarks": {"easy": {"min_ops": 2, "max_ops": 3, "problems": 4}}},
+        "variants": [{"name": "psr", "preset": "psr_nsr", "overrides": {"agg": agg}}],
+    })
+    spec = expand(exp)[0]
+    ensure_warm_start(spec, tmp_path)
+    trainer = LocalTrainer(spec, tmp_path)
+    batch, _ = collect_batch(trainer.policy, spec, trainer.preset, 1)
+    return trainer, batch
+
+
+def widened(b: Batch, extra: int) -> Batch:
+    """The same batch with `extra` more pad columns (as if a longer response had been in it)."""
+    pad = common.tokenizer().PAD
+    w = lambda t, v: torch.nn.functional.pad(t, (0, extra), value=v)  # noqa: E731
+    out = copy.copy(b)
+    out.completion_ids, out.mask, out.sample_logp = w(b.completion_ids, pad), w(b.mask, 0.0), w(b.sample_logp, 0.0)
+    return out
+
+
+def pg_loss(trainer, batch):
+    data = trainer.score(batch)
+    return trainer.optimize(data, torch.arange(batch.size))["pg_loss"]
+
+
+def test_seq_mean_token_sum_norm_divides_by_the_generation_limit(tmp_path):
+    trainer, batch = trainer_and_batch(tmp_path, "seq-mean-token-sum-norm")
+    state = copy.deepcopy(trainer.policy.state_dict())
+    narrow = pg_loss(trainer, batch)
+    trainer.policy.load_state_dict(state)
+    wide = pg_loss(trainer, widened(batch, 3))
+    assert narrow != 0.0 and abs(narrow - wide) < 1e-6 * max(1.0, abs(narrow)), (narrow, wide)
