@@ -64,3 +64,12 @@ def collect_groups(
     metrics["groups/sample_rounds"] = rounds
     metrics["groups/rounds_capped"] = float(n_kept < groups)
     return kept, metrics
+
+
+def mini_batch_rows(n_groups: int, group_size: int, mini_batches: int, seed: int) -> list[torch.Tensor]:
+    """The rows of each optimizer step of one epoch: the groups shuffled (seeded), split into
+    min(mini_batches, n_groups) near-equal runs of whole groups (7 groups, 2 mini-batches: 4 + 3).
+    The one rule for a partial batch on every backend."""
+    order = torch.randperm(n_groups, generator=torch.Generator().manual_seed(seed))
+    return [(groups[:, None] * group_size + torch.arange(group_size)).reshape(-1)
+            for groups in torch.tensor_split(order, min(mini_batches, n_groups))]

@@ -3,6 +3,7 @@ same log-probs, same advantages and loss on the same modchain batch, updates tha
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -144,3 +145,21 @@ def test_an_update_moves_each_sequence_with_its_advantage(engines):
     agree = (torch.sign(delta) == adv).float().mean().item()
     corr = torch.corrcoef(torch.stack([delta, adv]))[0, 1].item()
     assert agree >= 0.85 and corr > 0.6, (agree, corr, delta)  # and most single sequences do (shared tokens interfere)
+
+
+def test_a_partial_batch_is_split_by_the_local_rule_on_verl_too(engines):
+    """5 groups of a 6-group batch (the round cap was hit), 2 mini-batches, 2 epochs: 2 x (3 + 2 groups) optimizer
+    steps, the rows of each the local backend's (issue 18: it used to be one step, so no clip could bind)."""
+    from harness.backends.batching import mini_batch_rows
+    from harness.embedded.common import derive_seed
+
+    vt = engines[1].rebuild([])
+    vt.spec = vt.spec.model_copy(update={"train": vt.spec.train.model_copy(update={"mini_batches": 2})})
+    gen, reward = engines[3], engines[2].reward
+    part = ro.select_rows(gen, np.arange(20))
+    seen = []
+    update = vt.actor.update_actor
+    vt.actor.update_actor = lambda td: seen.append(td.batch_size[0]) or update(td)
+    vt.update(part, reward[:20], 1)
+    expected = [len(r) for e in range(2) for r in mini_batch_rows(5, 4, 2, derive_seed("minibatch", vt.spec.seed, 1, e))]
+    assert seen == expected == [12, 8, 12, 8]

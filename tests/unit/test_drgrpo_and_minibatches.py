@@ -48,3 +48,13 @@ def test_seq_mean_token_sum_norm_divides_by_the_generation_limit(tmp_path):
     trainer.policy.load_state_dict(state)
     wide = pg_loss(trainer, widened(batch, 3))
     assert narrow != 0.0 and abs(narrow - wide) < 1e-6 * max(1.0, abs(narrow)), (narrow, wide)
+
+
+def test_mini_batch_rows_split_whole_groups_into_near_equal_steps():
+    from harness.backends.batching import mini_batch_rows
+
+    steps = mini_batch_rows(7, 4, 2, seed=3)
+    assert [len(r) for r in steps] == [16, 12]  # 7 groups, 2 mini-batches: 4 + 3 groups, never one step
+    rows = torch.cat(steps)
+    assert sorted(rows.tolist()) == list(range(28)) and all((r.view(-1, 4) % 4 == torch.arange(4)).all() for r in steps)
+    assert [len(r) for r in mini_batch_rows(2, 4, 4, seed=0)] == [4, 4]  # at most one step per group

@@ -31,6 +31,7 @@ from harness.core import metrics as hm
 from harness.core import results
 from harness.tracking import trackers as tracking
 from harness.embedded import common
+from harness.backends.batching import mini_batch_rows
 from harness.backends.local.rollout import Batch, collect_batch
 from harness.embedded.sampler import chunked_forward, sample, sequence_forward
 from harness.embedded.warmstart import load_warm_start
@@ -171,9 +172,7 @@ class LocalTrainer:
         self.policy.train()
         for epoch in range(self.tr.epochs):
             seed = common.derive_seed("minibatch", self.spec.seed, step, epoch)
-            order = torch.randperm(n_groups, generator=torch.Generator().manual_seed(seed))
-            for groups in torch.tensor_split(order, min(self.tr.mini_batches, n_groups)):
-                idx = (groups[:, None] * G + torch.arange(G)).reshape(-1)
+            for idx in mini_batch_rows(n_groups, G, self.tr.mini_batches, seed):
                 logs.append(self.optimize(data, idx))
         return self.summary(logs, data, b)
 

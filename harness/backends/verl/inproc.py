@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from harness.backends.batching import Round, collect_groups
+from harness.backends.batching import Round, collect_groups, mini_batch_rows
 from harness.config.runspec import RunSpec
 from harness.core import results
 from harness.core.errors import StopRequested
@@ -223,74 +223,57 @@ class InprocTrainer:
     def update(self, gen: ro.Generated, scores: torch.Tensor, step: int) -> dict:
         """One training step on a kept batch: advantages, critic update, actor update, weight sync.
 
+        A full batch is mini-batched by verl (train.mini_batches of ppo_mini_batch_size prompts). A partial
+        one (the sampling-round cap was hit) is split by the local backend's rule, one optimizer step per
+        mini-batch (harness.backends.batching.mini_batch_rows), so both backends take the same number of
+        steps on it and a clip bound can bind.
+
         verl's actor metrics keep their names: actor/ppo_kl is k1 of KL(pi_old || pi), as on the local
         backend; the local backend's actor/kl_k3 has no verl counterpart (verl's vanilla loss logs only k1).
         """
+        cfg = self.cfg
+        data, metrics = self.advantages(gen, scores)
+        n, G = gen.responses.shape[0], cfg.actor_rollout_ref.rollout.n
+        if n // G == cfg.data.train_batch_size:
+            steps = [(torch.arange(n), cfg.actor_rollout_ref.actor.ppo_mini_batch_size * G, True)]
+        else:
+            steps = [(rows, rows.numel(), False) for epoch in range(cfg.actor_rollout_ref.actor.ppo_epochs)
+                     for rows in mini_batch_rows(n // G, G, self.spec.train.mini_batches,
+                                                 derive_seed("minibatch", self.spec.seed, step, epoch))]
+        if self.critic is not None:
+            metrics.update(self._train("critic", gen, data, steps, step, values=data.batch["values"],
+                                       returns=data.batch["returns"]))
+        extra = {"ref_log_prob": data.batch["ref_log_prob"]} if "ref_log_prob" in data.batch.keys() else {}
+        metrics.update(self._train("actor", gen, data, steps, step, old_log_probs=data.batch["old_log_probs"],
+                                   advantages=data.batch["advantages"], **extra))
+        ro.sync_weights(self.actor.actor.engine, self.policy)
+        return metrics
+
+    def _train(self, which: str, gen: ro.Generated, data, steps: list, step: int, **tensors) -> dict:
+        """verl's actor or critic update over (rows, mini-batch size, verl's own epochs?) steps -> metrics
+        (the mean over the calls of each one's reduced metrics)."""
         from verl.utils import tensordict_utils as tu
         from verl.utils.metric import reduce_metrics
 
         cfg = self.cfg
-        temp = cfg.actor_rollout_ref.rollout.temperature
-        data, metrics = self.advantages(gen, scores)
-        mb = self._mini_batch(gen.responses.shape[0])
-        if self.critic is not None:
-            td = ro.as_tensordict(gen, values=data.batch["values"], returns=data.batch["returns"])
-            tu.assign_non_tensor(
-                td,
-                global_batch_size=mb,
-                mini_batch_size=mb,
-                epochs=cfg.critic.ppo_epochs,
-                seed=cfg.critic.data_loader_seed + step,
-                dataloader_kwargs={"shuffle": cfg.critic.shuffle},
-                temperature=temp,
-            )
-            out = tu.get(self.critic.train_mini_batch(td), "metrics")
-            metrics.update(
-                {
-                    f"critic/{k}".replace("critic/critic/", "critic/"): v
-                    for k, v in reduce_metrics(out).items()
-                    if not k.startswith("perf/")
-                }
-            )
-        actor_cfg = cfg.actor_rollout_ref.actor
-        extra = {"ref_log_prob": data.batch["ref_log_prob"]} if "ref_log_prob" in data.batch.keys() else {}
-        td = ro.as_tensordict(
-            gen, old_log_probs=data.batch["old_log_probs"], advantages=data.batch["advantages"], **extra
-        )
-        tu.assign_non_tensor(
-            td,
-            calculate_entropy=actor_cfg.entropy_coeff != 0 or actor_cfg.calculate_entropy,
-            distillation_use_topk=False,
-            distillation_only=False,
-            global_batch_size=mb,
-            mini_batch_size=mb,
-            epochs=actor_cfg.ppo_epochs,
-            seed=actor_cfg.data_loader_seed + step,
-            dataloader_kwargs={"shuffle": actor_cfg.shuffle},
-            compute_loss=True,
-            temperature=temp,
-        )
-        out = tu.get(self.actor.update_actor(td), "metrics")
-        metrics.update(
-            {
-                (k if k.startswith("actor/") else f"actor/{k}"): v
-                for k, v in reduce_metrics(out).items()
-                if not k.startswith("perf/") and k != "mfu"
-            }
-        )
-        ro.sync_weights(self.actor.actor.engine, self.policy)
-        return metrics
-
-    def _mini_batch(self, n_samples: int) -> int:
-        """Samples per mini-batch: ppo_mini_batch_size prompts x n; a capped (partial) batch uses the largest
-        whole number of groups per mini-batch that divides it, at most train.mini_batches mini-batches."""
-        G = self.cfg.actor_rollout_ref.rollout.n
-        groups, M = n_samples // G, self.spec.train.mini_batches
-        full = self.cfg.actor_rollout_ref.actor.ppo_mini_batch_size
-        if groups == self.cfg.data.train_batch_size:
-            return full * G
-        m = next(m for m in range(min(M, groups), 0, -1) if groups % m == 0)
-        return groups // m * G
+        wcfg = cfg.critic if which == "critic" else cfg.actor_rollout_ref.actor
+        calls: list[dict] = []
+        for rows, size, native in steps:
+            td = ro.as_tensordict(ro.select_rows(gen, rows.numpy()), **{k: v[rows] for k, v in tensors.items()})
+            extra = {} if which == "critic" else {
+                "calculate_entropy": wcfg.entropy_coeff != 0 or wcfg.calculate_entropy,
+                "distillation_use_topk": False, "distillation_only": False, "compute_loss": True}
+            tu.assign_non_tensor(td, global_batch_size=size, mini_batch_size=size,
+                                 epochs=wcfg.ppo_epochs if native else 1, seed=wcfg.data_loader_seed + step,
+                                 dataloader_kwargs={"shuffle": wcfg.shuffle if native else False},
+                                 temperature=cfg.actor_rollout_ref.rollout.temperature, **extra)
+            out = self.critic.train_mini_batch(td) if which == "critic" else self.actor.update_actor(td)
+            calls.append(reduce_metrics(tu.get(out, "metrics")))
+        keys = [k for k in calls[0] if not k.startswith("perf/") and k != "mfu"]
+        mean = {k: float(np.mean([c[k] for c in calls if k in c])) for k in keys}
+        if which == "critic":
+            return {f"critic/{k}".replace("critic/critic/", "critic/"): v for k, v in mean.items()}
+        return {(k if k.startswith("actor/") else f"actor/{k}"): v for k, v in mean.items()}
 
     # ------------------------------------------------------------------ validation
     def validate(self, step: int) -> dict:
