@@ -135,10 +135,10 @@ def gae_advantages_and_returns(
     m = mask.to(values.dtype)
     r_tok = torch.zeros_like(values) if token_rewards is None else token_rewards * m
     last = (m.sum(dim=1).long() - 1).clamp(min=0)
-    r_tok = r_tok.index_put((torch.arange(len(last)), last), rewards.to(values.dtype), accumulate=True)
+    r_tok = r_tok.index_put((torch.arange(len(last), device=values.device), last), rewards.to(r_tok), accumulate=True)
     v = values * m
     adv = torch.zeros_like(values)
-    running = torch.zeros(values.shape[0], dtype=values.dtype)
+    running = torch.zeros(values.shape[0], dtype=values.dtype, device=values.device)
     for t in reversed(range(values.shape[1])):
         next_v = v[:, t + 1] if t + 1 < values.shape[1] else torch.zeros_like(running)
         delta = r_tok[:, t] + gamma * next_v - v[:, t]

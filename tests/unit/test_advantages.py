@@ -139,3 +139,12 @@ def test_gae_whitened_via_registry():
 def test_bad_input(call, match):
     with pytest.raises((ValueError, TypeError, KeyError), match=match):
         call()
+
+
+def test_gae_builds_its_tensors_on_the_inputs_device():
+    """Device-agnostic (issue 18): on the meta device (a stand-in for a GPU, no data), no tensor is made on the CPU."""
+    from algorithms.advantages import gae_advantages_and_returns
+
+    v, m, r = torch.randn(4, 5, device="meta"), torch.ones(4, 5, device="meta"), torch.ones(4, device="meta")
+    adv, ret = gae_advantages_and_returns(r, v, m, None, 1.0, 0.95)
+    assert adv.device.type == ret.device.type == "meta" and adv.shape == ret.shape == (4, 5)
