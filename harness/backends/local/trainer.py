@@ -189,14 +189,17 @@ class LocalTrainer:
     def advantages(self, b: Batch, old_logp, ref_logp, values):
         """Advantages [N] (or [N, T] for token-level pieces such as GAE) from the registered piece, and
         the critic's regression targets (GAE returns with the piece's gamma/lambda) when there is a critic.
-        The PPO KL penalty enters as per-token rewards."""
+        The KL penalty (kl_in_reward_coef) enters as per-token rewards; an outcome-level piece gets their
+        sum added to each response's reward, as verl's outcome estimators score token_level_rewards.sum()."""
         name, knobs = self.preset.pieces["advantage"], self.preset.piece_knobs("advantage")
         coef = self.preset.objective("kl_in_reward_coef")
         tok_r = -coef * kl_estimate(old_logp, ref_logp, "k1") if ref_logp is not None and coef > 0 else None
-        inputs = {"acc": b.acc}
+        inputs, rewards = {"acc": b.acc}, b.reward
         if algorithms.ADVANTAGES.meta(name).get("token_level", False):
             inputs.update(values=values, mask=b.mask, token_rewards=tok_r)
-        adv = algorithms.compute_advantages(name, b.reward, b.group_ids, **inputs, **knobs)
+        elif tok_r is not None:  # as verl: an outcome piece scores the sum of the token rewards, penalty included
+            rewards = b.reward + (tok_r * b.mask).sum(dim=1)
+        adv = algorithms.compute_advantages(name, rewards, b.group_ids, **inputs, **knobs)
         returns = None
         if self.critic is not None:
             gamma, lam = knobs["gamma"], knobs["lam"]

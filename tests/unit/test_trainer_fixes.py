@@ -1,4 +1,4 @@
-"""Dr. GRPO's normaliser is the generation limit, whatever the batch's longest response (issue 18 item 7)."""
+"""Trainer fixes of issue 18: Dr. GRPO's constant normaliser, the partial-batch rule, the KL penalty in the reward."""
 
 import copy
 
@@ -12,13 +12,13 @@ from harness.embedded import common
 from harness.embedded.warmstart import ensure_warm_start
 
 
-def trainer_and_batch(tmp_path, agg):
+def trainer_and_batch(tmp_path, agg, preset="psr_nsr", **knobs):
     exp = Experiment.model_validate({
         "name": "t", "model": {"n_layer": 1, "n_head": 2, "d_model": 32},
         "warm_start": {"steps": 20, "batch_size": 16, "max_ops": 3},
         "train": {"steps": 1, "prompts_per_step": 4, "group_size": 4, "mini_batches": 1, "max_new_tokens": 16},
         "eval": {"benchmarks": {"easy": {"min_ops": 2, "max_ops": 3, "problems": 4}}},
-        "variants": [{"name": "psr", "preset": "psr_nsr", "overrides": {"agg": agg}}],
+        "variants": [{"name": "v", "preset": preset, "overrides": {"agg": agg, **knobs}}],
     })
     spec = expand(exp)[0]
     ensure_warm_start(spec, tmp_path)
@@ -58,3 +58,19 @@ def test_mini_batch_rows_split_whole_groups_into_near_equal_steps():
     rows = torch.cat(steps)
     assert sorted(rows.tolist()) == list(range(28)) and all((r.view(-1, 4) % 4 == torch.arange(4)).all() for r in steps)
     assert [len(r) for r in mini_batch_rows(2, 4, 4, seed=0)] == [4, 4]  # at most one step per group
+
+
+def test_kl_in_reward_reaches_outcome_level_advantages(tmp_path):
+    """grpo + kl_in_reward_coef: the group z-scores are of reward - coef * sum_t k1_t (verl's token_level_rewards)."""
+    trainer, batch = trainer_and_batch(tmp_path, "token-mean", "grpo", kl_in_reward_coef=0.5)
+    from algorithms import compute_advantages
+    from harness.embedded.sampler import chunked_forward
+
+    old = chunked_forward(trainer.policy, trainer.tok, batch.prompt_ids, batch.completion_ids, batch.mask, 64)
+    ref = old + 0.3 * torch.randn(old.shape, generator=torch.Generator().manual_seed(0)) * batch.mask
+    adv, _ = trainer.advantages(batch, old, ref, None)
+    penalised = batch.reward - 0.5 * ((old - ref) * batch.mask).sum(dim=1)
+    knobs = trainer.preset.piece_knobs("advantage")
+    want = compute_advantages("group_zscore", penalised, batch.group_ids, acc=batch.acc, **knobs)
+    plain = compute_advantages("group_zscore", batch.reward, batch.group_ids, acc=batch.acc, **knobs)
+    assert torch.allclose(adv, want) and not torch.allclose(adv, plain)
