@@ -35,8 +35,9 @@ def eval_command(
         0.6, "--temperature", help="Sampling temperature (paper: 0.6; 0 = greedy)."),
     top_p: float = typer.Option(0.95, "--top-p", help="Nucleus sampling top-p (paper: 0.95)."),
     max_new_tokens: int = typer.Option(
-        3072, "--max-new-tokens",
-        help="Generation cap per completion; hitting it marks the sample truncated."),
+        4096, "--max-new-tokens",
+        help="Generation cap per completion (the NGRPO authors evaluate with 4096; training generates at most "
+        "3072); hitting it marks the sample truncated."),
     seed: int = typer.Option(0, "--seed", help="Base seed (each benchmark/problem/chunk derives its own)."),
     backend: str = typer.Option(
         "hf", "--backend", help="Sampler backend: hf (transformers), vllm (vLLM engine; GPU, or CPU via "

@@ -100,3 +100,13 @@ def test_validate_schema_describes_every_field(capsys):
     assert "variants[].preset: string; default required" in out
     code, _, err = run_cli(capsys, "validate")
     assert code == 2 and "--schema" in err
+
+
+def test_eval_defaults_are_the_papers_evaluation_protocol():
+    """temperature 0.6, top-p 0.95 and 4096 new tokens: the NGRPO authors' evaluation (not training's 3072)."""
+    import inspect
+
+    from harness.cli.eval import eval_command
+
+    params = inspect.signature(eval_command).parameters
+    assert [params[k].default.default for k in ("temperature", "top_p", "max_new_tokens")] == [0.6, 0.95, 4096]
