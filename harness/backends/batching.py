@@ -5,20 +5,25 @@
         keep its first kept groups, up to B in all
 
 Metrics: the outcome fractions and train/* means of round 0 (fresh prompts, before any filtering, so
-they compare across algorithms), then groups/kept, groups/sample_rounds and groups/rounds_capped
-(1.0 when the round cap stopped the loop short of B groups).
+they compare across algorithms), then groups/kept, groups/sample_rounds and train/sample_rounds_capped
+(1.0 when the round cap stopped the loop short of B groups; capped_warning() at the end of a run says
+when more than 5% of its steps were).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Generic, TypeVar
 
 import torch
 
 from algorithms.filters import group_outcomes
+from harness.core import results
 
 Part = TypeVar("Part")
+CAPPED = "train/sample_rounds_capped"
+CAPPED_WARN_FRACTION = 0.05
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,7 @@ def collect_groups(
         rounds += 1
     metrics["groups/kept"] = n_kept
     metrics["groups/sample_rounds"] = rounds
-    metrics["groups/rounds_capped"] = float(n_kept < groups)
+    metrics[CAPPED] = float(n_kept < groups)
     return kept, metrics
 
 
@@ -73,3 +78,14 @@ def mini_batch_rows(n_groups: int, group_size: int, mini_batches: int, seed: int
     order = torch.randperm(n_groups, generator=torch.Generator().manual_seed(seed))
     return [(groups[:, None] * group_size + torch.arange(group_size)).reshape(-1)
             for groups in torch.tensor_split(order, min(mini_batches, n_groups))]
+
+
+def capped_warning(run_dir: Path, max_rounds: int) -> str | None:
+    """A warning when more than 5% of a run's steps hit the sampling-round cap (their batches were partial:
+    verl's cluster mode refills without a cap, so such a run is not quite the same recipe); else None."""
+    flags = [r[CAPPED] for r in results.read_metrics_records(run_dir) if CAPPED in r]
+    if not flags or sum(flags) <= CAPPED_WARN_FRACTION * len(flags):
+        return None
+    return (f"{int(sum(flags))} of {len(flags)} steps ({sum(flags) / len(flags):.0%}) hit train.max_sample_rounds = "
+            f"{max_rounds} before the batch was full, so they trained on partial batches (verl's cluster mode "
+            "refills without a cap): raise train.max_sample_rounds for the same recipe")

@@ -166,7 +166,9 @@ class TrainConfig(_Strict):
     )
     max_new_tokens: int = Field(24, gt=0, description="response length limit")
     max_sample_rounds: int = Field(
-        4, gt=0, description="cap on sampling rounds to fill a filtered batch (DAPO dynamic sampling)"
+        4, gt=0, description="cap on sampling rounds to fill a filtered batch (DAPO dynamic sampling); a step "
+        "that hits it trains on a partial batch and logs train/sample_rounds_capped = 1, and a run with more than "
+        "5% such steps ends with a warning in its status (cluster verl refills without a cap)"
     )
     threads: int = Field(
         1, gt=0, description="torch intra-op threads per run (pinned and recorded: results depend on it)"

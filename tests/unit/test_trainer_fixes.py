@@ -74,3 +74,36 @@ def test_kl_in_reward_reaches_outcome_level_advantages(tmp_path):
     want = compute_advantages("group_zscore", penalised, batch.group_ids, acc=batch.acc, **knobs)
     plain = compute_advantages("group_zscore", batch.reward, batch.group_ids, acc=batch.acc, **knobs)
     assert torch.allclose(adv, want) and not torch.allclose(adv, plain)
+
+
+def test_runs_whose_steps_hit_the_round_cap_are_warned(tmp_path):
+    from harness.backends.batching import CAPPED, capped_warning
+    from harness.core import results
+
+    for step in range(1, 21):
+        results.append_metrics(tmp_path, {"kind": "train", "step": step, CAPPED: float(step == 5)})
+    assert capped_warning(tmp_path, 4) is None  # 1 of 20 steps = 5%: not more than 5%
+    results.append_metrics(tmp_path, {"kind": "train", "step": 21, CAPPED: 1.0})
+    msg = capped_warning(tmp_path, 4)
+    assert msg.startswith("2 of 21 steps (10%) hit train.max_sample_rounds = 4") and "raise train.max_sample_rounds" in msg
+
+
+def test_a_capped_local_run_records_the_warning_in_its_status(tmp_path, capsys):
+    """dapo with one sampling round on a model that answers nothing right: every step is capped."""
+    from harness.backends.local.trainer import train
+    from harness.core import results
+
+    exp = Experiment.model_validate({
+        "name": "t", "model": {"n_layer": 1, "n_head": 2, "d_model": 16},
+        "warm_start": {"steps": 2, "batch_size": 4, "max_ops": 3},
+        "train": {"steps": 2, "prompts_per_step": 2, "group_size": 2, "mini_batches": 1, "max_new_tokens": 6,
+                  "max_sample_rounds": 1, "checkpoint_every": 2},
+        "eval": {"every": 2, "n": 2, "benchmarks": {"easy": {"min_ops": 2, "max_ops": 3, "problems": 2}}},
+        "variants": [{"name": "dapo", "preset": "dapo"}],
+    })
+    spec = expand(exp)[0]
+    ensure_warm_start(spec, tmp_path / "cache")
+    train(spec, tmp_path / "run", tmp_path / "cache")
+    st = results.read_status(tmp_path / "run")
+    assert st["state"] == "done" and "2 of 2 steps (100%) hit train.max_sample_rounds = 1" in st["warnings"][0]
+    assert "warning: " in capsys.readouterr().err

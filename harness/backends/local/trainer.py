@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -31,7 +32,7 @@ from harness.core import metrics as hm
 from harness.core import results
 from harness.tracking import trackers as tracking
 from harness.embedded import common
-from harness.backends.batching import mini_batch_rows
+from harness.backends.batching import capped_warning, mini_batch_rows
 from harness.backends.local.rollout import Batch, collect_batch
 from harness.embedded.sampler import chunked_forward, sample, sequence_forward
 from harness.embedded.warmstart import load_warm_start
@@ -330,5 +331,9 @@ def train(spec: RunSpec, run_dir: Path, cache_dir: Path, progress: Progress | No
                 if not saved:
                     checkpoint(step)
                 raise
-    results.write_status(run_dir, "done", step=steps, total_steps=steps, threads=torch.get_num_threads())
+    warning = capped_warning(run_dir, spec.train.max_sample_rounds)
+    if warning is not None:
+        print(f"warning: {spec.run_id}: {warning}", file=sys.stderr)
+    results.write_status(run_dir, "done", step=steps, total_steps=steps, threads=torch.get_num_threads(),
+                         **({"warnings": [warning]} if warning else {}))
     tracker.close()

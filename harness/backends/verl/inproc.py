@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from harness.backends.batching import Round, collect_groups, mini_batch_rows
+from harness.backends.batching import Round, capped_warning, collect_groups, mini_batch_rows
 from harness.config.runspec import RunSpec
 from harness.core import results
 from harness.core.errors import StopRequested
@@ -420,4 +421,8 @@ def train(spec: RunSpec, cfg, run_dir: Path, model_path: str, progress=None) -> 
     finally:
         tracker.finish()
     ingest.sync(run_dir, spec)
-    results.write_status(run_dir, "done", step=steps, total_steps=steps, threads=torch.get_num_threads())
+    warning = capped_warning(run_dir, spec.train.max_sample_rounds)
+    if warning is not None:
+        print(f"warning: {spec.run_id}: {warning}", file=sys.stderr)
+    results.write_status(run_dir, "done", step=steps, total_steps=steps, threads=torch.get_num_threads(),
+                         **({"warnings": [warning]} if warning else {}))
