@@ -53,6 +53,22 @@ def _resolve_path(v: str, info: ValidationInfo) -> str:
 DataPath = Annotated[str, AfterValidator(_resolve_path)]
 
 
+def _resolve_model(v: str, info: ValidationInfo) -> str:
+    """A model: a hub id (org/name that is not a path under the experiment file's folder) as it is, else a
+    path as DataPath resolves it (harness.core.hub resolves hub ids when a run needs the weights)."""
+    from harness.core.hub import is_hub_id
+
+    expanded = os.path.expanduser(os.path.expandvars(v)) if "$" in v or v.startswith("~") else v
+    base = (info.context or {}).get("base")
+    local = Path(base) / expanded if base is not None and not os.path.isabs(expanded) else Path(expanded)
+    if is_hub_id(expanded) and not local.exists():
+        return expanded
+    return _resolve_path(v, info)
+
+
+ModelPath = Annotated[str, AfterValidator(_resolve_model)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -240,12 +256,13 @@ class VerlSettings(_Strict):
         "subprocess per run; inproc: verl's own actor/ref/critic engines in this process on the CPU, with the "
         "harness's sampling of the same model standing in for vLLM (debugging and CI)",
     )
-    model: DataPath | None = Field(
+    model: ModelPath | None = Field(
         None,
-        description="policy: a Hugging Face model folder (or, in cluster mode, a hub id such as "
-        "Qwen/Qwen2.5-Math-7B); null = the experiment's embedded warm start exported as a HF model (modchain task)",
+        description="policy: a Hugging Face model folder or a hub id such as Qwen/Qwen2.5-Math-7B (read from the "
+        "hub cache first, HF_HUB_CACHE; downloaded only when online); null = the experiment's embedded warm "
+        "start exported as a HF model (modchain task)",
     )
-    critic_model: DataPath | None = Field(
+    critic_model: ModelPath | None = Field(
         None, description="PPO critic initialisation (default: the policy model)"
     )
     rollout_engine: Literal["vllm", "sglang"] = Field(

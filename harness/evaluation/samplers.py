@@ -14,12 +14,12 @@ import hashlib
 import importlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import numpy as np
 
 from harness.core.errors import UserError
+from harness.core.hub import resolve_model
 from harness.tasks.math_data import render_prompt
 
 
@@ -59,9 +59,7 @@ class HFSampler:
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as e:
             raise UserError("--backend hf needs transformers: pip install 'ngrpo-harness[hf]'") from e
-        if not Path(model).is_dir():
-            raise UserError(f"MODEL {model}: not a local model directory (config.json + weights); "
-                            "the hf backend loads local folders only")
+        model = resolve_model(model, "MODEL")  # a local folder, or a hub id from the hub cache
         self.torch = torch
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=True)
@@ -137,9 +135,7 @@ class VLLMSampler:
         except ImportError as e:
             raise UserError("--backend vllm needs vLLM: `make install-vllm` (CPU, its own venv .venv-vllm) "
                             "or pip install 'ngrpo-harness[gpu]' on a GPU machine") from e
-        if not Path(model).is_dir():
-            raise UserError(f"MODEL {model}: not a local model directory (config.json + weights); "
-                            "the vllm backend loads local folders only")
+        model = resolve_model(model, "MODEL")  # a local folder, or a hub id from the hub cache
         cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
         kw: dict[str, Any] = {"gpu_memory_utilization": gpu_memory_utilization or (0.9 if cuda else 0.2)}
         if not cuda:

@@ -194,3 +194,23 @@ def test_eval_keeps_texts_answers_statuses_and_status_json(tmp_path: Path, monke
         main(["eval", "boom"] + args[2:-2] + ["--run-id", "r2"])
     status = json.loads((tmp_path / "x" / "r2" / "status.json").read_text())
     assert states == ["pending", "running", "failed"] and status["error"] == "RuntimeError: sampler crashed"
+
+
+@pytest.mark.e2e
+def test_eval_a_hub_id_from_the_hub_cache_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`harness eval Org/tiny` with HF_HUB_OFFLINE=1: the model is read from a hub cache laid out on disk."""
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--Org--tiny"
+    make_tiny_model(repo / "snapshots" / sha, chat_template=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(sha)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = ["eval", "Org/tiny", "--benchmark", f"math500={FIX / 'math500_mini.jsonl'}", "--n", "2", "--k-max", "2",
+            "--max-new-tokens", "4", "--out", str(tmp_path / "results"), "--experiment", "hub", "--device", "cpu",
+            "--grading-processes", "1", "--limit", "1", "--run-id", "r"]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code in (0, None)
+    run = load_run(tmp_path / "results" / "hub" / "r")
+    assert run.state == "done" and run.spec["eval"]["model"] == "Org/tiny" and len(run.samples) == 2

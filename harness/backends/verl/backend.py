@@ -34,8 +34,12 @@ class VerlBackend:
 
     def model_paths(self, spec: RunSpec, cache_dir: Path) -> tuple[str, str]:
         vc = spec.verl
-        model = vc.model or str(self.exported_model_dir(spec, cache_dir))
-        return model, vc.critic_model or model
+        if vc.model is None:
+            model = str(self.exported_model_dir(spec, cache_dir))
+        else:
+            model = _model_for(vc.model, "verl.model", vc.mode)
+        critic = _model_for(vc.critic_model, "verl.critic_model", vc.mode) if vc.critic_model else model
+        return model, critic
 
     def overrides(self, spec: RunSpec, run_dir: Path, cache_dir: Path) -> list[str]:
         from harness.backends.verl.data import data_paths
@@ -79,21 +83,13 @@ class VerlBackend:
                 "until the batch is full); remove it"
             )
         for key, value in (("verl.model", vc.model), ("verl.critic_model", vc.critic_model)):
-            if (
-                value is not None
-                and not Path(value).is_dir()
-                and not (vc.mode == "cluster" and _hub_id(value))
-            ):
-                raise UserError(f"{key}: {value} is not a model folder (config.json + weights)"
-                                + ("" if vc.mode == "inproc" else " or a hub id like Qwen/Qwen2.5-Math-7B"))
+            if value is not None:
+                _model_for(value, key, vc.mode)  # UserError: neither a folder nor a usable hub id
         specs = expand(exp)
         data.check_sources(specs[0])
         runs, estimators, losses = [], set(), set()
-        model_local = (
-            vc.model is not None
-            and Path(vc.model).is_dir()
-            and (vc.critic_model is None or Path(vc.critic_model).is_dir())
-        )
+        paths = self.model_paths(specs[0], cache_dir)
+        model_local = vc.model is not None and all(Path(m).is_dir() for m in paths)
         for spec in specs:
             run_dir = Path(results_dir) / exp.name / spec.run_id
             try:
@@ -188,9 +184,14 @@ def _environ(extra: dict[str, str]):
                 os.environ[k] = v
 
 
-def _hub_id(value: str) -> bool:
-    parts = value.split("/")
-    return len(parts) == 2 and all(parts) and not value.startswith((".", "/", "~"))
+def _model_for(value: str, field: str, mode: str) -> str:
+    """What verl is given for a model: a local folder (a hub id resolved through the hub cache); in cluster
+    mode a hub id that is not cached stays a hub id (main_ppo downloads it), unless HF_HUB_OFFLINE is set."""
+    from harness.core.hub import cached_snapshot, hub_offline, is_hub_id, resolve_model
+
+    if mode == "cluster" and is_hub_id(value) and not hub_offline():
+        return cached_snapshot(value) or value
+    return resolve_model(value, field)
 
 
 def _has_gpu() -> bool:
