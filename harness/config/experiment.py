@@ -130,6 +130,9 @@ class Experiment(_Strict):
             raise ValueError(
                 f"train.mini_batches ({self.train.mini_batches}) must divide train.prompts_per_step ({self.train.prompts_per_step})"
             )
+        if self.train.max_epochs is not None and self.task.name == "modchain":
+            raise ValueError("train.max_epochs: the modchain task draws new problems every step, so it has no "
+                             "epochs; remove it (it applies to the math task)")
         if self.backend == "local":
             if self.task.name != "modchain":
                 raise ValueError(

@@ -13,14 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    ValidationInfo,
-    model_validator,
+    AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, model_serializer, model_validator,
 )
 
 Pos = Field(gt=0)
@@ -190,6 +183,20 @@ class TrainConfig(_Strict):
         1, gt=0, description="torch intra-op threads per run (pinned and recorded: results depend on it)"
     )
     checkpoint_every: int = Field(10, gt=0, description="steps between resumable checkpoints")
+    max_epochs: int | None = Field(
+        None, gt=0, description="also stop when the training data has been passed this many times, whichever "
+        "comes first with steps (verl: trainer.total_epochs); filtering methods draw several batches a step, so "
+        "they take fewer steps (the released NGRPO runs: 140 steps, 20 epochs); math task only (modchain draws "
+        "new problems every step); null = steps alone")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """max_epochs at its default (null) is left out, so the content (and the run ids) of files that do
+        not set it are what they were before it existed."""
+        out = handler(self)
+        if self.max_epochs is None:
+            out.pop("max_epochs", None)
+        return out
 
 
 class BenchmarkConfig(_Strict):

@@ -163,3 +163,19 @@ def test_a_partial_batch_is_split_by_the_local_rule_on_verl_too(engines):
     vt.update(part, reward[:20], 1)
     expected = [len(r) for e in range(2) for r in mini_batch_rows(5, 4, 2, derive_seed("minibatch", vt.spec.seed, 1, e))]
     assert seen == expected == [12, 8, 12, 8]
+
+
+def test_max_epochs_ends_the_run_when_the_data_is_used_up(engines):
+    """verl's total_epochs: the in-process engine's last step is the one that drew train.max_epochs passes."""
+    vt = engines[1]
+    n, cursor, spec = len(vt.train_rows), vt.cursor, vt.spec
+    try:
+        vt.spec = spec.model_copy(update={"train": spec.train.model_copy(update={"max_epochs": 2})})
+        vt.cursor = 2 * n - 1
+        assert not vt.data_exhausted()
+        vt.next_rows(1)
+        assert vt.data_exhausted()
+        vt.spec = spec
+        assert not vt.data_exhausted()  # null: train.steps alone
+    finally:
+        vt.spec, vt.cursor = spec, cursor

@@ -45,6 +45,7 @@ def test_expand_gives_stable_content_hashed_runs(tmp_path):
 
 
 BAD = [
+    (lambda r: r["train"].update(max_epochs=20), "train.max_epochs: the modchain task draws new problems every step"),
     (lambda r: r["variants"].append({"name": "x", "preset": "gpro"}), "variants[2] (x).preset: unknown preset 'gpro'; valid presets"),
     (lambda r: r["variants"][0].update(overrides={"eps": 0.1}), "variants[0] (grpo).overrides: unknown knob 'eps'"),
     (lambda r: r["variants"][0].update(overrides={"eps_low": 1.5}), "knob 'eps_low' must be in (0, 1)"),

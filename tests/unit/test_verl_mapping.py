@@ -161,6 +161,15 @@ def test_paper_recipe_dapo_overlong_buffer_is_the_released_1024(monkeypatch, tmp
     ov = as_dict(algorithm_overrides(dapo))
     assert ov["+reward.reward_kwargs.overlong_buffer_cfg.len"] == "1024"
     assert ov["+reward.reward_kwargs.max_resp_len"] == "3072"
+    full = as_dict(overrides(dapo, "cluster", "/tmp/run", "m", "m", "/tmp/t.parquet", ["/tmp/v.parquet"], ["file"]))
+    assert (full["trainer.total_training_steps"], full["trainer.total_epochs"]) == ("140", "20")  # min(140, 20 epochs)
+
+
+def test_max_epochs_left_unset_changes_no_run_id():
+    """train.max_epochs (null) is left out of the content: files that do not set it keep their run ids."""
+    from harness.config.sections import TrainConfig
+
+    assert "max_epochs" not in TrainConfig().model_dump() and TrainConfig(max_epochs=3).model_dump()["max_epochs"] == 3
 
 
 def test_dr_grpo_normaliser_is_the_generation_limit_on_verl(model):

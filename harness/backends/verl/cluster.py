@@ -98,6 +98,9 @@ def run(
         raise RuntimeError(
             f"verl main_ppo exited with code {proc.returncode}; log {log_path}: {' | '.join(tail)}"
         )
+    if spec.train.max_epochs is not None:  # main_ppo may have stopped at total_epochs, before train.steps
+        steps = max((r["step"] for r in results.read_metrics_records(run_dir) if r.get("kind") == "train"),
+                    default=steps)
     results.write_status(run_dir, "done", step=steps, total_steps=steps, log=str(log_path))
 
 

@@ -97,6 +97,11 @@ class InprocTrainer:
         self.OmegaConf = OmegaConf
 
     # ------------------------------------------------------------------ prompts
+    def data_exhausted(self) -> bool:
+        """Whether train.max_epochs passes over the training rows have been drawn (never when it is null)."""
+        epochs = self.spec.train.max_epochs
+        return epochs is not None and self.cursor >= epochs * len(self.train_rows)
+
     def next_rows(self, k: int) -> list[dict]:
         """The next k training rows: file order (modchain, data.shuffle=false) or a seeded permutation per epoch."""
         n = len(self.train_rows)
@@ -392,7 +397,10 @@ def train(spec: RunSpec, cfg, run_dir: Path, model_path: str, progress=None) -> 
                     "training/global_step": step,
                 }
             )
-            evaluated = step % every == 0 or step == steps
+            # the last step: train.steps, or the one that used up train.max_epochs passes over the data (verl's
+            # total_epochs; dynamic sampling draws several batches a step, so filtering methods get there sooner)
+            last = step == steps or trainer.data_exhausted()
+            evaluated = step % every == 0 or last
             if evaluated:
                 t2 = time.perf_counter()
                 rec.update(trainer.validate(step))
@@ -408,7 +416,7 @@ def train(spec: RunSpec, cfg, run_dir: Path, model_path: str, progress=None) -> 
                     run_dir, "running", step=step, total_steps=steps, threads=torch.get_num_threads()
                 )
 
-            saved = step % spec.train.checkpoint_every == 0 or step == steps
+            saved = step % spec.train.checkpoint_every == 0 or last
             if saved:
                 checkpoint()
             if progress is not None:
@@ -418,6 +426,9 @@ def train(spec: RunSpec, cfg, run_dir: Path, model_path: str, progress=None) -> 
                     if not saved:
                         checkpoint()
                     raise
+            if last:
+                steps = step  # train.max_epochs ended the run early: it is done at this step
+                break
     finally:
         tracker.finish()
     ingest.sync(run_dir, spec)

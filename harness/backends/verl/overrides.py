@@ -192,7 +192,7 @@ def train_overrides(spec: RunSpec) -> list[str]:
         f"{a}.grad_clip={fmt(float(tr.grad_clip))}",
         f"critic.grad_clip={fmt(float(tr.grad_clip))}",
         f"trainer.total_training_steps={tr.steps}",
-        f"trainer.total_epochs={tr.steps}",
+        f"trainer.total_epochs={tr.max_epochs or tr.steps}",  # verl stops at whichever comes first
         f"trainer.save_freq={tr.checkpoint_every}",
         f"trainer.test_freq={ev.every}",
         "trainer.val_before_train=true",
