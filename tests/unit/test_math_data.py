@@ -136,4 +136,4 @@ def test_eval_bad_input_exits_2_and_writes_nothing(
 def test_eval_missing_model_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("transformers", reason="transformers not installed (pip install -e '.[dev]')")
     err = _eval_exit([str(tmp_path / "nomodel"), "-b", f"a={FIX / 'amc23_mini.jsonl'}", "--out", str(tmp_path / "r")], capsys)
-    assert "not a local model directory" in err and not (tmp_path / "r").exists()
+    assert "is not a model folder (config.json + weights), nor a hub id" in err and not (tmp_path / "r").exists()
