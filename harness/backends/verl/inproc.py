@@ -241,23 +241,23 @@ class InprocTrainer:
         data, metrics = self.advantages(gen, scores)
         n, G = gen.responses.shape[0], cfg.actor_rollout_ref.rollout.n
         if n // G == cfg.data.train_batch_size:
-            steps = [(torch.arange(n), cfg.actor_rollout_ref.actor.ppo_mini_batch_size * G, True)]
+            steps = [(None, cfg.actor_rollout_ref.actor.ppo_mini_batch_size * G, True)]  # all rows, verl batches
         else:
             steps = [(rows, rows.numel(), False) for epoch in range(cfg.actor_rollout_ref.actor.ppo_epochs)
                      for rows in mini_batch_rows(n // G, G, self.spec.train.mini_batches,
                                                  derive_seed("minibatch", self.spec.seed, step, epoch))]
         if self.critic is not None:
-            metrics.update(self._train("critic", gen, data, steps, step, values=data.batch["values"],
+            metrics.update(self._train("critic", gen, steps, step, values=data.batch["values"],
                                        returns=data.batch["returns"]))
         extra = {"ref_log_prob": data.batch["ref_log_prob"]} if "ref_log_prob" in data.batch.keys() else {}
-        metrics.update(self._train("actor", gen, data, steps, step, old_log_probs=data.batch["old_log_probs"],
+        metrics.update(self._train("actor", gen, steps, step, old_log_probs=data.batch["old_log_probs"],
                                    advantages=data.batch["advantages"], **extra))
         ro.sync_weights(self.actor.actor.engine, self.policy)
         return metrics
 
-    def _train(self, which: str, gen: ro.Generated, data, steps: list, step: int, **tensors) -> dict:
-        """verl's actor or critic update over (rows, mini-batch size, verl's own epochs?) steps -> metrics
-        (the mean over the calls of each one's reduced metrics)."""
+    def _train(self, which: str, gen: ro.Generated, steps: list, step: int, **tensors) -> dict:
+        """verl's actor or critic update over (rows or None for all, mini-batch size, verl's own epochs?)
+        steps -> metrics (the mean over the calls of each one's reduced metrics)."""
         from verl.utils import tensordict_utils as tu
         from verl.utils.metric import reduce_metrics
 
@@ -265,7 +265,8 @@ class InprocTrainer:
         wcfg = cfg.critic if which == "critic" else cfg.actor_rollout_ref.actor
         calls: list[dict] = []
         for rows, size, native in steps:
-            td = ro.as_tensordict(ro.select_rows(gen, rows.numpy()), **{k: v[rows] for k, v in tensors.items()})
+            part = gen if rows is None else ro.select_rows(gen, rows.numpy())
+            td = ro.as_tensordict(part, **{k: v if rows is None else v[rows] for k, v in tensors.items()})
             extra = {} if which == "critic" else {
                 "calculate_entropy": wcfg.entropy_coeff != 0 or wcfg.calculate_entropy,
                 "distillation_use_topk": False, "distillation_only": False, "compute_loss": True}
