@@ -71,8 +71,7 @@ class Preset:
 
     def namespaces(self) -> dict[str, dict[str, Any]]:
         """role -> the knob values of that role's piece; "objective" -> the objective-level knobs."""
-        return {"objective": {k: self.knobs[k] for k in OBJECTIVE_KNOBS},
-                **{role: self.piece_knobs(role) for role in ROLES}}
+        return knob_namespaces(self.pieces, self.knobs)
 
     def objective(self, key: str) -> Any:
         return self.knobs[key]
@@ -145,6 +144,19 @@ def _namespaced_defaults(pieces: Mapping[str, str]) -> tuple[dict[str, Any], dic
                                  "knob names must be unique across a preset's pieces and the objective")
             defaults[k], owner[k] = v, role
     return defaults, owner
+
+
+def knob_namespaces(pieces: Mapping[str, str], knobs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Flat knob values -> {"objective": {...}, role: {...}} by the namespace that declares each knob
+    (in the order given); a knob that no namespace of these pieces declares is a ValueError naming it."""
+    _, owner = _namespaced_defaults(pieces)
+    out: dict[str, dict[str, Any]] = {"objective": {}, **{role: {} for role in ROLES}}
+    unknown = sorted(k for k in knobs if k not in owner)
+    if unknown:
+        raise ValueError(f"knobs {unknown} belong to none of the pieces {list(pieces.values())}")
+    for k, v in knobs.items():
+        out[owner[k]][k] = v
+    return out
 
 
 def _resolve(base: Preset, overrides: Mapping[str, Any]) -> Preset:

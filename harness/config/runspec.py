@@ -64,15 +64,8 @@ class AlgorithmSpec(_Strict):
     def _flat_knobs(cls, v: Any) -> Any:
         """Accept the flat layout of spec.yaml ({"knobs": {name: value}}) and split it by namespace."""
         if isinstance(v, dict) and isinstance(v.get("knobs"), dict) and "objective" not in v["knobs"]:
-            flat = dict(v["knobs"])
-            ns: dict[str, dict[str, Any]] = {
-                "objective": {k: flat.pop(k) for k in algorithms.OBJECTIVE_KNOBS if k in flat}
-            }
-            for role in ROLES:
-                ns[role] = {k: flat.pop(k) for k in algorithms.ROLES[role].knobs(v[role]) if k in flat}
-            if flat:
-                raise ValueError(f"knobs {sorted(flat)} belong to none of the pieces {[v[r] for r in ROLES]}")
-            v = {**v, "knobs": ns}
+            pieces = {role: v[role] for role in ROLES}
+            v = {**v, "knobs": algorithms.presets.knob_namespaces(pieces, v["knobs"])}
         return v
 
     @classmethod

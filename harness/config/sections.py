@@ -51,7 +51,7 @@ def _resolve_model(v: str, info: ValidationInfo) -> str:
     path as DataPath resolves it (harness.core.hub resolves hub ids when a run needs the weights)."""
     from harness.core.hub import is_hub_id
 
-    expanded = os.path.expanduser(os.path.expandvars(v)) if "$" in v or v.startswith("~") else v
+    expanded = os.path.expanduser(os.path.expandvars(v))
     base = (info.context or {}).get("base")
     local = Path(base) / expanded if base is not None and not os.path.isabs(expanded) else Path(expanded)
     if is_hub_id(expanded) and not local.exists():
