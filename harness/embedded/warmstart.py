@@ -50,7 +50,11 @@ def warm_start_ready(spec: RunSpec, cache_dir: Path) -> bool:
     path = warm_start_path(spec, cache_dir)
     if not path.exists():
         return False
-    saved = common.load_checkpoint(path)
+    return _excluded_heldout(common.load_checkpoint(path), spec)
+
+
+def _excluded_heldout(saved: dict, spec: RunSpec) -> bool:
+    """Whether a saved warm start records excluding exactly this spec's held-out prompts."""
     return "heldout_sha256" in saved and saved["heldout_sha256"] == heldout_digest(spec)
 
 
@@ -110,7 +114,7 @@ def load_warm_start(spec: RunSpec, cache_dir: Path) -> dict:
     """The cached warm start's weights; CheckpointError if its data did not exclude this spec's held-out sets."""
     path = warm_start_path(spec, cache_dir)
     saved = common.load_checkpoint(path)
-    if "heldout_sha256" not in saved or saved["heldout_sha256"] != heldout_digest(spec):
+    if not _excluded_heldout(saved, spec):
         raise common.CheckpointError(
             f"{path}: this warm start does not record excluding the held-out problems of "
             f"{spec.experiment} (delete it; the next run trains it again)"
