@@ -48,6 +48,10 @@ class Backend(Protocol):
         Call progress after every step: once the user asked to stop (Ctrl-C, SIGTERM) it raises
         harness.core.errors.StopRequested; save a checkpoint of that step, then let it propagate."""
 
+    def inputs(self, spec: RunSpec, cache_dir: Path) -> dict:
+        """What the run starts from, for its provenance record (harness.core.provenance): e.g.
+        {"warm_start": {key, sha256}} or {"model": path}."""
+
     def has_checkpoint(self, run_dir: Path) -> bool:
         """Whether run_dir holds a resumable checkpoint."""
 

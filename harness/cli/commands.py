@@ -55,8 +55,23 @@ def run_command(
     ),
     executor: str = options.EXECUTOR,
     address: str = options.ADDRESS,
+    rerun_stale: bool = typer.Option(
+        False,
+        "--rerun-stale",
+        help="Retrain from scratch the runs whose results other code made (their folders are emptied first).",
+    ),
+    accept_stale: bool = typer.Option(
+        False,
+        "--accept-stale",
+        help="Keep the runs whose results other code made, as done (interrupted ones resume with this code); "
+        "the report names the code behind them.",
+    ),
 ) -> None:
     """Run every (variant, seed) of an experiment: finished runs are skipped, interrupted ones resumed.
+
+    A run is stale when other code made its results (status.json records each run's code, commit and
+    library versions; see docs/experiments.md): with stale runs, nothing runs (exit 2) until
+    --rerun-stale or --accept-stale says what to do with them.
 
     The file is validated completely before anything is written (for `backend: verl`, every run's
     overrides are composed and checked against the installed verl config). Ctrl-C (or SIGTERM) stops
@@ -71,6 +86,8 @@ def run_command(
     from harness.core.paths import default_cache
     from harness.runs.scheduler import run_experiment
 
+    if rerun_stale and accept_stale:
+        raise UserError("--rerun-stale and --accept-stale: give at most one (retrain the stale runs, or keep them)")
     exp = _load_with_warnings(file)
     if dry_run:
         from harness.backends import dry_run as print_dry_run
@@ -97,6 +114,7 @@ def run_command(
         summary_every=summary_every,
         executor=executor,
         address=address,
+        stale_policy="rerun" if rerun_stale else "accept" if accept_stale else "ask",
     )
     failed = [r for r, s in states.items() if s != "done"]
     err_console.print(f"{len(states) - len(failed)}/{len(states)} runs done under {results_dir / exp.name}")

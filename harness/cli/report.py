@@ -49,13 +49,21 @@ def report_command(
         "--interval",
         help="seeds: t-interval over seeds (paired by seed, else Welch); seeds+problems: two-level bootstrap over seeds, then problems (docs/statistics.md).",
     ),
+    mix_code: bool = typer.Option(
+        False,
+        "--mix-code",
+        help="Pool runs made by different code (refused by default; every caption then lists each version).",
+    ),
 ) -> None:
-    """Render Pass@k curves, Pass@k AUC tables (with seed CIs), comparisons and training diagnostics."""
-    run_report(results, out=out, reference=reference, step=step, interval=interval)
+    """Render Pass@k curves, Pass@k AUC tables (with seed CIs), comparisons and training diagnostics.
+
+    Every caption and index.html name the commit(s) and library versions behind the numbers; an
+    experiment whose runs come from different code is refused unless --mix-code."""
+    run_report(results, out=out, reference=reference, step=step, interval=interval, mix_code=mix_code)
 
 
 def run_report(results: Path, out: Path | None = None, reference: str | None = None, step: int | None = None,
-               console: Console | None = None, interval: str = "seeds") -> list:
+               console: Console | None = None, interval: str = "seeds", mix_code: bool = False) -> list:
     """Load, render every experiment (and gradient-dynamics probe), print a summary. Raises UserError when
     nothing can be reported."""
     from harness.report.build import build_experiment
@@ -101,7 +109,7 @@ def run_report(results: Path, out: Path | None = None, reference: str | None = N
         try:
             with console.status(f"rendering {exp.name} -> {dest}"):
                 rep = build_experiment(exp, dest, reference=reference, step=step, source=str(results),
-                                       interval=interval)
+                                       interval=interval, mix_code=mix_code)
         except UserError as e:  # e.g. --step or --reference does not apply to this experiment
             if len(reportable) == 1:
                 raise
@@ -111,6 +119,8 @@ def run_report(results: Path, out: Path | None = None, reference: str | None = N
         rep.timings = {"load (all experiments)": t_load, **rep.timings}
         reports.append(rep)
         _print_summary(console, rep)
+        if rep.code:
+            console.print(f"code: {rep.code}", highlight=False, soft_wrap=True)
         rep.files += report_sweeps(exp, dest, console)  # a sweep's folder: heatmap, importances, best trials
     probes = render_probes(results, out_root, console)
     if not reports and not probes:

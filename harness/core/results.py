@@ -5,7 +5,8 @@
         metrics.jsonl    one JSON object per line (training steps and evaluations; namespaced keys)
         samples.parquet  one row per evaluated sample (SAMPLE_COLUMNS)
         checkpoints/     latest resumable state (backend-specific)
-        status.json      {"state": pending|running|done|failed|pruned, "error": str|None, ...}
+        status.json      {"state": pending|running|done|failed|pruned, "error": str|None,
+                          "provenance": {code, commit, versions, warm start, ...} (harness.core.provenance), ...}
 
 Every writer here is crash-safe: files are written to a temporary name, fsynced and renamed, so a
 killed run leaves either the old or the new file, never half of one. metrics.jsonl is append-only;
@@ -80,10 +81,19 @@ def write_spec(run_dir: Path, spec: dict) -> None:
     atomic_write_text(Path(run_dir) / SPEC_FILE, yaml.safe_dump(spec, sort_keys=False))
 
 
+CARRIED = ("provenance",)  # kept by every status write that does not set them (harness.core.provenance)
+
+
 def write_status(run_dir: Path, state: str, **extra: Any) -> None:
+    """status.json := {state, updated, **extra}, keeping the run's `provenance` record unless extra sets it."""
     if state not in STATES:
         raise ValueError(f"status must be one of {STATES}, got {state!r}")
-    write_json(Path(run_dir) / STATUS_FILE, {"state": state, "updated": time.time(), **extra})
+    try:
+        old = read_status(run_dir)
+    except ResultsError:  # a corrupt status file is replaced; its provenance is lost with it
+        old = {}
+    carried = {k: old[k] for k in CARRIED if k in old and k not in extra}
+    write_json(Path(run_dir) / STATUS_FILE, {**carried, "state": state, "updated": time.time(), **extra})
 
 
 def read_status(run_dir: Path) -> dict:

@@ -1,9 +1,10 @@
 """Supervised warm start on task solutions (optionally with a systematic misconception), cached on disk.
 
-The cache key is (task, model, warm-start settings and seed, the inputs of the model's length, and
-the hash of the held-out prompts its data excluded); the file records that hash too and is trained
-again when it does not match, so no held-out problem is ever in warm-start data, whatever the cache
-holds. Training problems exclude the held-out prompts when they are drawn (common.train_problems).
+The cache key is (task, model, warm-start settings and seed, the inputs of the model's length, the
+hash of the held-out prompts its data excluded, and the code id of the source that trains it,
+harness.core.provenance.source_hash: a warm start built by other code is never reused); the file
+records the held-out hash too and is trained again when it does not match, so no held-out problem is
+ever in warm-start data, whatever the cache holds. Training problems exclude the held-out prompts when they are drawn (common.train_problems).
 
 Every run of an experiment with the same seed starts from the identical policy, and the warm start
 is paid once: the runner builds the missing ones before launching RL runs.
@@ -21,6 +22,7 @@ from harness.embedded import common
 from harness.embedded.sampler import sequence_forward
 from harness.config.experiment import canonical_hash
 from harness.config.runspec import RunSpec
+from harness.core import provenance
 from harness.tasks import modchain
 
 
@@ -37,6 +39,7 @@ def warm_start_key(spec: RunSpec) -> str:
         sorted((n, b.max_ops) for n, b in spec.eval.benchmarks.items()),
     )
     keyed["heldout_sha256"] = heldout_digest(spec)
+    keyed["code"] = provenance.source_hash()
     return canonical_hash(keyed, 16)
 
 
@@ -120,6 +123,15 @@ def load_warm_start(spec: RunSpec, cache_dir: Path) -> dict:
             f"{spec.experiment} (delete it; the next run trains it again)"
         )
     return saved["state_dict"]
+
+
+def warm_start_record(spec: RunSpec, cache_dir: Path) -> dict:
+    """{"warm_start": {key, sha256 of its weights}} for a run's provenance ({} when not built yet)."""
+    path = warm_start_path(spec, cache_dir)
+    if not path.exists():
+        return {}
+    saved = common.load_checkpoint(path)
+    return {"warm_start": {"key": warm_start_key(spec), "sha256": provenance.state_dict_sha256(saved["state_dict"])}}
 
 
 def warm_policy(spec: RunSpec, cache_dir: Path, progress=None):

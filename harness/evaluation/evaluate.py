@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from harness.core.errors import UserError
 from harness.core.metrics import eval_summary
+from harness.core import provenance
 from harness.core.results import (
     append_metrics, append_samples, atomic_write_bytes, read_samples, write_spec, write_status,
 )
@@ -251,7 +252,8 @@ def run_eval(opts: EvalOptions, problems: dict[str, list[MathProblem]]) -> Path:
                 for b, probs in problems.items()}
     run_dir = opts.out / opts.experiment / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_status(run_dir, "pending", error=None)
+    write_status(run_dir, "pending", error=None,
+                 provenance={**provenance.fingerprint(), "model": str(opts.model), "backend": opts.backend})
     write_spec(run_dir, eval_spec(opts, settings, run_id, problems, rendered))
     done = complete_benchmarks(run_dir, step, {b: len(p) * opts.n for b, p in problems.items()})
     warnings: dict[str, list[dict]] = {}

@@ -10,6 +10,7 @@ import pandas as pd
 
 from harness.report import html as html_mod
 from harness.report import plots
+from harness.report.codes import check_one_code, code_caption
 from harness.report.compare import across_benchmarks, check_interval
 from harness.report.load import ExperimentData, select_step
 from harness.report.tables import (START, auc_table, before_rl, comparison_table, grid_label, passk_table,
@@ -30,14 +31,18 @@ class ExperimentReport:
     notes: list[str] = field(default_factory=list)
     interval: str = "seeds"  # which interval the tables show (compare.INTERVALS)
     timings: dict[str, float] = field(default_factory=dict)
+    code: str = ""  # the code and library versions behind the numbers (report.codes.code_caption)
 
 
 def build_experiment(data: ExperimentData, out: Path, reference: str | None = None, step: int | None = None,
-                     source: str = "", interval: str = "seeds") -> ExperimentReport:
+                     source: str = "", interval: str = "seeds", mix_code: bool = False) -> ExperimentReport:
     """Write everything for one experiment under `out`. Caller checks data has reported runs.
 
-    interval: "seeds" (t over seeds) or "seeds+problems" (two-level bootstrap; compare.INTERVALS)."""
+    interval: "seeds" (t over seeds) or "seeds+problems" (two-level bootstrap; compare.INTERVALS).
+    mix_code: pool runs made by different code (otherwise UserError, report.codes.check_one_code)."""
     rep = ExperimentReport(data.name, out, interval=check_interval(interval))
+    check_one_code(data.runs, data.name, mix_code)
+    rep.code = code_caption(data.runs)
     t0 = time.perf_counter()
     curves, aucs, notes = select_step(data, step)
     rep.notes += notes
@@ -62,12 +67,12 @@ def build_experiment(data: ExperimentData, out: Path, reference: str | None = No
         vs_start,
         benches,
     )
-    paths = write_tables(out, table, comp, ref, data.name, step_label, vs_start, benches, interval)
+    paths = write_tables(out, table, comp, ref, data.name, step_label, vs_start, benches, interval, rep.code)
     start_curves = before_rl(data.curves, aucs, ("benchmark", "k"))
     rep.passk = passk_table(
         pd.concat([start_curves, curves], ignore_index=True) if len(start_curves) else curves, rows, benches
     )
-    paths.update(write_passk(out, rep.passk, data.name, step_label, benches))
+    paths.update(write_passk(out, rep.passk, data.name, step_label, benches, rep.code))
     aucs_by_step = data.aucs
     aucs_by_step.to_csv(out / "auc_by_run_step.csv", index=False, float_format="%.4f")
     rep.timings["tables"] = time.perf_counter() - t0
@@ -106,6 +111,7 @@ def build_experiment(data: ExperimentData, out: Path, reference: str | None = No
         passk=rep.passk,
         interval=interval,
         across=across_benchmarks(with_start, rows, ref),
+        code=rep.code,
     )
     rep.timings["html"] = time.perf_counter() - t0
     rep.files = [*paths.values(), out / "auc_by_run_step.csv", index]

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from harness.core import provenance
 from harness.core.results import atomic_write_text, write_samples, write_spec, write_status
 
 # variant -> (skill gain per unit of training, sharpening per unit of training, preset)
@@ -172,10 +173,11 @@ def make_fake_results(
             run_dir / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
         )
         write_samples(run_dir, pd.concat(frames, ignore_index=True))
+        made_by = {"provenance": provenance.fingerprint()}  # fake numbers, but made by this code
         if state == "failed":
             write_status(run_dir, "failed", step=last, total_steps=steps,
-                         error="RuntimeError: CUDA out of memory (fake failure)")
+                         error="RuntimeError: CUDA out of memory (fake failure)", **made_by)
         else:
-            write_status(run_dir, state, step=last, total_steps=steps, error=None)
+            write_status(run_dir, state, step=last, total_steps=steps, error=None, **made_by)
         dirs.append(run_dir)
     return dirs

@@ -194,7 +194,7 @@ def write_index(out: Path, *, experiment: str, source: str, step_label: str, gri
                 table: pd.DataFrame, comp: pd.DataFrame | None, reference: str | None, figures: dict,
                 specs: dict[str, dict], notes: list[str], vs_start: pd.DataFrame | None = None,
                 benchmarks=None, passk: pd.DataFrame | None = None, interval: str = "seeds",
-                across: pd.DataFrame | None = None) -> Path:
+                across: pd.DataFrame | None = None, code: str = "") -> Path:
     from harness.report.compare import INTERVAL_WORDS
     from harness.report.tables import CONFIDENCE, START, passk_wide
 
@@ -209,6 +209,7 @@ def write_index(out: Path, *, experiment: str, source: str, step_label: str, gri
         f"{n_rep} of {n_all} runs reported (finished) · curves and AUCs at {_e(step_label)} · {_e(grid)}. "
         f"Every number is recomputed from samples.parquet (Pass@k, AUC) and metrics.jsonl (training); "
         f"intervals: {_e(iv)} (docs/statistics.md).</p>",
+        f"<p class='caption'><b>Code:</b> {_e(code)}</p>" if code else "",
     ]
     summary = summary_html(comp, reference, vs_start, interval)
     if summary:
@@ -220,7 +221,7 @@ def write_index(out: Path, *, experiment: str, source: str, step_label: str, gri
         f"<p class='caption'>Mean Pass@k AUC (0-100) over seeds [{_e(iv)}] (n = number of seeds; one seed has "
         f"no CI; two seeds: very wide); highlighted = best per benchmark: the highest mean and every row not "
         f"resolved below it (Holm-corrected). Row '{START}': the policy's first evaluation, before any RL step "
-        f"(once per seed). {_e(grid)}.</p>",
+        f"(once per seed). {_e(grid)}. {_e(code)}</p>",
         auc_html(table, benchmarks),
     ]
     if passk is not None and len(passk):
@@ -244,7 +245,7 @@ def write_index(out: Path, *, experiment: str, source: str, step_label: str, gri
             f"<p class='caption'>AUC(variant) − AUC({_e(reference)}): mean difference [{_e(iv)}]; resolved = "
             f"the interval excludes 0 (green: above, red: below, grey: not resolved); P(better) = probability "
             f"that a seed of the variant beats a seed of {_e(reference)} [{ci} Newcombe interval]; p = exact "
-            f"permutation p-value.</p>",
+            f"permutation p-value. {_e(code)}</p>",
             comparison_html(comp, benchmarks),
         ]
     else:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from harness.core.errors import UserError
 from harness.core.metrics import aucs_from_curves, curves_from_samples, problem_aucs
+from harness.report.codes import code_columns
 from harness.report.tables import ordered_benchmarks
 from harness.core.results import SAMPLE_COLUMNS, find_run_dirs, load_run
 
@@ -28,7 +29,7 @@ def _rank(variant: str, preset: str) -> int:
             return CANONICAL_ORDER.index(name)
     return len(CANONICAL_ORDER)
 RUN_COLUMNS = ["run_id", "variant", "seed", "preset", "backend", "state", "step", "total_steps",
-               "reported", "note", "path"]
+               "reported", "note", "path", "code", "made_by", "versions", "kept_stale"]
 
 
 @dataclass
@@ -78,7 +79,7 @@ def _run_row(rec, note: str, reported: bool) -> dict:
         "preset": str(rec.spec.get("preset", "")), "backend": str(rec.spec.get("backend", "")),
         "state": "unreadable" if rec.error else rec.state,
         "step": st.get("step"), "total_steps": st.get("total_steps"),
-        "reported": reported, "note": note, "path": str(rec.path),
+        "reported": reported, "note": note, "path": str(rec.path), **code_columns(st.get("provenance")),
     }
 
 

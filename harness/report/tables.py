@@ -298,10 +298,11 @@ def comparison_wide(comp: pd.DataFrame, benchmarks: Sequence[str] | None = None)
 
 def write_tables(out: Path, table: pd.DataFrame, comp: pd.DataFrame | None, reference: str | None,
                  experiment: str, step_label: str, vs_start: pd.DataFrame | None = None,
-                 benchmarks: Sequence[str] | None = None, interval: str = "seeds") -> dict[str, Path]:
+                 benchmarks: Sequence[str] | None = None, interval: str = "seeds", code: str = "") -> dict[str, Path]:
     """Write auc_table.{md,csv,tex}, comparison.{md,csv,tex} and vs_before_rl.{md,csv,tex}; returns name -> path.
 
     interval: which interval the tables show (compare.INTERVALS); every caption names it.
+    code: the code and library versions behind the numbers (report.codes.code_caption), in every caption.
     """
     out.mkdir(parents=True, exist_ok=True)
     grid = grid_label(table)
@@ -321,8 +322,8 @@ def write_tables(out: Path, table: pd.DataFrame, comp: pd.DataFrame | None, refe
         f"Pass@k AUC (0-100) on {experiment}, {step_label}: mean over seeds "
         f"[{ci}] (n = seeds; one seed has no CI; two seeds: very wide); bold = best per benchmark: the "
         f"highest mean and every row not resolved below it (Holm-corrected over the benchmark's rows)."
-        f"{start_note} {grid}."
-    )
+        f"{start_note} {grid}. {code}"
+    ).rstrip()
     wide = auc_wide(table, benchmarks=benchmarks)
     paths["auc_md"].write_text(f"### Pass@k AUC — {experiment}\n\n{caption}\n\n" + to_markdown(wide))
     paths["auc_tex"].write_text(to_latex(wide, caption, f"tab:auc-{experiment}"))
@@ -345,8 +346,8 @@ def write_tables(out: Path, table: pd.DataFrame, comp: pd.DataFrame | None, refe
             f"resolved = the interval excludes 0 (each cell on its own, no correction for the table's "
             f"{len(frame)} cells); P(better) = probability that a seed of the variant beats a seed of {ref} "
             f"(Mann-Whitney U / n1 n2) [95% Newcombe interval]; p = exact permutation p-value (sign flips "
-            f"when paired, else relabelling); one seed on a side has none of them. {grid}."
-        )
+            f"when paired, else relabelling); one seed on a side has none of them. {grid}. {code}"
+        ).rstrip()
         w = comparison_wide(frame, benchmarks)
         paths[f"{key}_md"].write_text(f"### AUC vs {ref} — {experiment}\n\n{ccap}\n\n" + to_markdown(w))
         paths[f"{key}_tex"].write_text(to_latex(w, ccap, f"tab:{key}-{experiment}"))
@@ -354,14 +355,14 @@ def write_tables(out: Path, table: pd.DataFrame, comp: pd.DataFrame | None, refe
 
 
 def write_passk(out: Path, table: pd.DataFrame, experiment: str, step_label: str,
-                benchmarks: Sequence[str] | None = None) -> dict[str, Path]:
+                benchmarks: Sequence[str] | None = None, code: str = "") -> dict[str, Path]:
     """passk_table.{md,csv}: pass@1 and pass@k_max before RL and after, per variant and benchmark."""
     paths = {"passk_csv": out / "passk_table.csv", "passk_md": out / "passk_table.md"}
     table.to_csv(paths["passk_csv"], index=False, float_format="%.4f")
     caption = (
         f"pass@1 and pass@k at the largest k on {experiment}, {step_label}, and for the policy '{START}': "
-        f"mean ± sd over seeds [min, max] (n = seeds)."
-    )
+        f"mean ± sd over seeds [min, max] (n = seeds). {code}"
+    ).rstrip()
     paths["passk_md"].write_text(f"### pass@k before and after RL — {experiment}\n\n{caption}\n\n"
                                  + to_markdown(passk_wide(table, benchmarks)))
     return paths

@@ -25,16 +25,20 @@ from rich.console import Console
 from harness.backends import get_backend
 from harness.config.experiment import Experiment
 from harness.config.runspec import RunSpec, expand
-from harness.core import results
-from harness.core.errors import Interrupted
+from harness.core import provenance, results
+from harness.core.errors import Interrupted, UserError
 from harness.core.locks import describe
 from harness.execution.executors import make_pool
 from harness.execution.progress import make_view
 from harness.execution.signals import StopSignals
 from harness.runs.loop import END, POLL, Prepares, prepared_note, record_crash, record_killed, route, serve
+from harness.runs import stale
 from harness.runs.task import run_lock, run_task
 
 PROBE_EVERY = 1.0  # seconds between checks of runs held by another process
+
+
+STALE_POLICIES = ("ask", "rerun", "accept")
 
 
 @dataclass
@@ -42,21 +46,62 @@ class Plan:
     todo: list[RunSpec]
     done: list[RunSpec]
     resumed: list[str]
+    stale: dict[str, str] = field(default_factory=dict)  # run_id -> the code that made its results
 
 
 def plan_runs(exp: Experiment, results_dir: Path) -> Plan:
     specs = expand(exp)
-    todo, done, resumed = [], [], []
+    todo, done, resumed, old = [], [], [], {}
     for s in specs:
         rd = results_dir / exp.name / s.run_id
         state = results.read_status(rd).get("state") if rd.exists() else "pending"
+        label = stale.stale_label(rd, s)
+        if label is not None:
+            old[s.run_id] = label
         if state == "done":
             done.append(s)
         else:
             todo.append(s)
             if get_backend(s.backend).has_checkpoint(rd):
                 resumed.append(s.run_id)
-    return Plan(todo, done, resumed)
+    return Plan(todo, done, resumed, old)
+
+
+def stale_message(exp: Experiment, plan: Plan) -> str:
+    """One line: how many runs of exp are stale, from which code, and the two ways on."""
+    labels = sorted(set(plan.stale.values()))
+    now = provenance.short({**provenance.git_state(), "code": provenance.code_id(exp.plugins),
+                            "version": provenance.package_version()})
+    return (f"{exp.name}: {len(plan.stale)} run(s) are stale (from {'; '.join(labels)}; the current code is "
+            f"{now}): retrain them with --rerun-stale, or keep them with --accept-stale")
+
+
+def settle_stale(exp: Experiment, plan: Plan, exp_dir: Path, policy: str, console: Console) -> Plan:
+    """Apply --rerun-stale / --accept-stale to the plan's stale runs; with neither, UserError (exit 2)."""
+    if policy not in STALE_POLICIES:
+        raise ValueError(f"stale policy must be one of {STALE_POLICIES}, got {policy!r}")
+    if not plan.stale:
+        return plan
+    if policy == "ask":
+        raise UserError(stale_message(exp, plan) + " (nothing was run)")
+    console.print(stale_message(exp, plan).split(": retrain")[0]
+                  + (": retraining them (--rerun-stale)" if policy == "rerun" else ": kept (--accept-stale)"))
+    specs = {s.run_id: s for s in [*plan.todo, *plan.done]}
+    for rid in plan.stale:
+        rd = exp_dir / rid
+        if policy == "accept":
+            stale.accept(rd, specs[rid])
+            continue
+        holder = run_lock(rd).holder()
+        if holder is not None:
+            raise UserError(f"{rd}: stale, but {describe(holder)} is training it; stop it first, then "
+                            f"rerun with --rerun-stale")
+        stale.clear(rd)
+    if policy == "rerun":
+        again = [s for s in plan.done if s.run_id in plan.stale]
+        plan = Plan([*plan.todo, *again], [s for s in plan.done if s.run_id not in plan.stale],
+                    [r for r in plan.resumed if r not in plan.stale], {})
+    return plan
 
 
 
@@ -218,16 +263,18 @@ def _print_plan(console: Console, exp: Experiment, plan: Plan, jobs: int, execut
 def run_experiment(exp: Experiment, results_dir: Path, jobs: int, cache_dir: Path,
                    console: Console | None = None, source: str | None = None, wait: bool = True,
                    summary_every: float = 30.0, executor: str = "process",
-                   address: str | None = None) -> dict[str, str]:
+                   address: str | None = None, stale_policy: str = "ask") -> dict[str, str]:
     """Run every unfinished RunSpec of exp; returns run_id -> final state (done | failed | held).
 
     executor: "process" (WorkerPool) or "ray" (RayPool: a new local instance, or the cluster at
     `address`); the tasks are the same, so are skip / resume / locks and the results.
+    stale_policy: what to do with runs whose results other code made (harness.runs.stale): "ask" (a
+    UserError naming them, nothing run), "rerun" (--rerun-stale) or "accept" (--accept-stale).
     Raises Interrupted after a stop request (every run checkpointed and resumable)."""
     console = console or Console(stderr=True)
     get_backend(exp.backend).check(exp)  # before anything is written
     exp_dir = Path(results_dir) / exp.name
-    plan = plan_runs(exp, Path(results_dir))
+    plan = settle_stale(exp, plan_runs(exp, Path(results_dir)), exp_dir, stale_policy, console)
     _print_plan(console, exp, plan, jobs, executor)
     states = {s.run_id: "done" for s in plan.done}
     if not plan.todo:

@@ -39,6 +39,7 @@ from harness.core.errors import StopRequested
 from harness.core.locks import FileLock, describe, owner_info
 from harness.execution.context import TaskContext
 from harness.execution.progress import fmt_seconds
+from harness.runs import stale
 
 
 class RunStopped(StopRequested):
@@ -174,8 +175,10 @@ def run_task(ctx: TaskContext, spec: RunSpec, run_dir: str, cache_dir: str,
         if rules.wait and not _prepare_shared(ctx, spec, Path(cache_dir)):
             return rid, "stopped", None
         results.write_spec(rd, spec.to_dict())
+        stale.record_start(rd, spec, Path(cache_dir))
         t0 = time.monotonic()
         get_backend(spec.backend).train(spec, rd, Path(cache_dir), progress=rules.progress(ctx, rid, rd))
+        stale.record_step0(rd)
         return rid, "done", f"in {fmt_seconds(time.monotonic() - t0)}"
     except RunStopped as e:
         _stopped(rd, spec, e.state, e.reason)

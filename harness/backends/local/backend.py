@@ -27,6 +27,11 @@ class LocalBackend:
 
         ensure_warm_start(spec, Path(cache_dir), progress=progress)
 
+    def inputs(self, spec: RunSpec, cache_dir: Path) -> dict:
+        from harness.embedded.warmstart import warm_start_record
+
+        return warm_start_record(spec, Path(cache_dir))
+
     def train(self, spec: RunSpec, run_dir: Path, cache_dir: Path, progress=None) -> None:
         from harness.backends.local.trainer import train
 

@@ -115,6 +115,14 @@ class VerlBackend:
         out = self.exported_model_dir(spec, cache_dir)
         return None if (out / "config.json").exists() else str(out)
 
+    def inputs(self, spec: RunSpec, cache_dir: Path) -> dict:
+        """The embedded warm start's record (exported for verl), or the model verl is given."""
+        if spec.verl.model is not None:
+            return {"model": str(spec.verl.model)}
+        from harness.embedded.warmstart import warm_start_record
+
+        return warm_start_record(spec, Path(cache_dir))
+
     def prepare(self, spec: RunSpec, cache_dir: Path, progress=None) -> None:
         """Warm start (cached, as the local backend's) exported as a HF model folder, once."""
         import torch
