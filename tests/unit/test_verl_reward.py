@@ -40,7 +40,10 @@ import os, time, math_verify.parser as mp
 real, marks = mp.latex2sympy, os.environ["STALL_MARKS"].split("|")
 def stalled(latex, *a, **k):
     if any(m in latex for m in marks):
+        t0 = time.time()
         time.sleep(float(os.environ["STALL_SECONDS"]))
+        with open(os.environ["STALL_LOG"], "a") as f:
+            f.write(f"{t0} {time.time()}\n")
     return real(latex, *a, **k)
 mp.latex2sympy = stalled
 from harness.grading.worker import worker_main; worker_main()
@@ -60,14 +63,15 @@ def graders(monkeypatch):
 
 
 @pytest.fixture
-def stalling(monkeypatch, graders):
-    """Grading workers whose math-verify sleeps STALL_SECONDS on answers holding "4+2"."""
+def stalling(monkeypatch, graders, tmp_path):
+    """Grading workers whose math-verify sleeps 1.5 s on answers holding "4+2" and logs (start, end)."""
     from harness.grading import pool
 
     monkeypatch.setattr(pool, "_WORKER_CODE", STALL_WORKER)
     monkeypatch.setenv("STALL_MARKS", "4+2")
     monkeypatch.setenv("STALL_SECONDS", "1.5")
-    return graders
+    monkeypatch.setenv("STALL_LOG", str(tmp_path / "stalls.txt"))
+    return graders, tmp_path / "stalls.txt"
 
 
 def test_concurrent_calls_give_the_serial_results(graders):
@@ -97,20 +101,26 @@ def test_math_verify_runs_in_parallel_threads_and_fast_answers_never_wait(stalli
     import threading
     import time
 
-    many = stalling._math_graders(2, 5.0)
-    for g in many.all:  # start both workers and cache the gold
+    reward, log = stalling
+    for g in reward._math_graders(2, 5.0).all:  # start both workers and cache the gold
         assert g.grade_many([r"\boxed{x}"], ["7"])[0].status == "ok" and len(g.workers) == 1
     kw = dict(processes=2, timeout=5.0)
-    t0 = time.perf_counter()
-    threads = [
-        threading.Thread(target=compute_score, args=("MATH", STALLED, "7"), kwargs=kw) for _ in range(2)
-    ]
+    out: list[dict] = []
+    def slow() -> None:
+        out.append(compute_score("MATH", STALLED, "7", **kw))
+
+    threads = [threading.Thread(target=slow) for _ in range(2)]
     for t in threads:
         t.start()
-    time.sleep(0.2)
-    t1 = time.perf_counter()  # both graders are busy: a plain-number answer is settled without one
+    deadline = time.monotonic() + 30
+    while not all(g.workers[0].task is not None for g in reward._math_graders(2, 5.0).all):
+        assert not log.exists() and time.monotonic() < deadline  # both graders get busy before a stall ends
+        time.sleep(0.01)
+    # a plain-number answer is settled in this thread meanwhile, without a grader
     assert compute_score("MATH", r"\boxed{7}", "7", **kw)["acc"] is True
-    assert time.perf_counter() - t1 < 0.5 and all(t.is_alive() for t in threads)
+    assert all(t.is_alive() for t in threads)
     for t in threads:
         t.join()
-    assert time.perf_counter() - t0 < 2.6  # in parallel (1.5 s); serialised it would take 3 s or more
+    assert [o["acc"] for o in out] == [False, False]
+    (s1, e1), (s2, e2) = [map(float, x.split()) for x in log.read_text().splitlines()]
+    assert max(s1, s2) < min(e1, e2)  # the two workers' math-verify ran at the same time
