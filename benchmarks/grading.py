@@ -1,99 +1,187 @@
-"""Grading throughput (answers/s) of harness.grading.grader.MathGrader, before and after gold caching.
+"""Grading throughput and agreement, before and after the fast tier, side by side with verl's math rewards.
 
-Two workloads on MATH500 (falls back to synthetic answers when ../shared/data is absent):
-- `once`: each reference solution (graded correct) and the same solution with the next problem's
-  answer boxed (mostly incorrect), each pair graded once (1,000 answers, 500 golds);
-- `eval`: 64 problems x 32 responses, as `harness eval` and an RL step grade them (many answers per
-  gold): the solution, its wrong-answer variant, and rephrasings of both ("the answer is ...").
-"before" is the grader at commit 5d4b25e (the gold re-parsed inside every answer's task), loaded
-from git into a temporary folder; "after" is this checkout (each gold parsed once per grader).
-Worker start-up is excluded (a warm-up batch runs first).
+The responses: the 800 real labelled responses of tests/data/grading (Qwen2.5-Math outputs on 100 MATH
+problems x 8 samples, the RL step's shape; the ones grading_agreement.py and test_grading_real.py use),
+graded one call per response (as verl's reward managers call a reward function) and in one batch, all in
+this process, on the same responses:
 
-    python benchmarks/grading.py [--processes 2] [--timeout 5] [--repeat 1] [--before-rev 5d4b25e]
+- `grade_math` per call: ``MathGrader(processes=1)``, what ``grade_math`` runs, ``fast=False`` for
+  "before" (every answer to math-verify), the default for "after" (harness.grading.fast first);
+- `grade_many` batched: ``MathGrader(processes=2).grade_many`` of all 800, before and after;
+- the verl reward function (harness.backends.verl.reward.compute_score) from 8 threads at once, as
+  verl's reward loop calls it (``run_in_executor``), processes=2: "before" is its previous body (one
+  grader behind a global lock, no fast tier), "after" the current one;
+- verl's ``reward_score.prime_math`` and ``reward_score.math_reward`` per call.
 
-Last measured (2 processes, load average 8-10 on the shared 2-core VM; see grading.out.txt): the
-`eval` workload 214 -> 259 answers/s on the first pass and 263 -> 480 on the second (golds cached);
-`once` 52 -> 52 and 86 -> 117. "after" also grades 1040 instead of 872 answers correct: "So the
-answer is $X$." is now read (defect class 4), not the last number.
+Warm: imports done and worker processes started before timing; each pass starts with an empty gold
+cache (a new RL step brings new problems), so the golds' parses are in the times. Agreement is given
+against Qwen's labels and against the labels as reviewed by hand (label_review.json).
+
+    python benchmarks/grading.py [--repeat 1] [--no-verl]
+
+Last measured output: grading.out.txt.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import subprocess
+import logging
+import os
 import sys
-import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
-from harness.grading import grader as grading
+from harness.grading import fast
+from harness.grading.grader import MathGrader
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "benchmarks" / "math500" / "test.jsonl"
+LABELLED = ROOT / "tests" / "data" / "grading"
 
 
-def solutions() -> tuple[list[str], list[str]]:
-    if DATA.exists():
-        rows = [json.loads(x) for x in DATA.read_text().splitlines() if x.strip()]
-        return [r["solution"] for r in rows], [r["answer"] for r in rows]
-    golds = [f"\\frac{{{i}}}{{{i + 7}}}" if i % 3 else f"{i}\\sqrt{{2}}" for i in range(500)]
-    return [f"We compute step by step. Hence the answer is $\\boxed{{{g}}}$." for g in golds], golds
+def load() -> tuple[list[str], list[str], list[bool], list[bool]]:
+    """(responses, golds, Qwen's labels, reviewed labels)."""
+    rows = [json.loads(x) for x in (LABELLED / "qwen25_math_cot_100.jsonl").read_text().splitlines()]
+    review = json.loads((LABELLED / "label_review.json").read_text())
+    reviewed = [review[r["id"]]["verdict"] if r["id"] in review else r["label"] for r in rows]
+    return [r["response"] for r in rows], [r["gold"] for r in rows], [r["label"] for r in rows], reviewed
 
 
-def workload(kind: str) -> tuple[list[str], list[str]]:
-    """(responses, golds) for the `once` or `eval` workload."""
-    sols, golds = solutions()
-    wrong = [s + "\nOn reflection: $\\boxed{" + golds[(i + 1) % len(golds)] + "}$" for i, s in enumerate(sols)]
-    if kind == "once":
-        return sols + wrong, golds + golds
-    responses, out_golds = [], []
-    for i in range(64):
-        variants = [sols[i], wrong[i], f"So the answer is ${golds[i]}$.", f"So the answer is ${golds[(i + 1) % len(golds)]}$."]
-        responses += [variants[j % 4] + " " * (j // 4) for j in range(32)]  # distinct strings, same answers
-        out_golds += [golds[i]] * 32
-    return responses, out_golds
+def line(label: str, verdicts: list[bool], dt: float, labels: list[bool], reviewed: list[bool]) -> str:
+    n = len(verdicts)
+    agree = sum(v == x for v, x in zip(verdicts, labels))
+    fixed = sum(v == x for v, x in zip(verdicts, reviewed))
+    return (
+        f"{label:44s} {n / dt:9.0f} answers/s  ({n} in {dt:6.2f} s)  agree {agree}/{n} with Qwen's labels, "
+        f"{fixed}/{n} reviewed"
+    )
 
 
-def load_before(rev: str, tmp: Path):
-    """harness/grading.py at `rev` as a module whose workers run that same code."""
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:harness/grading.py"], capture_output=True, text=True, check=True).stdout
-    (tmp / "grading_before.py").write_text(src)
-    spec = importlib.util.spec_from_file_location("grading_before", tmp / "grading_before.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["grading_before"] = mod
-    spec.loader.exec_module(mod)
-    mod._WORKER_CODE = f"import sys; sys.path.insert(0, {str(tmp)!r}); from grading_before import _worker_main; _worker_main()"
-    return mod
+def timed(fn: Callable[[], list[bool]]) -> tuple[list[bool], float]:
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
 
 
-def measure(module, label: str, processes: int, timeout: float, repeat: int) -> None:
-    for kind in ("once", "eval"):
-        responses, golds = workload(kind)
-        with module.MathGrader(processes=processes, timeout=timeout) as grader:
-            grader.grade_many(["\\boxed{1}"] * processes, ["1"] * processes)  # start workers
-            for _ in range(repeat):
-                t0 = time.perf_counter()
-                res = grader.grade_many(responses, golds)
-                dt = time.perf_counter() - t0
-                print(f"{label:6s} {kind:4s}: {len(res)} answers ({len(set(golds))} golds), {processes} processes, "
-                      f"{dt:.2f}s: {len(res) / dt:.0f} answers/s ({sum(r.correct for r in res)} correct, "
-                      f"{sum(r.status == 'timeout' for r in res)} timeouts)")
+def warm(grader: MathGrader) -> MathGrader:
+    """Start the grader's workers (an answer only math-verify decides), then forget the warm-up gold."""
+    grader.grade_many([r"\boxed{x+1}"] * grader.processes, ["1+x"] * grader.processes)
+    grader.golds.clear()
+    return grader
+
+
+def per_call(grader: MathGrader, responses: list[str], golds: list[str]) -> list[bool]:
+    return [grader.grade_many([r], [g])[0].correct for r, g in zip(responses, golds)]
+
+
+def reward_threads(
+    grade_one: Callable[[str, str], bool], responses: list[str], golds: list[str]
+) -> list[bool]:
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(grade_one, responses, golds))
+
+
+def project_rows(responses, golds, labels, reviewed) -> None:
+    for kind, is_fast in (("before", False), ("after", True)):
+        with warm(MathGrader(processes=1, fast=is_fast)) as g:
+            print(
+                line(
+                    f"grade_math per call, {kind}",
+                    *timed(lambda: per_call(g, responses, golds)),
+                    labels,
+                    reviewed,
+                )
+            )
+    for kind, is_fast in (("before", False), ("after", True)):
+        with warm(MathGrader(processes=2, fast=is_fast)) as g:
+            res, dt = timed(lambda: [r.correct for r in g.grade_many(responses, golds)])
+            print(line(f"grade_many batched (2 processes), {kind}", res, dt, labels, reviewed))
+
+
+def reward_rows(responses, golds, labels, reviewed) -> None:
+    from harness.backends.verl import reward
+
+    lock = threading.Lock()
+    with warm(MathGrader(processes=2, fast=False)) as g:
+
+        def before(r: str, gold: str) -> bool:  # reward.py before: one grader, a global lock
+            with lock:
+                return g.grade_many([r], [gold])[0].correct
+
+        print(
+            line(
+                "verl reward fn, 8 threads, before",
+                *timed(lambda: reward_threads(before, responses, golds)),
+                labels,
+                reviewed,
+            )
+        )
+    graders = reward._math_graders(2, 5.0)
+    for m in graders.all:
+        warm(m)
+
+    def after(r: str, gold: str) -> bool:
+        return reward.compute_score("MATH", r, gold, {"split": "test"}, processes=2, timeout=5.0)["acc"]
+
+    print(
+        line(
+            "verl reward fn, 8 threads, after",
+            *timed(lambda: reward_threads(after, responses, golds)),
+            labels,
+            reviewed,
+        )
+    )
+    graders.close()
+
+
+def verl_rows(responses, golds, labels, reviewed) -> None:
+    from verl.utils.reward_score import math_reward, prime_math
+
+    def quiet(fn):  # math_reward prints its exceptions
+        with open(os.devnull, "w") as null:
+            old, sys.stdout = sys.stdout, null
+            try:
+                return fn()
+            finally:
+                sys.stdout = old
+
+    prime_math.compute_score(r"\boxed{\frac{1}{2}}", "0.5")  # warm: imports, sympy caches
+    res, dt = timed(lambda: [bool(prime_math.compute_score(r, g)[0]) for r, g in zip(responses, golds)])
+    print(line("verl prime_math per call", res, dt, labels, reviewed))
+    res, dt = timed(
+        lambda: quiet(lambda: [math_reward.compute_score(r, g) == 1.0 for r, g in zip(responses, golds)])
+    )
+    print(line("verl math_reward per call", res, dt, labels, reviewed))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="grading throughput, before and after gold caching")
-    ap.add_argument("--processes", type=int, default=2)
-    ap.add_argument("--timeout", type=float, default=5.0)
-    ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--before-rev", default="5d4b25e", help="git revision of the grader before gold caching ('' to skip)")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=1, help="passes over the responses (each prints its lines)")
+    ap.add_argument("--no-verl", action="store_true", help="skip verl's graders (verl not installed)")
     args = ap.parse_args()
-    print(f"# {time.strftime('%Y-%m-%dT%H:%MZ', time.gmtime())}, load average {open('/proc/loadavg').read().split()[:3]}")
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.before_rev:
-            measure(load_before(args.before_rev, Path(tmp)), "before", args.processes, args.timeout, args.repeat)
-        measure(grading, "after", args.processes, args.timeout, args.repeat)
+    logging.disable(logging.WARNING)
+    responses, golds, labels, reviewed = load()
+    print(
+        f"# {time.strftime('%Y-%m-%dT%H:%MZ', time.gmtime())}, load average "
+        f"{open('/proc/loadavg').read().split()[:3]}, {os.cpu_count()} CPUs"
+    )
+    probe = MathGrader(processes=1)
+    prepared = [probe.prepare(r, g) for r, g in zip(responses, golds)]
+    numeric = sum(not isinstance(p, tuple) for p in prepared)
+    text = sum(isinstance(p, tuple) and fast.same_text(*p) for p in prepared)
+    print(
+        f"# {len(responses)} responses, {len(set(golds))} golds: settled without a worker {numeric} "
+        f"(extraction, letters, the fast tier's numbers), by the string rule once the gold is parsed {text}, "
+        f"by math-verify {len(responses) - numeric - text}"
+    )
+    for _ in range(args.repeat):
+        project_rows(responses, golds, labels, reviewed)
+        reward_rows(responses, golds, labels, reviewed)
+        if not args.no_verl:
+            verl_rows(responses, golds, labels, reviewed)
     sys.stdout.flush()
 
 

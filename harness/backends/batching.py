@@ -7,7 +7,8 @@
 Metrics: the outcome fractions and train/* means of round 0 (fresh prompts, before any filtering, so
 they compare across algorithms), then groups/kept, groups/sample_rounds and train/sample_rounds_capped
 (1.0 when the round cap stopped the loop short of B groups; capped_warning() at the end of a run says
-when more than 5% of its steps were).
+when more than 5% of its steps were), and what the step generated over all its rounds:
+budget/step_rollouts and budget/step_tokens (harness.backends.budget sums them and stops on them).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Callable, Generic, TypeVar
 import torch
 
 from algorithms.filters import group_outcomes
+from harness.backends.budget import STEP_ROLLOUTS, STEP_TOKENS
 from harness.core import results
 
 Part = TypeVar("Part")
@@ -55,9 +57,11 @@ def collect_groups(
     """Call sample_round(0), sample_round(1), ... until `groups` groups are kept or max_rounds rounds were
     drawn -> (the kept parts in order, at most `groups` groups in all; metrics, see the module docstring)."""
     kept: list[Part] = []
-    n_kept, rounds, metrics = 0, 0, {}
+    n_kept, rounds, metrics, rollouts, tokens = 0, 0, {}, 0, 0
     while n_kept < groups and rounds < max_rounds:
         r = sample_round(rounds)
+        rollouts += r.lengths.numel()
+        tokens += int(r.lengths.sum().item())
         if rounds == 0:
             metrics.update(first_round_metrics(r))
         idx = r.keep.nonzero().squeeze(-1)[: (groups - n_kept) * group_size]
@@ -68,6 +72,7 @@ def collect_groups(
     metrics["groups/kept"] = n_kept
     metrics["groups/sample_rounds"] = rounds
     metrics[CAPPED] = float(n_kept < groups)
+    metrics[STEP_ROLLOUTS], metrics[STEP_TOKENS] = rollouts, tokens
     return kept, metrics
 
 

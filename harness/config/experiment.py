@@ -130,6 +130,11 @@ class Experiment(_Strict):
             raise ValueError(
                 f"train.mini_batches ({self.train.mini_batches}) must divide train.prompts_per_step ({self.train.prompts_per_step})"
             )
+        if self.train.budget is not None and "every" in self.eval.model_fields_set:
+            raise ValueError("eval.every counts steps: with train.budget, evaluations are at eval.budget_points "
+                             "fractions of the budget (remove eval.every)")
+        if self.train.budget is None and self.eval.budget_points is not None:
+            raise ValueError("eval.budget_points: needs train.budget (without a budget, eval.every counts steps)")
         if self.train.max_epochs is not None and self.task.name == "modchain":
             raise ValueError("train.max_epochs: the modchain task draws new problems every step, so it has no "
                              "epochs; remove it (it applies to the math task)")

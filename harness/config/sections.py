@@ -147,8 +147,43 @@ class WarmStartConfig(_Strict):
     )
 
 
+class BudgetConfig(_Strict):
+    """A training budget in generated rollouts or tokens (issue 20): the run stops once it is spent."""
+
+    rollouts: int | None = Field(
+        None, gt=0, description="responses generated, every sampling round included (a DAPO step that draws 3 "
+        "rounds spends 3 x B x G)")
+    tokens: int | None = Field(None, gt=0, description="response tokens generated, every sampling round included")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unit(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            raise ValueError(f"give the unit: {{rollouts: N}} or {{tokens: N}}, not {raw!r}")
+        return raw
+
+    @model_validator(mode="after")
+    def _one(self) -> "BudgetConfig":
+        if (self.rollouts is None) == (self.tokens is None):
+            raise ValueError("give exactly one of rollouts or tokens, e.g. {rollouts: 30720}")
+        return self
+
+    @property
+    def unit(self) -> str:
+        return "rollouts" if self.rollouts is not None else "tokens"
+
+    @property
+    def amount(self) -> int:
+        return int(self.rollouts if self.rollouts is not None else self.tokens)
+
+
 class TrainConfig(_Strict):
-    steps: int = Field(40, gt=0, description="RL steps (one batch of prompts each)")
+    steps: int = Field(40, gt=0, description="RL steps (one batch of prompts each); with train.budget, derived "
+                       "(the most steps the budget allows: budget / (B x G)) and not to be given")
+    budget: BudgetConfig | None = Field(
+        None, description="stop when this many rollouts or tokens are generated ({rollouts: N} or {tokens: N}), "
+        "instead of after train.steps: methods that draw several sampling rounds a step (DAPO, NGRPO's filter) then "
+        "take fewer optimizer steps; evaluations at eval.budget_points fractions of it (issue 20)")
     prompts_per_step: int = Field(32, gt=0, description="B: prompts per step (paper: 1024)")
     group_size: int = Field(8, gt=0, description="G: responses per prompt (paper: 8)")
     mini_batches: int = Field(
@@ -189,13 +224,34 @@ class TrainConfig(_Strict):
         "they take fewer steps (the released NGRPO runs: 140 steps, 20 epochs); math task only (modchain draws "
         "new problems every step); null = steps alone")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _steps_or_budget(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("budget") is not None and "steps" in raw:
+            raise ValueError("train.steps and train.budget: give one (a budgeted run stops when its budget is "
+                             "spent; its step count follows)")
+        return raw
+
+    @model_validator(mode="after")
+    def _budget_steps(self) -> "TrainConfig":
+        if self.budget is not None:  # the most steps the budget allows: every step spends >= B x G rollouts
+            per_step = self.prompts_per_step * self.group_size
+            object.__setattr__(self, "steps", max(1, -(-self.budget.amount // per_step)))
+        return self
+
     @model_serializer(mode="wrap")
     def _dump(self, handler):
-        """max_epochs at its default (null) is left out, so the content (and the run ids) of files that do
-        not set it are what they were before it existed."""
+        """max_epochs and budget at their default (null) are left out, so the content (and the run ids) of
+        files that do not set them are what they were before they existed; with a budget, steps is derived
+        and left out too."""
         out = handler(self)
         if self.max_epochs is None:
             out.pop("max_epochs", None)
+        if self.budget is None:
+            out.pop("budget", None)
+        else:
+            out.pop("steps", None)
+            out["budget"] = {self.budget.unit: self.budget.amount}
         return out
 
 
@@ -227,7 +283,11 @@ Benchmark = Annotated[
 
 
 class EvalConfig(_Strict):
-    every: int = Field(10, gt=0, description="evaluate every N steps (plus before RL and at the end)")
+    every: int = Field(10, gt=0, description="evaluate every N steps (plus before RL and at the end); not with "
+                       "train.budget (use budget_points)")
+    budget_points: int | None = Field(
+        None, gt=0, description="with train.budget: evaluate at the first step whose spend reaches each of N equal "
+        "fractions of the budget (plus before RL), so every method is evaluated at the same spend (default 3)")
     n: int = Field(32, gt=0, description="samples per problem (paper: 256)")
     k_max: int | None = Field(None, gt=0, description="largest k reported (default: n); must be <= n")
     temperature: float = Field(0.6, gt=0, description="eval temperature (paper protocol: 0.6)")
@@ -252,6 +312,14 @@ class EvalConfig(_Strict):
         if not self.benchmarks:
             raise ValueError("benchmarks: at least one held-out set is needed")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """budget_points at its default (null) is left out (run ids of files without budgets unchanged)."""
+        out = handler(self)
+        if self.budget_points is None:
+            out.pop("budget_points", None)
+        return out
 
 
 class VerlSettings(_Strict):

@@ -9,7 +9,7 @@ later status write, see harness.core.results.write_status):
                whether a finished run is stale: `harness run` compares it with the current code's.
     source     that source hash alone; `plugins`: {plugin: sha256 of its file}
     commit     the git commit of the checkout (None outside a git checkout), `dirty` (uncommitted
-               changes under algorithms/, harness/ or pyproject.toml) and `diff_sha256` (a hash of
+               changes to what the code id covers, or pyproject.toml) and `diff_sha256` (a hash of
                `git diff HEAD` over those paths and of their untracked files, when dirty)
     version    the installed package's version (a wheel install has no commit: version + source)
     versions   torch, transformers, verl, vllm, math-verify, numpy and python (None: not installed)
@@ -34,7 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]  # the checkout (or site-packages) holding algorithms/, harness/
 PACKAGES = ("algorithms", "harness")
 NOT_RESULT_CODE = ("harness/report/", "harness/cli/")  # read results / parse arguments: make no number
-GIT_PATHS = ("algorithms", "harness", "pyproject.toml")
+GIT_PATHS = ("algorithms", "harness", "pyproject.toml",  # what the code id covers, as git pathspecs
+             *(f":(exclude){p.rstrip('/')}" for p in NOT_RESULT_CODE))
 LIBRARIES = ("torch", "transformers", "verl", "vllm", "math-verify", "numpy")
 DIST = "ngrpo-harness"
 

@@ -9,6 +9,10 @@ TaskContext, so skip / resume / lock semantics and the results are the same bits
 node needs the harness installed and the results folder and warm-start cache at the same paths (a
 shared filesystem); run locks then name the driver's pid and the node's host.
 
+A local instance listens on loopback only (``init_local``): every server Ray starts (GCS, raylet and
+object manager, the workers' gRPC servers, the dashboard agent, the runtime-env agent, the metrics
+ports) binds 127.0.0.1, never the machine's interface address or 0.0.0.0.
+
 Events and the stop request go through one small actor (`_Hub`, no CPU): a task's progress call
 posts its event and gets the stop flag back, so request_stop() reaches every running task at its
 next step, as in the process pool. kill() cancels running tasks with force (their worker processes
@@ -17,11 +21,12 @@ die; each run resumes from its last checkpoint).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from harness.core.errors import UserError
 from harness.execution.context import TaskContext
@@ -29,6 +34,48 @@ from harness.execution.context import TaskContext
 NOT_INSTALLED = (
     "--executor ray: ray is not installed (pip install 'ray==2.60.0', or the project's `ray` or `verl` extra)"
 )
+
+
+LOOPBACK = "127.0.0.1"
+_SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def _single_node_mode() -> Iterator[None]:
+    """Ray's single-node mode (its default on Windows and macOS) for the duration of ray.init.
+
+    Ray 2.60 turns a loopback node address into the interface address (``ray._private.services.
+    resolve_ip_for_localhost``, "Make sure localhost isn't resolved to the loopback ip"): with
+    ``_node_ip_address="127.0.0.1"`` alone its servers still listen on 0.0.0.0 / :: and the interface
+    address. It keeps loopback when ``get_node_ip_address`` answers it, i.e. when
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, an environment variable Ray reads into
+    ``ray._private.ray_constants.ENABLE_RAY_CLUSTER`` when it is imported. So both are set here (the
+    constant because ray may be imported already), and restored after; the processes the call starts
+    inherit the variable.
+    """
+    from ray._private import ray_constants
+
+    old_env, old_flag = os.environ.get(_SINGLE_NODE_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_SINGLE_NODE_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old_flag
+        if old_env is None:
+            os.environ.pop(_SINGLE_NODE_ENV, None)
+        else:
+            os.environ[_SINGLE_NODE_ENV] = old_env
+
+
+def init_local(**kwargs: Any) -> None:
+    """``ray.init`` of a new local instance (never someone else's ``ray start`` cluster) on loopback only:
+    node address 127.0.0.1, no dashboard (``dashboard_host`` loopback if one is asked for)."""
+    import ray
+
+    kwargs = {"include_dashboard": False, "dashboard_host": LOOPBACK, **kwargs}
+    with _single_node_mode():
+        ray.init(address="local", _node_ip_address=LOOPBACK, **kwargs)
 
 
 def check_ray(address: str | None) -> None:
@@ -126,13 +173,8 @@ class RayPool:
             try:
                 if address:
                     ray.init(address=address, **kwargs)
-                else:  # "local": always a new instance, never someone else's `ray start` cluster
-                    ray.init(
-                        address="local",
-                        num_cpus=max(1, jobs) * threads,
-                        object_store_memory=100 * 1024**2,
-                        **kwargs,
-                    )
+                else:  # "local": always a new instance, on loopback only
+                    init_local(num_cpus=max(1, jobs) * threads, object_store_memory=100 * 1024**2, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise UserError(
                     f"--address {address}: cannot connect to Ray ({str(e).strip().splitlines()[0]})"

@@ -25,6 +25,12 @@ in the caller's process and every doubt ends as *incorrect*:
    timeout by killing a worker that has not answered and starting a fresh one. math-verify's own
    signal timeouts are disabled (they fail outside the main thread).
 
+0. Before any of this reaches a worker, the fast tier (``harness.grading.fast``) settles what a
+   cheap comparison decides for certain: two plain numbers (integers, decimals, ``a/b``,
+   ``\\frac{a}{b}``), in the caller's process; and, once the gold's parse is cached, an answer equal
+   to the gold after ``rules.normalize_text``. It never gives a verdict math-verify's path would not
+   (``tests/unit/test_grading_fast.py`` compares the two); ``MathGrader(fast=False)`` turns it off.
+
 Statuses: ``ok``, ``no_answer``, ``rejected`` (pre-check), ``timeout``, ``error: ...``,
 ``gold_unparsed`` (graded by string comparison), ``gold_timeout``, ``gold_error``. Only ``ok`` and
 ``gold_unparsed`` can be correct.
@@ -33,6 +39,7 @@ Public API: ``grade_math(response, gold, timeout=5.0) -> bool``, ``MathGrader.gr
 ``MathGrader.gold_info``, ``grade_exact``, ``extract_answer``.
 
 Where: steps 1-2 and exact match in ``harness.grading.extract``, step 3 in ``harness.grading.rules``,
+the fast tier in ``harness.grading.fast``,
 the worker subprocesses of step 5 in ``harness.grading.pool`` (parent side) and
 ``harness.grading.worker`` (child side); this module holds the API and the gold cache.
 """
@@ -44,6 +51,7 @@ import threading
 from dataclasses import dataclass
 from typing import Sequence
 
+from harness.grading import fast as fast
 from harness.grading import rules as rules
 # re-exported: harness.tasks.math_data, the tests and the README import them from here
 from harness.grading.extract import (
@@ -64,7 +72,8 @@ class GradeResult:
 
     correct: the verdict (False for anything that could not be graded).
     extracted: the answer string taken from the response (None if none was found).
-    parsed: math-verify's parse of the prediction, as a string (None if not parsed).
+    parsed: math-verify's parse of the prediction, as a string (None if not parsed); for an answer the
+        fast tier settled, its exact value (``3/4``) or None.
     status: "ok", "no_answer", "rejected" (pre-check), "timeout", "error: ...", "gold_unparsed",
         "gold_timeout" or "gold_error" (see the module docstring).
     """
@@ -95,14 +104,16 @@ class MathGrader:
     A worker that exceeds ``timeout`` seconds on one answer is killed and replaced; that answer
     is graded incorrect with status "timeout". Each distinct gold is parsed once (budget
     ``gold_timeout`` seconds) and cached for the grader's lifetime. Safe from the main thread,
-    worker threads (calls are serialised by a lock) and subprocesses. Use as a context manager or
-    call ``close()``. The subprocesses are a ``harness.grading.pool.WorkerPool``.
+    worker threads (the math-verify part of calls is serialised by a lock; extraction and the fast
+    tier are not) and subprocesses. Use as a context manager or call ``close()``. The subprocesses
+    are a ``harness.grading.pool.WorkerPool``. ``fast=False`` sends every answer to math-verify (the
+    grader before the fast tier); ``golds``: a gold cache shared with other graders (a dict).
     """
 
     def __init__(
         self, processes: int = 2, timeout: float = 5.0, max_answer_chars: int = MAX_ANSWER_CHARS,
         max_depth: int = MAX_DEPTH, memory_limit_mb: int | None = 4096, last_number_fallback: bool = True,
-        gold_timeout: float = 10.0,
+        gold_timeout: float = 10.0, fast: bool = True, golds: dict[str, GoldInfo] | None = None,
     ) -> None:
         if processes < 1:
             raise ValueError(f"MathGrader: processes must be >= 1, got {processes}")
@@ -113,7 +124,8 @@ class MathGrader:
         self.max_answer_chars, self.max_depth = max_answer_chars, max_depth
         self.memory_limit_mb, self.last_number_fallback = memory_limit_mb, last_number_fallback
         self.pool = WorkerPool(processes, memory_limit_mb)
-        self.golds: dict[str, GoldInfo] = {}
+        self.fast = fast
+        self.golds: dict[str, GoldInfo] = {} if golds is None else golds
         self._lock = threading.Lock()
 
     @property
@@ -142,8 +154,8 @@ class MathGrader:
         return self.golds.get(str(gold))
 
     def prepare(self, response: str, gold: str) -> GradeResult | tuple[str, str]:
-        """Extraction, pre-checks and the string-level conventions: a final GradeResult, or the (pred, gold)
-        pair to verify."""
+        """Extraction, pre-checks, the string-level conventions and the fast tier's numbers (pure, no
+        lock): a final GradeResult, or the (pred, gold) pair to verify."""
         pred = extract_answer(response, self.last_number_fallback)
         if pred is None:
             return GradeResult(False, None, None, "no_answer")
@@ -156,6 +168,10 @@ class MathGrader:
             return GradeResult(picked == letter, pred, picked, "ok")
         if rules.time_mismatch(pred, gold):
             return GradeResult(False, pred, None, "ok")
+        settled = fast.verdict(pred, gold) if self.fast else None
+        if settled is not None:
+            value = fast.number(pred)
+            return GradeResult(settled, pred, None if value is None else str(value[0]), "ok")
         return pred, gold
 
     def grade_many(self, responses: Sequence[str], golds: Sequence[str]) -> list[GradeResult]:
@@ -172,16 +188,19 @@ class MathGrader:
                 pairs[i] = prep
         if pairs:
             with self._lock:
-                self.pool.ensure()
                 self._parse_golds({g for _, g in pairs.values()})
                 todo = {}
                 for i, (pred, gold) in pairs.items():
                     info = self.golds[gold]
-                    if info.status in ("ok", "unparsed"):
+                    if info.status in ("ok", "unparsed") and self.fast and fast.same_text(pred, gold):
+                        results[i] = GradeResult(True, pred, None, _GOLD_STATUS[info.status])
+                    elif info.status in ("ok", "unparsed"):
                         todo[i] = {"op": "grade", "pred": pred, "gold": gold}
                     else:
                         status = _GOLD_STATUS.get(info.status, "gold_error")
                         results[i] = GradeResult(False, pred, None, status)
+                if todo:
+                    self.pool.ensure()
                 for i, msg in self.pool.run(todo, self.timeout, self._gold_blob).items():
                     status = msg["status"]
                     if status == "ok" and self.golds[pairs[i][1]].status == "unparsed":
@@ -193,6 +212,8 @@ class MathGrader:
     def _parse_golds(self, golds: set[str]) -> None:
         """Parse every gold not yet cached, each once, with its own budget."""
         new = sorted(g for g in golds if g not in self.golds)
+        if new:
+            self.pool.ensure()
         tasks = {i: {"op": "gold", "gold": g} for i, g in enumerate(new)}
         done = self.pool.run(tasks, self.gold_timeout, self._gold_blob)
         for i, g in enumerate(new):

@@ -10,6 +10,7 @@ import pandas as pd
 
 from harness.report import html as html_mod
 from harness.report import plots
+from harness.report.budget import aucs_with_spend, write_at_budget
 from harness.report.codes import check_one_code, code_caption
 from harness.report.compare import across_benchmarks, check_interval
 from harness.report.load import ExperimentData, select_step
@@ -84,6 +85,13 @@ def build_experiment(data: ExperimentData, out: Path, reference: str | None = No
     )  # a pre-RL evaluation exists
     figures = {"passk": plots.plot_passk(curves, variants, out, data.name, step_label, first_eval, benches),
                "auc_vs_step": plots.plot_auc_vs_step(data.aucs, variants, out, data.name, benches)}
+    spent = aucs_with_spend(data)
+    for unit in ("rollouts", "tokens"):
+        figures[f"auc_vs_{unit}"] = plots.plot_auc_vs_spend(spent, unit, variants, out, data.name, benches)
+    budget_paths, budget_notes, at_budget = write_at_budget(out, spent, variants, benches, ref, data.name,
+                                                            rep.code)
+    paths.update(budget_paths)
+    rep.notes += budget_notes
     rep.timings["curve plots"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     figures["diagnostics"] = plots.plot_diagnostics(data.train, variants, out, data.name)
@@ -112,6 +120,7 @@ def build_experiment(data: ExperimentData, out: Path, reference: str | None = No
         interval=interval,
         across=across_benchmarks(with_start, rows, ref),
         code=rep.code,
+        at_budget=at_budget,
     )
     rep.timings["html"] = time.perf_counter() - t0
     rep.files = [*paths.values(), out / "auc_by_run_step.csv", index]

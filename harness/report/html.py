@@ -194,7 +194,7 @@ def write_index(out: Path, *, experiment: str, source: str, step_label: str, gri
                 table: pd.DataFrame, comp: pd.DataFrame | None, reference: str | None, figures: dict,
                 specs: dict[str, dict], notes: list[str], vs_start: pd.DataFrame | None = None,
                 benchmarks=None, passk: pd.DataFrame | None = None, interval: str = "seeds",
-                across: pd.DataFrame | None = None, code: str = "") -> Path:
+                across: pd.DataFrame | None = None, code: str = "", at_budget: dict | None = None) -> Path:
     from harness.report.compare import INTERVAL_WORDS
     from harness.report.tables import CONFIDENCE, START, passk_wide
 
@@ -261,6 +261,17 @@ def write_index(out: Path, *, experiment: str, source: str, step_label: str, gri
             "<h2>Sample efficiency: Pass@k AUC vs step</h2>",
             _img(figures["auc_vs_step"]["png"], "AUC vs step"),
         ]
+    for unit in ("rollouts", "tokens"):
+        if figures.get(f"auc_vs_{unit}"):
+            parts += [f"<h2>Against compute: Pass@k AUC vs {unit} generated</h2>",
+                      _img(figures[f"auc_vs_{unit}"]["png"], f"AUC vs {unit}")]
+    if at_budget:
+        parts += [f"<h2>At a common budget</h2>",
+                  f"<p class='caption'>Pass@k AUC at {_e(at_budget['caption'])}: mean [{ci} t-interval over seeds]. {_e(code)}</p>",
+                  auc_html(at_budget["table"], benchmarks)]
+        if at_budget["comparison"] is not None and len(at_budget["comparison"]):
+            parts += [f"<p class='caption'>Difference vs {_e(reference)} at that budget; resolved = the interval "
+                      f"excludes 0.</p>", comparison_html(at_budget["comparison"], benchmarks)]
     if figures.get("diagnostics"):
         parts += [
             "<h2>Training diagnostics</h2>",

@@ -116,21 +116,46 @@ def plot_auc_vs_step(aucs_all: pd.DataFrame, variants: Sequence[str], out: Path,
     """AUC vs training step (sample efficiency), a panel per benchmark (in the experiment file's order)."""
     if aucs_all.empty:
         return None
-    agg = aggregate(aucs_all, ["variant", "benchmark", "step"], "auc")
+    agg = aggregate(aucs_all, ["variant", "benchmark", "step"], "auc").rename(columns={"step": "x"})
+    band = f"band: {int(CONFIDENCE * 100)}% t-interval over seeds"
+    return _auc_panels(agg, variants, benchmarks, "step", "training step",
+                       f"{experiment} — sample efficiency ({band})", out, "auc_vs_step")
+
+
+def _auc_panels(agg: pd.DataFrame, variants: Sequence[str], benchmarks: Sequence[str] | None, what: str,
+                xlabel: str, title: str, out: Path, stem: str) -> dict[str, Path]:
+    """A panel per benchmark of mean AUC (bands: low/high) against agg's column x, a line per variant."""
     benches = ordered_benchmarks(agg["benchmark"], benchmarks)
     colors = palette(variants)
     with sns.axes_style("whitegrid"):
         fig, axes = plt.subplots(1, len(benches), figsize=(5.0 * len(benches), 3.8), squeeze=False)
         for ax, bench in zip(axes[0], benches):
-            _band(ax, agg[agg["benchmark"] == bench], "step", variants, colors, marker="o")
-            ax.set_title(f"{bench}: Pass@k AUC vs step", fontsize=10)
-            ax.set_xlabel("training step")
+            _band(ax, agg[agg["benchmark"] == bench], "x", variants, colors, marker="o")
+            ax.set_title(f"{bench}: Pass@k AUC vs {what}", fontsize=10)
+            ax.set_xlabel(xlabel)
             ax.set_ylabel("Pass@k AUC (0-100)")
         axes[0][0].legend(fontsize=8)
-        band = f"band: {int(CONFIDENCE * 100)}% t-interval over seeds"
-        fig.suptitle(f"{experiment} — sample efficiency ({band})", fontsize=10)
+        fig.suptitle(title, fontsize=10)
         fig.tight_layout()
-        return _save(fig, out, "auc_vs_step")
+        return _save(fig, out, stem)
+
+
+def plot_auc_vs_spend(rows: pd.DataFrame, unit: str, variants: Sequence[str], out: Path, experiment: str,
+                      benchmarks: Sequence[str] | None = None) -> dict[str, Path] | None:
+    """AUC vs cumulative rollouts or tokens (report.budget.aucs_with_spend rows), a panel per benchmark.
+
+    The seeds of a variant spend differently by the same evaluation, so points are the runs' n-th
+    evaluations: x = their mean spend, y = mean AUC with the t-interval over seeds. None when the spend
+    in `unit` is unknown for some run (runs made before budget/* was logged have no tokens)."""
+    if rows.empty or rows[unit].isna().any():
+        return None
+    rows = rows.assign(_i=rows.groupby(["run_id", "benchmark"])["step"].rank(method="dense"))
+    agg = aggregate(rows, ["variant", "benchmark", "_i"], "auc")
+    agg = agg.merge(rows.groupby(["variant", "benchmark", "_i"])[unit].mean().rename("x").reset_index(),
+                    on=["variant", "benchmark", "_i"])
+    band = f"band: {int(CONFIDENCE * 100)}% t-interval over seeds at each evaluation"
+    return _auc_panels(agg, variants, benchmarks, unit, f"{unit} generated (every sampling round)",
+                       f"{experiment} — AUC against compute ({band})", out, f"auc_vs_{unit}")
 
 
 def plot_diagnostics(

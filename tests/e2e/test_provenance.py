@@ -149,3 +149,26 @@ def test_report_names_the_code_and_refuses_mixed_code(tmp_path, capsys):
     assert "--mix-code" in err and not (tmp_path / "rep2" / "fake" / "auc_table.md").exists()
     assert cli("report", str(tmp_path / "res"), "--out", str(tmp_path / "rep3"), "--mix-code") == 0
     assert "MIXED CODE (--mix-code): 3 run(s) by" in (tmp_path / "rep3" / "fake" / "auc_table.md").read_text()
+
+
+def test_dirty_means_uncommitted_result_code(tmp_path):
+    """A new report or CLI file leaves the checkout clean for provenance; one in algorithms/ does not."""
+    src = tmp_path / "checkout"
+    src.mkdir()
+    for name in ("algorithms", "harness"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (src / ".gitignore").write_text("__pycache__/\n")  # as the project's: compiled files are not changes
+    git = lambda *a: subprocess.run(["git", "-C", str(src), *a], check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "first")
+    state = lambda: json.loads(subprocess.run(  # noqa: E731
+        [sys.executable, "-c", "import json; from harness.core import provenance as p; print(json.dumps(p.git_state()))"],
+        env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"}, cwd=tmp_path, capture_output=True, text=True,
+        check=True).stdout)
+    assert state()["dirty"] is False
+    (src / "harness" / "report" / "new_figure.py").write_text("x = 1\n")
+    assert state()["dirty"] is False
+    (src / "algorithms" / "new_piece.py").write_text("x = 1\n")
+    dirty = state()
+    assert dirty["dirty"] is True and len(dirty["diff_sha256"]) == 16

@@ -4,6 +4,7 @@ and no Ray process left behind."""
 import importlib.util
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import yaml
 
 from harness.core import results
 from harness.cli.app import main
+from harness.execution.ray_pool import RayPool, init_local
 
 pytestmark = pytest.mark.e2e
 ray = pytest.importorskip("ray")
@@ -137,7 +139,7 @@ def test_harness_sweep_on_ray_matches_the_process_pool(tmp_path, monkeypatch):
                                      "sampler": "grid", "seeds": [0, 1],
                                      "params": {"eps_pos": {"values": [0.1, 0.3], "low": 0.1, "high": 0.3}}}))
     before = descendants(os.getpid())
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False)
+    init_local(num_cpus=2, object_store_memory=100 * 1024**2, log_to_driver=False)
     try:  # an already running instance is used as it is (and left running)
         cli("sweep", str(sweep), "--results", str(tmp_path / "ray"), "--executor", "ray", "--jobs", "2",
             "--cache-dir", str(tmp_path / "cache"))
@@ -152,3 +154,50 @@ def test_harness_sweep_on_ray_matches_the_process_pool(tmp_path, monkeypatch):
     values = {d: sorted((t["params"]["eps_pos"], t["value"]) for t in json.loads((tmp_path / d / "tiny_sweep_ngrpo" / "trials.json").read_text()))
               for d in ("proc", "ray")}
     assert values["proc"] == values["ray"] and len(values["ray"]) == 2
+
+
+def _is_loopback(ip: str) -> bool:
+    import ipaddress
+
+    addr = ipaddress.ip_address(ip.split("%")[0])
+    mapped = getattr(addr, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return (mapped or addr).is_loopback
+
+
+def listening_sockets(pids: set[int]) -> list[tuple[int, str, str, int]]:
+    """(pid, process name, address, port) of every TCP socket in LISTEN and every unconnected UDP socket."""
+    psutil = pytest.importorskip("psutil")
+    out = []
+    for pid in sorted(pids):
+        try:
+            proc = psutil.Process(pid)
+            name = proc.name()
+            for c in proc.net_connections(kind="inet"):
+                udp = c.type == socket.SOCK_DGRAM
+                if c.laddr and (c.status == psutil.CONN_LISTEN or (udp and not c.raddr)):
+                    out.append((pid, name, c.laddr.ip, c.laddr.port))
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def test_local_ray_listens_on_loopback_only(monkeypatch):
+    """Every server of the executor's local Ray instance (GCS, raylet, object manager, workers, agents,
+    metrics) listens on 127.0.0.1: none on 0.0.0.0, :: or the machine's interface address."""
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+    before = descendants(os.getpid())
+    with RayPool(jobs=1) as pool:
+        def pid() -> int:  # nested: pickled by value (the workers cannot import this test module)
+            return os.getpid()
+
+        worker = ray.get(ray.remote(num_cpus=0)(pid).remote())  # a worker process exists too
+        ours = descendants(os.getpid()) - before
+        sockets = listening_sockets(ours)
+        names = {n for _, n, _, _ in sockets}
+        assert worker in ours and {"gcs_server", "raylet"} <= names, sockets  # the check sees Ray's servers
+        assert [s for s in sockets if not _is_loopback(s[2])] == [], sockets
+        assert ray.util.get_node_ip_address() == "127.0.0.1"
+        assert pool.free() == 1
+    assert no_ray_processes_left(before) == set()
+    assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") is None  # restored after the start

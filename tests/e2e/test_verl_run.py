@@ -129,3 +129,18 @@ def test_a_verl_checkpoint_merges_to_hf_and_evaluates(learned, cli):
         "--out", str(env / "ev"), "--experiment", "merged", "--device", "cpu")
     (ev,) = results.find_run_dirs(env / "ev" / "merged")
     assert len(results.read_samples(ev)) == 4
+
+
+def test_verl_inproc_stops_on_a_rollout_budget(env, cli):
+    """verl's in-process mode takes train.budget like the local backend (issue 20): it stops on the step
+    that spends it, logs budget/*, and records the spend in status.json."""
+    raw = {**RESUME, "name": "verl_budget", "variants": [{"name": "grpo", "preset": "grpo"}],
+           "train": {**{k: v for k, v in RESUME["train"].items() if k != "steps"}, "budget": {"rollouts": 80}},
+           "eval": {**{k: v for k, v in RESUME["eval"].items() if k != "every"}, "budget_points": 1}}
+    cli("run", write(env, raw), "--results", env / "res", "--cache-dir", env / "cache")
+    (rd,) = results.find_run_dirs(env / "res")
+    train = results.read_metrics(rd).query("kind == 'train'").sort_values("step")
+    assert train["budget/rollouts"].tolist() == [32, 64, 96]  # 8 prompts x 4: one round a step (GRPO)
+    status = json.loads((rd / "status.json").read_text())
+    assert status["step"] == 3 and status["budget"]["overshoot"] == 16
+    assert sorted(results.read_samples(rd)["step"].unique().tolist()) == [0, 3]

@@ -182,4 +182,4 @@ def test_statuses_that_can_be_correct_only(grader: MathGrader) -> None:
 def test_workers_that_cannot_start_raise_instead_of_looping(worker_code) -> None:
     worker_code("raise SystemExit(3)")
     with MathGrader(processes=1, timeout=5) as g, pytest.raises(RuntimeError, match="exit at start-up"):
-        g.grade_many([r"\boxed{1}"], ["1"])
+        g.grade_many([r"\boxed{x+1}"], ["1+x"])  # needs math-verify (the fast tier settles 1 vs 1)

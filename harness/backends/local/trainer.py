@@ -33,6 +33,7 @@ from harness.core import results
 from harness.tracking import trackers as tracking
 from harness.embedded import common
 from harness.backends.batching import capped_warning, mini_batch_rows
+from harness.backends.budget import Schedule
 from harness.backends.local.rollout import Batch, collect_batch
 from harness.embedded.sampler import chunked_forward, sample, sequence_forward
 from harness.embedded.warmstart import load_warm_start
@@ -289,6 +290,7 @@ def train(spec: RunSpec, run_dir: Path, cache_dir: Path, progress: Progress | No
     if len(samples) and (samples["step"].max() > start or not start):
         results.write_samples(run_dir, samples[samples["step"] <= start] if start else samples.iloc[:0])
     steps, ev = spec.train.steps, spec.eval
+    schedule = Schedule.of(spec, start, results.read_metrics_records(run_dir))
     results.write_status(run_dir, "running", step=start, total_steps=steps, threads=torch.get_num_threads())
     # the experiment's `loggers:` get every metrics.jsonl record; never fails the run
     tracker = tracking.start(spec.to_dict(), run_dir)
@@ -317,11 +319,12 @@ def train(spec: RunSpec, run_dir: Path, cache_dir: Path, progress: Progress | No
             rec.update(trainer.update(batch, step))
         rec.update({"kind": "train", "step": step, "time/sample_s": t1 - t0,
                     "time/train_s": time.perf_counter() - t1})
+        eval_now, last = schedule.after(step, rec)
         results.append_metrics(run_dir, rec)
         tracker.log(rec)
-        if step % ev.every == 0 or step == steps:
+        if eval_now:
             do_eval(step)
-        saved = step % spec.train.checkpoint_every == 0 or step == steps
+        saved = step % spec.train.checkpoint_every == 0 or last
         if saved:
             checkpoint(step)
         if progress is not None:
@@ -331,9 +334,12 @@ def train(spec: RunSpec, run_dir: Path, cache_dir: Path, progress: Progress | No
                 if not saved:
                     checkpoint(step)
                 raise
+        if last:  # train.steps, or the step that spent train.budget
+            steps = step
+            break
     warning = capped_warning(run_dir, spec.train.max_sample_rounds)
     if warning is not None:
         print(f"warning: {spec.run_id}: {warning}", file=sys.stderr)
     results.write_status(run_dir, "done", step=steps, total_steps=steps, threads=torch.get_num_threads(),
-                         **({"warnings": [warning]} if warning else {}))
+                         **schedule.status(), **({"warnings": [warning]} if warning else {}))
     tracker.close()

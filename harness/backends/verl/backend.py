@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import shutil
 from pathlib import Path
 
@@ -82,6 +83,11 @@ class VerlBackend:
                 "train.max_sample_rounds: no verl equivalent in cluster mode (verl's dynamic sampling refills "
                 "until the batch is full); remove it"
             )
+        if vc.mode == "cluster" and exp.train.budget is not None:  # main_ppo cannot stop on spend
+            print(f"note: train.budget: verl's main_ppo cannot stop on spend; {exp.train.budget.unit} = "
+                  f"{exp.train.budget.amount} runs as trainer.total_training_steps = {exp.train.steps} (the budget / "
+                  f"(B x G), one sampling round a step): presets that filter groups draw more rounds a step and "
+                  f"overspend (verl.mode: inproc stops on spend)", file=sys.stderr)
         for key, value in (("verl.model", vc.model), ("verl.critic_model", vc.critic_model)):
             if value is not None:
                 _model_for(value, key, vc.mode)  # UserError: neither a folder nor a usable hub id

@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 from harness.backends.batching import Round, capped_warning, collect_groups, mini_batch_rows
+from harness.backends.budget import Schedule
 from harness.config.runspec import RunSpec
 from harness.core import results
 from harness.core.errors import StopRequested
@@ -374,7 +375,8 @@ def train(spec: RunSpec, cfg, run_dir: Path, model_path: str, progress=None) -> 
     run_dir = Path(run_dir)
     trainer = InprocTrainer(spec, cfg, run_dir, model_path)
     start = trainer.load_latest()
-    steps, every = spec.train.steps, spec.eval.every
+    steps = spec.train.steps
+    schedule = Schedule.of(spec, start, results.read_metrics_records(run_dir))
     os.environ["VERL_FILE_LOGGER_PATH"] = str(ingest.new_metrics_file(run_dir, start))
     tracker = Tracking(project_name=cfg.trainer.project_name, experiment_name=cfg.trainer.experiment_name,
                        default_backend=[b for b in cfg.trainer.logger if b != "console"],
@@ -398,10 +400,12 @@ def train(spec: RunSpec, cfg, run_dir: Path, model_path: str, progress=None) -> 
                     "training/global_step": step,
                 }
             )
-            # the last step: train.steps, or the one that used up train.max_epochs passes over the data (verl's
-            # total_epochs; dynamic sampling draws several batches a step, so filtering methods get there sooner)
-            last = step == steps or trainer.data_exhausted()
-            evaluated = step % every == 0 or last
+            # the last step: train.steps, the one that spent train.budget (harness.backends.budget), or the one
+            # that used up train.max_epochs passes over the data (verl's total_epochs; dynamic sampling draws
+            # several batches a step, so filtering methods get there sooner)
+            evaluated, last = schedule.after(step, rec)
+            last = last or trainer.data_exhausted()
+            evaluated = evaluated or last
             if evaluated:
                 t2 = time.perf_counter()
                 rec.update(trainer.validate(step))
@@ -428,7 +432,7 @@ def train(spec: RunSpec, cfg, run_dir: Path, model_path: str, progress=None) -> 
                         checkpoint()
                     raise
             if last:
-                steps = step  # train.max_epochs ended the run early: it is done at this step
+                steps = step  # a budget or train.max_epochs may end the run early: it is done at this step
                 break
     finally:
         tracker.finish()
@@ -437,4 +441,4 @@ def train(spec: RunSpec, cfg, run_dir: Path, model_path: str, progress=None) -> 
     if warning is not None:
         print(f"warning: {spec.run_id}: {warning}", file=sys.stderr)
     results.write_status(run_dir, "done", step=steps, total_steps=steps, threads=torch.get_num_threads(),
-                         **({"warnings": [warning]} if warning else {}))
+                         **schedule.status(), **({"warnings": [warning]} if warning else {}))

@@ -20,10 +20,17 @@ derived from the shaped reward), plus fields verl copies into `reward_extra_info
 Math answers go through harness.grading.grader (math-verify in killable worker processes with a hard
 timeout; anything unparseable or too slow is wrong). Modchain rows (data_source `modchain`) are
 graded exactly (`grader`: answer or strict).
+
+verl's reward loop calls this function from a thread pool (`run_in_executor`), so grading takes no
+global lock: extraction and the grader's fast tier (plain numbers, option letters) run in the calling
+thread, and an answer that needs math-verify borrows one of `processes` one-worker graders (`_Graders`,
+a queue) for its call, so up to `processes` threads run math-verify at once. The graders share one
+gold cache; only their creation is locked.
 """
 
 from __future__ import annotations
 
+import queue
 import random
 import threading
 from typing import Any
@@ -31,8 +38,8 @@ from typing import Any
 from harness.tasks import modchain
 
 _rng = random.SystemRandom()
-_lock = threading.Lock()
-_graders: dict[tuple[int, float], Any] = {}
+_create_lock = threading.Lock()  # only around creating the graders of a (processes, timeout)
+_graders: dict[tuple[int, float], "_Graders"] = {}
 
 
 def gold_answer(ground_truth: Any) -> str:
@@ -45,13 +52,43 @@ def gold_answer(ground_truth: Any) -> str:
     return str(ground_truth)
 
 
-def _math_grader(processes: int, timeout: float):
-    from harness.grading.grader import MathGrader
+class _Graders:
+    """`processes` MathGraders of one worker each, sharing one gold cache, lent to one thread at a time."""
 
+    def __init__(self, processes: int, timeout: float) -> None:
+        from harness.grading.grader import MathGrader
+
+        golds: dict = {}
+        self.all = [MathGrader(processes=1, timeout=timeout, golds=golds) for _ in range(max(1, processes))]
+        self.idle: queue.SimpleQueue = queue.SimpleQueue()
+        for g in self.all:
+            self.idle.put(g)
+
+    def grade(self, response: str, gold: str):
+        """One GradeResult. The fast tier answers without borrowing a grader (prepare is pure)."""
+        prep = self.all[0].prepare(response, gold)
+        if not isinstance(prep, tuple):
+            return prep
+        g = self.idle.get()
+        try:
+            return g.grade_many([response], [gold])[0]
+        finally:
+            self.idle.put(g)
+
+    def close(self) -> None:
+        for g in self.all:
+            g.close()
+
+
+def _math_graders(processes: int, timeout: float) -> _Graders:
     key = (processes, timeout)
-    if key not in _graders:
-        _graders[key] = MathGrader(processes=processes, timeout=timeout)
-    return _graders[key]
+    graders = _graders.get(key)
+    if graders is None:
+        with _create_lock:
+            graders = _graders.get(key)
+            if graders is None:
+                graders = _graders[key] = _Graders(processes, timeout)
+    return graders
 
 
 def grade(
@@ -66,8 +103,7 @@ def grade(
         )
         problem = modchain.Problem("", "", str(truth["solution"]), str(truth["answer"]), 0)
         return bool(modchain.grade([solution_str], [problem], grader)[0]), modchain.parse_answer(solution_str)
-    with _lock:  # verl calls the reward function from a thread pool; one grader pool per process
-        result = _math_grader(processes, timeout).grade_many([solution_str], [gold_answer(ground_truth)])[0]
+    result = _math_graders(processes, timeout).grade(solution_str, gold_answer(ground_truth))
     return bool(result.correct), result.extracted
 
 
