@@ -142,14 +142,16 @@ def test_no_socket_of_main_ppo_listens_beyond_loopback(shipped):
     _, seen = shipped
     names = set(seen.values())
     assert {"raylet", "gcs_server"} <= names, names  # the sampler saw Ray's own servers (it can fail)
+    print("listeners of main_ppo's session:", sorted(seen.items()))
     outside = {addr: name for addr, name in seen.items() if not is_loopback(addr[0])}
     assert not outside, f"listening beyond loopback: {outside}"
 
 
-def test_a_sigkilled_main_ppo_resumes_from_its_checkpoint(tmp_path, harness_cli):
+def one_run(tmp_path: Path, name: str):
+    """The shipped file with GRPO only, started as a `harness run` subprocess; (experiment, results, cache, proc)."""
     raw = yaml.safe_load(SHIPPED.read_text())
-    raw.update(name="vcc_kill", variants=[{"name": "grpo", "preset": "grpo"}])
-    exp = tmp_path / "vcc_kill.yaml"
+    raw.update(name=name, variants=[{"name": "grpo", "preset": "grpo"}])
+    exp = tmp_path / f"{name}.yaml"
     exp.write_text(yaml.safe_dump(raw))
     res, cache = tmp_path / "res", tmp_path / "cache"
     cmd = [
@@ -165,36 +167,75 @@ def test_a_sigkilled_main_ppo_resumes_from_its_checkpoint(tmp_path, harness_cli)
         "--cache-dir",
         str(cache),
     ]
-    harness = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    tracker = lambda: next(res.rglob("latest_checkpointed_iteration.txt"), None)  # noqa: E731
-    deadline = time.time() + 900
-    while time.time() < deadline and tracker() is None and harness.poll() is None:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return exp, res, cache, proc
+
+
+def wait_for(cond, proc, timeout: float = 900.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not cond():
         time.sleep(0.5)
-    assert tracker() is not None and tracker().read_text().strip() == "2", "no first checkpoint"
-    (sid,) = main_ppo_sessions()
-    os.killpg(sid, signal.SIGKILL)  # main_ppo, its GCS and raylet; Ray's workers exit with their raylet
-    assert harness.wait(timeout=300) != 0
+    return cond()
+
+
+def logged_steps(res: Path) -> list[int]:
+    """Steps in verl's file logs (one JSON object per line, written by orjson)."""
+    out = []
+    for p in sorted(res.rglob("attempt-*.jsonl")):
+        for line in p.read_text().splitlines():
+            try:
+                out.append(int(json.loads(line)["step"]))
+            except (ValueError, KeyError):
+                pass  # a line being written
+    return out
+
+
+def failed_clearly(res: Path, proc, sid: int, expect: str) -> Path:
+    """The harness exits non-zero with a failed status naming `expect`, and nothing of main_ppo stays alive."""
+    assert proc.wait(timeout=300) != 0
     left = lambda: [p.pid for p in psutil.process_iter() if _sid(p.pid) == sid]  # noqa: E731
     deadline = time.time() + 60
     while left() and time.time() < deadline:
         time.sleep(1)
     assert (
         not left()
-    ), f"processes of the killed main_ppo still alive: {left()}"  # Ray's workers and vLLM's engine
+    ), f"processes of the killed main_ppo still alive: {left()}"  # Ray's workers, vLLM's engine
     (rd,) = results.find_run_dirs(res)
     status = json.loads((rd / "status.json").read_text())
-    assert status["state"] == "failed" and "main_ppo exited with code -9" in status.get("error", ""), status
+    assert status["state"] == "failed" and expect in status.get("error", ""), status
+    return rd
+
+
+def test_a_sigkilled_main_ppo_and_a_sigkilled_ray_worker_each_fail_clearly_and_the_run_resumes(
+    tmp_path, harness_cli
+):
+    # launch 1: main_ppo (its session: the driver, GCS, raylet) SIGKILLed after its first checkpoint
+    exp, res, cache, proc = one_run(tmp_path, "vcc_kill")
+    tracker = lambda: next(res.rglob("latest_checkpointed_iteration.txt"), None)  # noqa: E731
+    assert wait_for(tracker, proc) and tracker().read_text().strip() == "2", "no first checkpoint"
+    (sid,) = main_ppo_sessions()
+    os.killpg(sid, signal.SIGKILL)  # Ray's workers exit with their raylet
+    failed_clearly(res, proc, sid, "main_ppo exited with code -9")
+    # launch 2 resumes from step 2; verl's actor/reference worker SIGKILLed once it logged step 3
+    _, _, _, proc = one_run(tmp_path, "vcc_kill")
+    assert wait_for(lambda: 3 in logged_steps(res), proc), "the resumed launch never logged step 3"
+    (sid,) = main_ppo_sessions()
+    (worker,) = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if _sid(p.pid) == sid and (p.info["cmdline"] or [""])[0].startswith("ray::WorkerDict")
+    ]
+    worker.kill()
+    rd = failed_clearly(res, proc, sid, "main_ppo exited with code")
+    # launch 3 ends the run: each step once in metrics.jsonl and samples.parquet
     harness_cli("run", exp, "--results", res, "--jobs", "1", "--cache-dir", cache)
     rec = results.load_run(rd)
     assert rec.state == "done", rec.status
     logs = sorted(p.name for p in (rd / "verl" / "metrics").glob("attempt-*.jsonl"))
-    assert len(logs) == 2 and logs[1].endswith("-from-2.jsonl"), logs  # the second launch resumed at step 2
+    assert len(logs) == 3 and logs[0].endswith("-from-0.jsonl") and logs[1].endswith("-from-2.jsonl"), logs
     train = rec.metrics[rec.metrics["kind"] == "train"]
     assert train["step"].tolist() == [1, 2, 3, 4]  # no step missing, none twice
-    evals = rec.metrics[rec.metrics["kind"] == "eval"]
-    assert evals["step"].tolist() == [0, 2, 4]
+    assert rec.metrics[rec.metrics["kind"] == "eval"]["step"].tolist() == [0, 2, 4]
     assert sorted(rec.samples["step"].unique().tolist()) == [0, 2, 4]
     assert not rec.samples.duplicated(["step", "benchmark", "problem_id", "sample_idx"]).any()
     assert len(rec.samples) == 3 * 8 * 4
