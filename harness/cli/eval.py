@@ -41,7 +41,7 @@ def eval_command(
     seed: int = typer.Option(0, "--seed", help="Base seed (each benchmark/problem/chunk derives its own)."),
     backend: str = typer.Option(
         "hf", "--backend", help="Sampler backend: hf (transformers), vllm (vLLM engine; GPU, or CPU via "
-        "`make install-vllm`) or local (embedded backend)."),
+        "`make install-dev`) or local (embedded backend)."),
     gpu_memory_utilization: float | None = typer.Option(
         None, "--gpu-memory-utilization", help="vllm only: share of device memory (CPU: of the NUMA node's "
         "memory) for the KV cache (default 0.9 on GPU, 0.2 on CPU; vLLM's own default 0.92 fails on a shared "

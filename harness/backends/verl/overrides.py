@@ -24,6 +24,7 @@ from harness.backends.verl.plugin import verl_name
 
 KL_TYPES = {"k1": "kl", "k3": "low_var_kl"}  # harness kl_estimator -> verl kl_loss_type
 DUAL_CLIP_OFF = 1e9  # verl always applies dual clip with clip_ratio_c (> 1); this value never binds
+CPU_CLUSTER_SLOTS = 16  # Ray logical CPUs for a CPU main_ppo (TaskRunner, TransferQueue, workers, servers)
 FP32 = "{param_dtype:fp32,reduce_dtype:fp32,buffer_dtype:fp32}"
 FILTER_METRICS = {
     "keep_all": None,
@@ -40,6 +41,7 @@ PLUS_ALLOWED = (
     "actor_rollout_ref.model.override_config.",
     "critic.model.override_config.",
     "ray_kwargs.ray_init.",
+    "actor_rollout_ref.rollout.enable_sleep_mode",  # a RolloutConfig field the yaml lacks (CPU: vLLM has no sleep mode)
     "actor_rollout_ref.actor.fsdp_config.mixed_precision",
     "actor_rollout_ref.ref.fsdp_config.mixed_precision",
     "critic.fsdp.mixed_precision",
@@ -218,29 +220,28 @@ def mode_overrides(spec: RunSpec, mode: str) -> list[str]:
         "actor_rollout_ref.ref",
         "actor_rollout_ref.model",
     )
-    if mode == "inproc":  # one CPU process: FSDP2, fp32, eager attention, no compile (VERL_NOTES §9)
-        out = [
-            f"{r}.name=vllm",
-            "trainer.n_gpus_per_node=1",
-            "trainer.nnodes=1",
-            "trainer.device=cpu",
-            f"{a}.strategy=fsdp2",
-            f"{ref}.strategy=fsdp2",
-            "critic.strategy=fsdp2",
-            f"{m}.use_remove_padding=false",
-            "critic.model.use_remove_padding=false",
-            f"+{m}.override_config.attn_implementation=eager",
-            "+critic.model.override_config.attn_implementation=eager",
-            f"+{a}.fsdp_config.mixed_precision={FP32}",
-            f"+{ref}.fsdp_config.mixed_precision={FP32}",
-            f"+critic.fsdp.mixed_precision={FP32}",
-            f"{a}.use_torch_compile=false",
-            f"{a}.fsdp_config.use_torch_compile=false",
-            f"{ref}.fsdp_config.use_torch_compile=false",
-            "critic.fsdp.use_torch_compile=false",
-            f"{m}.enable_gradient_checkpointing=false",
-            "critic.model.enable_gradient_checkpointing=false",
-        ]
+    cpu_engine = [  # verl's engine on the CPU: FSDP2, fp32, eager attention, no compile (VERL_NOTES §9)
+        f"{a}.strategy=fsdp2",
+        f"{ref}.strategy=fsdp2",
+        "critic.strategy=fsdp2",
+        f"{m}.use_remove_padding=false",
+        "critic.model.use_remove_padding=false",
+        f"+{m}.override_config.attn_implementation=eager",
+        "+critic.model.override_config.attn_implementation=eager",
+        f"+{a}.fsdp_config.mixed_precision={FP32}",
+        f"+{ref}.fsdp_config.mixed_precision={FP32}",
+        f"+critic.fsdp.mixed_precision={FP32}",
+        f"{a}.use_torch_compile=false",
+        f"{a}.fsdp_config.use_torch_compile=false",
+        f"{ref}.fsdp_config.use_torch_compile=false",
+        "critic.fsdp.use_torch_compile=false",
+        f"{m}.enable_gradient_checkpointing=false",
+        "critic.model.enable_gradient_checkpointing=false",
+    ]
+    if mode == "inproc":
+        out = [f"{r}.name=vllm", "trainer.n_gpus_per_node=1", "trainer.nnodes=1", "trainer.device=cpu", *cpu_engine]
+    elif vc.device == "cpu":
+        out = cpu_cluster_overrides(spec) + cpu_engine
     else:
         out = [
             f"{r}.name={vc.rollout_engine}", f"{r}.tensor_model_parallel_size={vc.tensor_parallel_size}",
@@ -267,6 +268,28 @@ def mode_overrides(spec: RunSpec, mode: str) -> list[str]:
     if vc.ray_address:
         out.append(f"+ray_kwargs.ray_init.address={fmt(vc.ray_address)}")
     return out
+
+
+def cpu_cluster_overrides(spec: RunSpec) -> list[str]:
+    """Cluster mode with `device: cpu`: the real main_ppo on this machine (harness.backends.verl.compat).
+
+    One fake GPU slot in a local Ray bound to 127.0.0.1 (verl's worker groups ask Ray for a GPU per rank),
+    logical CPUs for verl's many actors (the slots are a count, not cores), one TransferQueue storage unit,
+    one agent-loop and one reward worker, and vLLM's CPU engine: fp32, eager, no chunked prefill (CPU
+    generators cannot rewind a seeded request), no sleep mode, KV cache at 0.2 of the NUMA node's memory.
+    """
+    r, vc = "actor_rollout_ref.rollout", spec.verl
+    return [
+        f"{r}.name=vllm", f"{r}.tensor_model_parallel_size=1", f"{r}.dtype=float32", f"{r}.enforce_eager=true",
+        f"{r}.free_cache_engine=false", f"+{r}.enable_sleep_mode=false", f"{r}.enable_chunked_prefill=false",
+        f"{r}.enable_prefix_caching=false",
+        f"{r}.gpu_memory_utilization={fmt(min(float(vc.gpu_memory_utilization), 0.2))}",
+        f"{r}.max_num_seqs=64", f"{r}.agent.num_workers=1", "reward.num_workers=1",
+        "trainer.n_gpus_per_node=1", "trainer.nnodes=1", "trainer.device=cpu",
+        "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
+        f"+ray_kwargs.ray_init.num_cpus={CPU_CLUSTER_SLOTS}", "+ray_kwargs.ray_init.num_gpus=1",
+        "+ray_kwargs.ray_init._node_ip_address=127.0.0.1", "+ray_kwargs.ray_init.include_dashboard=false",
+    ]
 
 
 def path_overrides(
