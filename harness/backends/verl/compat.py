@@ -24,7 +24,7 @@ W2c torch.distributed.init_process_group given "gloo" for verl's "cpu:gloo,cpu:g
 P   vLLM's CPU engine keeps its linear weights (layers/utils.py:434 drops them after packing), so verl's
     weight sync (workers/rollout/vllm_rollout/utils.py:405 model.load_weights) can update them in place.
 Ray on loopback is an environment setting (RAY_LOOPBACK_ENV); the rest are overrides
-(harness.backends.verl.overrides.cpu_cluster_overrides). Obstacles and errors: ../shared/docs/VERL_NOTES.md §12.
+(harness.backends.verl.overrides.cpu_cluster_overrides). Obstacles and errors: docs/verl_cpu_cluster.md.
 
 Nothing here changes verl's numerics: the same loss, estimator and engine code run as on a GPU.
 Any other verl version is refused (the patches name private symbols of 0.9.1).
