@@ -16,6 +16,9 @@ that keeps the README true, tests/unit/test_published.py). Kinds:
     comparison   differences vs the reference variant, with resolved / not resolved, P(better), p
     vs_start     every variant vs the policy before RL
     passk        pass@1 and pass@k_max before and after RL
+    budget_auc   Pass@k AUC at the common rollout budget (comparison_at_budget.md, harness.report.budget)
+    budget_comparison   differences vs the reference at that budget
+    budget       the common budget and each run's spend there (its caption)
     code         the commit, code id and library versions behind the numbers
     seeds        "N runs: V variants x S seeds" as reported
 
@@ -40,6 +43,18 @@ def _table(md_text: str) -> str:
     return "\n".join(line for line in md_text.splitlines() if line.startswith("|")) + "\n"
 
 
+def _tables(md_text: str) -> list[str]:
+    """Every markdown table of a report .md file, in order."""
+    out, cur = [], []
+    for line in md_text.splitlines() + [""]:
+        if line.startswith("|"):
+            cur.append(line)
+        elif cur:
+            out.append("\n".join(cur) + "\n")
+            cur = []
+    return out
+
+
 def blocks(root: Path) -> dict[tuple[str, str], str]:
     """{(experiment, kind): markdown} for every experiment with reported runs under root."""
     from harness.report.build import build_experiment
@@ -57,6 +72,13 @@ def blocks(root: Path) -> dict[tuple[str, str], str]:
                 if f.exists():
                     out[(exp.name, kind)] = _table(f.read_text())
             out[(exp.name, "code")] = rep.code + "\n"
+            at_budget = Path(tmp) / exp.name / "comparison_at_budget.md"
+            if at_budget.exists():
+                text = at_budget.read_text()
+                for kind, table in zip(("budget_auc", "budget_comparison"), _tables(text)):
+                    out[(exp.name, kind)] = table
+                caption = next(line for line in text.splitlines() if line.startswith("Pass@k AUC at"))
+                out[(exp.name, "budget")] = caption.split(": mean [")[0].removeprefix("Pass@k AUC at ") + "\n"
             n_seeds = exp.reported.groupby("variant")["seed"].nunique()
             out[(exp.name, "seeds")] = (f"{len(exp.reported)} runs: {len(n_seeds)} variants x "
                                         f"{int(n_seeds.min())}" + (f"-{int(n_seeds.max())}" if n_seeds.max() !=
