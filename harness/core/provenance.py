@@ -13,6 +13,8 @@ later status write, see harness.core.results.write_status):
                `git diff HEAD` over those paths and of their untracked files, when dirty)
     version    the installed package's version (a wheel install has no commit: version + source)
     versions   torch, transformers, verl, vllm, math-verify, numpy and python (None: not installed)
+    machine    the CPU model, its vector extensions (avx2, avx512f, ...) and the OS: float results, and so
+               a warm start trained for 2000 steps, can differ between CPUs with the same code and libraries
     threads    torch's intra-op thread count in the run
     warm_start {sha256 of its weights, cache key} when the run starts from a warm start
     step0      the run's first evaluation (pass@1 and pass@k_max per benchmark), once it is done
@@ -133,10 +135,29 @@ def package_version() -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=None)
+def machine() -> dict:
+    """{cpu, vector extensions, os}: what can change float results between machines running the same code."""
+    import platform
+
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu in ("", platform.machine()):
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:  # not Linux: the platform's own names
+        pass
+    simd = sorted(f for f in flags if f.startswith(("avx", "fma", "amx")))
+    return {"cpu": cpu, "simd": simd, "os": f"{platform.system()} {platform.release()}"}
+
+
 def fingerprint(plugins: list[str] | None = None) -> dict:
     """The code and library part of a run's provenance record (module docstring)."""
     return {"code": code_id(plugins), "source": source_hash(), "plugins": plugin_hashes(plugins),
-            **git_state(), "version": package_version(), "versions": library_versions()}
+            **git_state(), "version": package_version(), "versions": library_versions(), "machine": machine()}
 
 
 def short(record: dict | None) -> str:

@@ -42,6 +42,7 @@ def test_a_run_records_its_code_libraries_warm_start_and_step0(tmp_path, tiny_ex
     assert set(rec["versions"]) >= {"torch", "transformers", "verl", "vllm", "math-verify"}
     assert rec["versions"]["torch"].startswith("2.")
     assert rec["threads"] == 1
+    assert rec["machine"]["cpu"] and isinstance(rec["machine"]["simd"], list)
     assert len(rec["warm_start"]["sha256"]) == 16
     samples = results.read_samples(rd)
     first = samples[samples["step"] == 0]
