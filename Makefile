@@ -41,5 +41,6 @@ test: install-dev
 bench: install-dev
 	$(PY) benchmarks/advantages.py
 
-clean:
-	rm -rf results/*/ reports/*/ .pytest_cache
+clean:  # results/published/ is committed: kept
+	find results -mindepth 1 -maxdepth 1 -type d ! -name published -exec rm -rf {} +
+	rm -rf reports/*/ .pytest_cache
