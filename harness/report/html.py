@@ -266,7 +266,7 @@ def write_index(out: Path, *, experiment: str, source: str, step_label: str, gri
             parts += [f"<h2>Against compute: Pass@k AUC vs {unit} generated</h2>",
                       _img(figures[f"auc_vs_{unit}"]["png"], f"AUC vs {unit}")]
     if at_budget:
-        parts += [f"<h2>At a common budget</h2>",
+        parts += ["<h2>At a common budget</h2>",
                   f"<p class='caption'>Pass@k AUC at {_e(at_budget['caption'])}: mean [{ci} t-interval over seeds]. {_e(code)}</p>",
                   auc_html(at_budget["table"], benchmarks)]
         if at_budget["comparison"] is not None and len(at_budget["comparison"]):
