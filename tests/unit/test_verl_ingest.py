@@ -77,6 +77,28 @@ def test_cluster_dumps_without_lengths_count_tokens(tmp_path):
     assert s["length"].tolist() == [8, 3] and s["truncated"].tolist() == [True, False]
 
 
+def test_each_dump_is_tokenized_once_until_it_is_rewritten(tmp_path):
+    rd, counted = tmp_path / "run", []
+
+    def count(text):
+        counted.append(text)
+        return len(text)
+
+    dump(rd, 0, [("easy", "a", 0, 0, "12345678", False), ("easy", "a", 1, 0, "12", True)], extra_cols=False)
+    ingest.sync(rd, SPEC, token_count=count)
+    dump(rd, 2, [("easy", "a", 0, 0, "123", True), ("easy", "a", 1, 0, "1", True)], extra_cols=False)
+    ingest.sync(rd, SPEC, token_count=count)
+    ingest.sync(rd, SPEC, token_count=count)
+    assert counted == ["12345678", "12", "123", "1"]  # sync runs every minute: old dumps are not read again
+    assert results.read_samples(rd)["length"].tolist() == [8, 3, 4, 2]
+    # a resumed launch rewrites step 2's dump: it is parsed again and its new rows replace the old
+    dump(rd, 2, [("easy", "a", 0, 0, "1234", False), ("easy", "a", 1, 0, "12", False)], extra_cols=False)
+    ingest.sync(rd, SPEC, token_count=count)
+    s = results.read_samples(rd)
+    assert s["length"].tolist() == [8, 3, 5, 3] and s["correct"].tolist() == [False, True, False, False]
+    assert counted[4:] == ["1234", "12"]
+
+
 def test_a_dump_from_another_reward_function_is_refused(tmp_path):
     rd = tmp_path / "run"
     PPOTrainer._write_generations(["q"], ["a"], ["g"], [1.0], {"reward": [1.0], "acc": [True], "uid": ["u_0_0"]},

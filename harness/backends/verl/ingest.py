@@ -89,35 +89,61 @@ def _session(uid: str) -> tuple[str, int, int]:
     return prompt, int(session), int(index)
 
 
+def _dump_rows(path: Path, spec: RunSpec, token_count) -> pd.DataFrame | None:
+    """samples.parquet rows of one validation dump (the final output of each session); None if it is empty."""
+    recs = _lines(path)
+    if not recs:
+        return None
+    df = pd.DataFrame(recs)
+    missing = [c for c in ("acc", "harness_benchmark", "harness_problem", "uid") if c not in df.columns]
+    if missing:
+        raise results.ResultsError(f"{path}: dump lacks {missing}; was the reward function replaced? "
+                                   "(reward.custom_reward_function must be the harness's)")
+    parts = pd.DataFrame([_session(u) for u in df["uid"]], columns=["prompt", "session", "index"])
+    df = pd.concat([df.reset_index(drop=True), parts], axis=1)
+    df = df[df["index"] == df.groupby(["prompt", "session"])["index"].transform("max")]
+    if "harness_length" in df.columns:
+        length, truncated = df["harness_length"].astype(int), df["harness_truncated"].astype(bool)
+    else:  # cluster dumps carry text only: count tokens of the decoded response
+        if token_count is None:
+            raise results.ResultsError(f"{path}: no response lengths and no tokenizer to count them")
+        n = pd.Series([token_count(o) for o in df["output"]], index=df.index)
+        truncated = n >= spec.train.max_new_tokens
+        length = n.where(truncated, n + 1)  # + the EOS the decoded text no longer shows
+    return pd.DataFrame({
+        "step": int(path.stem), "benchmark": df["harness_benchmark"].astype(str),
+        "problem_id": df["harness_problem"].astype(str), "sample_idx": df["session"].astype(int),
+        "correct": df["acc"].astype(bool), "length": length, "truncated": truncated,
+    })
+
+
+def _cached_dump_rows(path: Path, spec: RunSpec, token_count) -> pd.DataFrame | None:
+    """_dump_rows, parsed once per version of the dump: sync runs every minute beside main_ppo, and
+    re-reading and re-tokenizing every dump each time grew with the run (~180 us a response,
+    benchmarks/verl_overhead.py: 36 s a sync at the paper file's 11 dumps x 18,240 responses).
+    The cache (verl/val/.ingest/STEP.parquet) is keyed by the dump's size and mtime and the run's token
+    limit, so a dump rewritten by a resumed launch is parsed again."""
+    st = path.stat()
+    key = f"{st.st_size}-{st.st_mtime_ns}-{spec.train.max_new_tokens}"
+    cache = path.parent / ".ingest" / f"{path.stem}.parquet"
+    stamp = cache.with_suffix(".key")
+    if cache.exists() and stamp.exists() and stamp.read_text() == key:
+        return pd.read_parquet(cache)
+    rows = _dump_rows(path, spec, token_count)
+    if rows is not None:
+        cache.parent.mkdir(exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        rows.to_parquet(tmp, index=False)
+        tmp.replace(cache)
+        results.atomic_write_text(stamp, key)
+    return rows
+
+
 def samples(run_dir: Path, spec: RunSpec, token_count=None) -> pd.DataFrame:
     """samples.parquet rows from every validation dump (the final output of each session)."""
-    frames = []
     val_dir = verl_dir(run_dir) / "val"
-    for path in sorted(val_dir.glob("*.jsonl")) if val_dir.is_dir() else []:
-        recs = _lines(path)
-        if not recs:
-            continue
-        df = pd.DataFrame(recs)
-        missing = [c for c in ("acc", "harness_benchmark", "harness_problem", "uid") if c not in df.columns]
-        if missing:
-            raise results.ResultsError(f"{path}: dump lacks {missing}; was the reward function replaced? "
-                                       "(reward.custom_reward_function must be the harness's)")
-        parts = pd.DataFrame([_session(u) for u in df["uid"]], columns=["prompt", "session", "index"])
-        df = pd.concat([df.reset_index(drop=True), parts], axis=1)
-        df = df[df["index"] == df.groupby(["prompt", "session"])["index"].transform("max")]
-        if "harness_length" in df.columns:
-            length, truncated = df["harness_length"].astype(int), df["harness_truncated"].astype(bool)
-        else:  # cluster dumps carry text only: count tokens of the decoded response
-            if token_count is None:
-                raise results.ResultsError(f"{path}: no response lengths and no tokenizer to count them")
-            n = pd.Series([token_count(o) for o in df["output"]], index=df.index)
-            truncated = n >= spec.train.max_new_tokens
-            length = n.where(truncated, n + 1)  # + the EOS the decoded text no longer shows
-        frames.append(pd.DataFrame({
-            "step": int(path.stem), "benchmark": df["harness_benchmark"].astype(str),
-            "problem_id": df["harness_problem"].astype(str), "sample_idx": df["session"].astype(int),
-            "correct": df["acc"].astype(bool), "length": length, "truncated": truncated,
-        }))
+    paths = sorted(val_dir.glob("*.jsonl")) if val_dir.is_dir() else []
+    frames = [f for f in (_cached_dump_rows(p, spec, token_count) for p in paths) if f is not None]
     if not frames:
         return results.samples_frame({c: [] for c in results.SAMPLE_COLUMNS})
     return results.samples_frame(
