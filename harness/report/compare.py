@@ -53,6 +53,10 @@ COMPARISON_COLUMNS = [
     "p_improve_low",
     "p_improve_high",
     "p_perm",
+    "fw_low",
+    "fw_high",
+    "resolved_fw",
+    "family",
 ]
 
 
@@ -97,15 +101,16 @@ def diff_of(
     variant: str = "",
     reference: str = "",
     bench: str = "",
+    confidence: float = CONFIDENCE,
 ) -> Interval:
     """mean(a) - mean(b) with the report's interval: seeds (paired t / Welch) or seeds+problems."""
     if problems is None or min(len(a), len(b)) < 2:
-        return diff_interval(a, b, seeds_a, seeds_b, CONFIDENCE)
+        return diff_interval(a, b, seeds_a, seeds_b, confidence)
     paired = paired_by_seed(seeds_a, seeds_b)
     sa = sorted(seeds_a) if paired else list(seeds_a)
     sb = sa if paired else list(seeds_b)
     ma, mb = _common([_matrix(problems, variant, bench, sa), _matrix(problems, reference, bench, sb)])
-    return two_level_interval(ma, mb, paired=paired, confidence=CONFIDENCE)
+    return two_level_interval(ma, mb, paired=paired, confidence=confidence)
 
 
 def comparison_row(a: np.ndarray, seeds_a: Sequence, b: np.ndarray, seeds_b: Sequence,
@@ -157,15 +162,23 @@ def summary_sentences(comp: pd.DataFrame | None, reference: str | None, label: s
         return []
 
     res = comp[comp["resolved"].astype(bool)]
+    tested = int(comp["ci_low"].notna().sum())
+
+    def fw(r) -> str:
+        if tested < 2:
+            return ""
+        word = "resolved" if bool(r.resolved_fw) else "not resolved"
+        return f" (family-wise over {tested}: [{signed(r.fw_low)}, {signed(r.fw_high)}] {word})"
+
     out = [
         f"{r.variant} {'above' if r.diff > 0 else 'below'} {reference} on {r.benchmark} by {signed(r.diff)} "
-        f"[{signed(r.ci_low)}, {signed(r.ci_high)}]"
+        f"[{signed(r.ci_low)}, {signed(r.ci_high)}]{fw(r)}"
         for r in res.itertuples()
     ]
-    tested = int(comp["ci_low"].notna().sum())
+    n_fw = int(comp["resolved_fw"].astype(bool).sum()) if "resolved_fw" in comp else 0
     tail = (
         f"{len(res)} of {tested} {label} resolved; at {int(ALPHA * 100)}% each, about {ALPHA * tested:.1f} "
-        "would be resolved by chance alone"
+        f"would be resolved by chance alone; {n_fw} resolved family-wise (Bonferroni over the {tested})"
     )
     untested = len(comp) - tested
     if untested:

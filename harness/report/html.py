@@ -234,7 +234,7 @@ def write_index(out: Path, *, experiment: str, source: str, step_label: str, gri
         ]
     if vs_start is not None and len(vs_start):
         parts += [
-            f"<h2>Change from the policy before RL</h2>",
+            "<h2>Change from the policy before RL</h2>",
             f"<p class='caption'>AUC(variant) − AUC({START}): mean difference [{_e(iv)}]; resolved = the "
             f"interval excludes 0; negative = RL lowered the Pass@k AUC.</p>",
             comparison_html(vs_start, benchmarks),

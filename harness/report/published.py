@@ -34,6 +34,9 @@ from pathlib import Path
 from harness.core.errors import UserError
 
 MARK = re.compile(r"<!-- published (\S+) (\S+) -->\n(.*?)<!-- /published -->", re.S)
+# The comparison's reference where it is not GRPO (the report's default): the one each experiment file's header
+# names in its `harness report ... --reference` line.
+REFERENCES = {"virtual_reward_value": "ngrpo_r1.0_k1", "clip_sensitivity": "ngrpo"}
 KINDS = {"auc": "auc_table.md", "comparison": "comparison.md", "vs_start": "vs_before_rl.md",
          "passk": "passk_table.md"}
 
@@ -66,7 +69,7 @@ def blocks(root: Path) -> dict[tuple[str, str], str]:
         for exp in experiments:
             if not (exp.reported.shape[0] and len(exp.aucs)):
                 continue
-            rep = build_experiment(exp, Path(tmp) / exp.name, source=str(root))
+            rep = build_experiment(exp, Path(tmp) / exp.name, reference=REFERENCES.get(exp.name), source=str(root))
             for kind, name in KINDS.items():
                 f = Path(tmp) / exp.name / name
                 if f.exists():

@@ -12,7 +12,9 @@ import pandas as pd
 from harness.core.errors import UserError
 from harness.core.stats import CONFIDENCE, mean_interval
 from harness.report.compare import (
+    ALPHA,
     INTERVAL_WORDS,
+    diff_of,
     signed,
     COMPARISON_COLUMNS,
     best_flags,
@@ -179,25 +181,23 @@ def comparison_table(
     sides share seeds, else Welch; two-level with `problems`), resolved, P(better) with its interval and
     the permutation p-value (compare.comparison_row). One seed on a side: those columns are NaN.
     """
-    rows = []
+    cells = []
     for (variant, bench), grp in aucs.groupby(["variant", "benchmark"], sort=True):
         if variant == reference or variant not in variants:
             continue
         ref = aucs[(aucs["variant"] == reference) & (aucs["benchmark"] == bench)]
-        if ref.empty:
-            continue
-        stat = comparison_row(
-            grp["auc"].to_numpy(dtype=float),
-            grp["seed"].tolist(),
-            ref["auc"].to_numpy(dtype=float),
-            ref["seed"].tolist(),
-            problems,
-            variant,
-            reference,
-            bench,
-        )
+        if not ref.empty:
+            cells.append((variant, bench, grp["auc"].to_numpy(dtype=float), grp["seed"].tolist(),
+                          ref["auc"].to_numpy(dtype=float), ref["seed"].tolist()))
+    rows = []
+    for variant, bench, a, sa, b, sb in cells:
+        stat = comparison_row(a, sa, b, sb, problems, variant, reference, bench)
         rows.append({"variant": variant, "benchmark": bench, "reference": reference, **stat,
-                     "n_seeds": len(grp), "n_ref_seeds": len(ref)})
+                     "n_seeds": len(a), "n_ref_seeds": len(b)})
+    family = sum(not np.isnan(r["ci_low"]) for r in rows)
+    for r, (variant, bench, a, sa, b, sb) in zip(rows, cells):  # Bonferroni: every cell at ALPHA / family
+        fw = diff_of(a, sa, b, sb, problems, variant, reference, bench, confidence=1 - ALPHA / max(family, 1))
+        r.update(fw_low=fw.low, fw_high=fw.high, resolved_fw=fw.resolved, family=family)
     frame = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
     return order_variants(frame, variants, benchmarks).reset_index(drop=True)
 
@@ -225,7 +225,9 @@ def diff_cell(r) -> str:
         else "unpaired"
     )
     wide = ", very wide" if min(r.n_seeds, r.n_ref_seeds) == 2 else ""
-    return (f"{signed(r.diff)} [{signed(r.ci_low)}, {signed(r.ci_high)}] {resolved_word(r)}, "
+    fw = "" if r.family < 2 else (f" (family-wise [{signed(r.fw_low)}, {signed(r.fw_high)}] "
+                                  f"{'resolved' if bool(r.resolved_fw) else 'not resolved'})")
+    return (f"{signed(r.diff)} [{signed(r.ci_low)}, {signed(r.ci_high)}] {resolved_word(r)}{fw}, "
             f"P(better)={r.p_improve:.2f} [{r.p_improve_low:.2f}, {r.p_improve_high:.2f}], p={r.p_perm:.2g} "
             f"(n={r.n_seeds} vs {r.n_ref_seeds}, {design}{wide})")
 
@@ -343,8 +345,9 @@ def write_tables(out: Path, table: pd.DataFrame, comp: pd.DataFrame | None, refe
         frame.to_csv(paths[f"{key}_csv"], index=False, float_format="%.4f")
         ccap = (
             f"Pass@k AUC difference vs {ref} on {experiment}, {step_label}: mean difference [{ci}]; "
-            f"resolved = the interval excludes 0 (each cell on its own, no correction for the table's "
-            f"{len(frame)} cells); P(better) = probability that a seed of the variant beats a seed of {ref} "
+            f"resolved = the interval excludes 0, each cell on its own; family-wise = the same interval at "
+            f"{int(ALPHA * 100)}% / {int(frame['family'].max()) if len(frame) else 0} (Bonferroni over the "
+            f"table's cells with an interval), a claim about the table as a whole; P(better) = probability that a seed of the variant beats a seed of {ref} "
             f"(Mann-Whitney U / n1 n2) [95% Newcombe interval]; p = exact permutation p-value (sign flips "
             f"when paired, else relabelling); one seed on a side has none of them. {grid}. {code}"
         ).rstrip()

@@ -89,3 +89,23 @@ def test_step_selection(report):
     assert list(dict.fromkeys(table["variant"])) == data.variants
     comp = comparison_table(aucs, "grpo", data.variants)
     assert len(comp) == 2
+
+
+def test_family_wise_intervals_are_bonferroni_over_the_tables_cells():
+    from scipy import stats
+
+    # paired differences 1.0, 1.2, 0.8 (sd 0.2): per cell t_{0.975,2} = 4.30 -> [+0.50, +1.50], resolved;
+    # family of 6 cells: t_{1-0.025/6,2} = 10.89 -> [-0.26, +2.26], not resolved family-wise
+    rows = [{"variant": v, "benchmark": b, "seed": s, "auc": base + (d if v == "new" else 0.0)}
+            for b in ("easy", "medium", "hard") for s, (base, d) in enumerate([(50, 1.0), (60, 1.2), (55, 0.8)])
+            for v in ("ref", "new", "other")]
+    comp = comparison_table(pd.DataFrame(rows), "ref", ["ref", "new", "other"])
+    new = next(comp[(comp["variant"] == "new") & (comp["benchmark"] == "easy")].itertuples())
+    half = stats.t.ppf(0.975, 2) * 0.2 / math.sqrt(3)
+    assert (new.ci_low, new.ci_high) == pytest.approx((1.0 - half, 1.0 + half)) and bool(new.resolved)
+    fw = stats.t.ppf(1 - 0.025 / 6, 2) * 0.2 / math.sqrt(3)
+    assert (new.fw_low, new.fw_high) == pytest.approx((1.0 - fw, 1.0 + fw)) and not bool(new.resolved_fw)
+    assert set(comp["family"]) == {6}
+    from harness.report.tables import diff_cell
+
+    assert "family-wise [-0.26, +2.26] not resolved" in diff_cell(new)
