@@ -29,6 +29,7 @@ FAKE_MAIN_PPO = textwrap.dedent('''
     ckpt = Path(ov["trainer.default_local_dir"])
     start = int((ckpt / "latest_checkpointed_iteration.txt").read_text()) if (ckpt / "latest_checkpointed_iteration.txt").exists() else 0
     stop_at = int(os.environ.get("FAKE_DIE_AT", "0"))
+    stop_after_ckpt = int(os.environ.get("FAKE_DIE_AFTER_CHECKPOINT", "0"))
     log = FileLogger(ov["trainer.project_name"], ov["trainer.experiment_name"])  # VERL_FILE_LOGGER_PATH
     import pandas as pd
     val = pd.read_parquet(ov["data.val_files"].strip("[]").split(",")[0].strip("'")).to_dict(orient="records")
@@ -37,8 +38,6 @@ FAKE_MAIN_PPO = textwrap.dedent('''
         if step and step == stop_at:
             print("CUDA error: an illegal memory access was encountered", flush=True)
             sys.exit(3)
-        if step:
-            log.log({"actor/ppo_kl": 0.01 * step, "critic/score/mean": 0.1 * step, "response_length/mean": 4.0}, step)
         if step % every == 0:
             rows = [(r, s) for r in val for s in range(n)]
             extra = {"reward": [float(s == 0) for _, s in rows], "acc": [s == 0 for _, s in rows], "pred": ["1"] * len(rows),
@@ -47,9 +46,13 @@ FAKE_MAIN_PPO = textwrap.dedent('''
                      "uid": [f"u{i // n}_{s}_0" for i, (_, s) in enumerate(rows)]}
             PPOTrainer._write_generations(["q"] * len(rows), ["1;1"] * len(rows), ["1"] * len(rows), extra["reward"], extra,
                                           ov["trainer.validation_data_dir"], step)
-        if step and step % int(ov["trainer.save_freq"]) == 0:
-            ckpt.mkdir(parents=True, exist_ok=True)
+        if step and step % int(ov["trainer.save_freq"]) == 0:  # verl saves a step's checkpoint, then logs it
+            (ckpt / f"global_step_{step}").mkdir(parents=True, exist_ok=True)
             (ckpt / "latest_checkpointed_iteration.txt").write_text(str(step))
+            if step == stop_after_ckpt:
+                os._exit(137)
+        if step and step != start:  # a resumed launch trains from the step after its checkpoint
+            log.log({"actor/ppo_kl": 0.01 * step, "critic/score/mean": 0.1 * step, "response_length/mean": 4.0}, step)
     log.finish()
 ''')
 
@@ -105,3 +108,34 @@ def test_a_failed_launch_reports_the_log_and_a_relaunch_resumes(setup, monkeypat
     steps = [r["step"] for r in results.read_metrics_records(rd) if r["kind"] == "train"]
     assert steps == [1, 2, 3, 4, 5, 6]  # steps 1-4 from the first launch, 5-6 from the second, none twice
     assert results.read_status(rd)["state"] == "done"
+
+
+def test_a_launch_killed_between_a_checkpoint_and_its_log_line_loses_no_step(setup, monkeypatch):
+    """verl saves step 4's checkpoint before it logs step 4: the relaunch goes back to checkpoint 2."""
+    spec, rd, cache = setup
+    monkeypatch.setenv("FAKE_DIE_AFTER_CHECKPOINT", "4")
+    with pytest.raises(RuntimeError, match="exited with code 137"):
+        VerlBackend().train(spec, rd, cache)
+    assert cluster.latest_step(rd) == 4 and 4 not in {r["step"] for r in results.read_metrics_records(rd)}
+    monkeypatch.delenv("FAKE_DIE_AFTER_CHECKPOINT")
+    VerlBackend().train(spec, rd, cache)
+    launches = sorted(p.name for p in (rd / "verl" / "metrics").glob("attempt-*.jsonl"))
+    assert launches == ["attempt-000-from-0.jsonl", "attempt-001-from-2.jsonl"]
+    steps = [r["step"] for r in results.read_metrics_records(rd) if r["kind"] == "train"]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert results.read_status(rd)["state"] == "done"
+
+
+def test_resume_step_goes_back_past_an_unlogged_checkpoint(tmp_path):
+    ckpt, metrics = tmp_path / results.CKPT_DIR, tmp_path / "verl" / "metrics"
+    metrics.mkdir(parents=True)
+    (ckpt / "global_step_4").mkdir(parents=True)
+    (ckpt / "latest_checkpointed_iteration.txt").write_text("4")
+    (metrics / "attempt-000-from-0.jsonl").write_text("".join(f'{{"step": {s}, "data": {{"a": 1}}}}\n' for s in (1, 2, 3)))
+    assert cluster.resume_step(tmp_path) == 0 and not (ckpt / "latest_checkpointed_iteration.txt").exists()
+    (ckpt / "global_step_2").mkdir()
+    (ckpt / "latest_checkpointed_iteration.txt").write_text("4")
+    assert cluster.resume_step(tmp_path) == 2 and cluster.latest_step(tmp_path) == 2
+    (ckpt / "latest_checkpointed_iteration.txt").write_text("4")
+    (metrics / "attempt-000-from-0.jsonl").write_text("".join(f'{{"step": {s}, "data": {{"a": 1}}}}\n' for s in (1, 2, 3, 4)))
+    assert cluster.resume_step(tmp_path) == 4

@@ -54,6 +54,30 @@ def latest_step(run_dir: Path) -> int:
     return int(p.read_text().strip()) if p.exists() else 0
 
 
+def resume_step(run_dir: Path) -> int:
+    """The checkpoint a relaunch resumes from (0: the start), made the one `trainer.resume_mode=auto` reads.
+
+    verl's fit loop saves a step's checkpoint before its logger writes the step's metrics
+    (verl/trainer/ppo/ray_trainer.py, fit: `_save_checkpoint` comes before `logger.log`), so a launch killed
+    between the two leaves a checkpoint whose step was never logged, and resuming from it would lose that
+    step's train metrics for good. Then the newest earlier checkpoint is used (the step is trained again and
+    logged): latest_checkpointed_iteration.txt is rewritten to it, or removed when there is none.
+    """
+    step = latest_step(run_dir)
+    if step == 0 or step in ingest.metric_records(run_dir):
+        return step
+    ckpt = Path(run_dir) / results.CKPT_DIR
+    earlier = [int(p.name.removeprefix("global_step_")) for p in ckpt.glob("global_step_*")
+               if p.is_dir() and p.name.removeprefix("global_step_").isdigit()]
+    back = max((s for s in earlier if s < step), default=0)
+    latest = ckpt / "latest_checkpointed_iteration.txt"
+    if back:
+        results.atomic_write_text(latest, str(back))
+    else:
+        latest.unlink()
+    return back
+
+
 def _progress_step(metrics_file: Path) -> int:
     try:
         last = metrics_file.read_bytes().rstrip().rsplit(b"\n", 1)[-1]
@@ -72,7 +96,7 @@ def run(
 ) -> None:
     """Launch (or resume) main_ppo for one run and ingest its outputs; raises on a non-zero exit."""
     run_dir = Path(run_dir)
-    start = latest_step(run_dir)
+    start = resume_step(run_dir)
     metrics_file = ingest.new_metrics_file(run_dir, start)
     env = {**environment(spec, metrics_file), **(extra_env or {})}
     vd = ingest.verl_dir(run_dir)
