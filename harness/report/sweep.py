@@ -8,7 +8,8 @@ sweep (it holds sweep.json and trials.json).
                             95% t-interval over seeds, and the mean over trials at each grid value
     sweep_importance.png|svg  Optuna's parameter importances
     sweep_trials.csv        every trial: state, params, objective mean [CI] over seeds, failure/prune reason,
-                            difference to the best [CI], Holm-adjusted p (p_holm), in best region
+                            difference to the best [CI], Holm-adjusted p (p_holm), in best region, and the
+                            mean fraction of tokens the clip bounds cut per update (clip_frac)
     sweep_best.md           the best trials table, the best region and the optuna-dashboard command
     sweep.html              all of it on one self-contained page
 """
@@ -210,7 +211,7 @@ def plot_importance(data: SweepData, out: Path) -> dict[str, Path] | None:
 def trials_table(data: SweepData) -> pd.DataFrame:
     t = data.trials.copy()
     cols = ["number", "state", *data.params, "mean", "low", "high", "n", "diff", "diff_low", "diff_high",
-            "p_holm", "in_best_region", "fail_kind", "reason", "run_ids"]
+            "p_holm", "in_best_region", "clip_frac", "fail_kind", "reason", "run_ids"]
     t["run_ids"] = [" ".join(r) for r in t["run_ids"]]
     return t[cols].sort_values("number").reset_index(drop=True)
 
@@ -235,6 +236,7 @@ def best_table(data: SweepData) -> pd.DataFrame:
                 )
             ),
             "best region": "yes" if r["in_best_region"] else "no",
+            "clipped": "—" if pd.isna(r["clip_frac"]) else f"{100 * r['clip_frac']:.2f}%",
         }
         for _, r in c.iterrows()
     }

@@ -64,6 +64,14 @@ def is_sweep_folder(path: Path) -> bool:
     return (Path(path) / SWEEP_FILE).is_file() and (Path(path) / TRIALS_FILE).is_file()
 
 
+def clip_fraction(run_dir: Path) -> float:
+    """Mean over a run's train steps of the fraction of tokens the clip bounds cut (actor/clipfrac_low +
+    actor/clipfrac_high); NaN when its loss logs no clip fraction. Says whether eps_pos / eps_neg bound at all."""
+    fr = [r["actor/clipfrac_low"] + r["actor/clipfrac_high"] for r in results.read_metrics_records(run_dir)
+          if r.get("kind") == "train" and "actor/clipfrac_low" in r and "actor/clipfrac_high" in r]
+    return float(np.mean(fr)) if fr else float("nan")
+
+
 def load_sweep_data(folder: Path) -> SweepData:
     folder = Path(folder)
     meta = json.loads((folder / SWEEP_FILE).read_text())
@@ -84,7 +92,7 @@ def load_sweep_data(folder: Path) -> SweepData:
             "reason": ua.get("fail_reason") or ua.get("prune_reason"),
             "run_ids": ua.get("run_ids", []),
         }
-        vals = []
+        vals, clips = [], []
         if t["state"] == "COMPLETE":
             for rid in row["run_ids"]:
                 rd = folder / rid
@@ -95,17 +103,19 @@ def load_sweep_data(folder: Path) -> SweepData:
                     notes.append(f"trial {t['number']}: run {rid} left out ({e})")
                     continue
                 vals.append(v)
+                clips.append(clip_fraction(rd))
                 runs.append({"number": t["number"], "run_id": rid, "seed": spec.get("seed"), "objective": v})
         if vals:
             ci = mean_interval(vals, CONFIDENCE)
-            row.update(mean=ci.estimate, low=ci.low, high=ci.high, n=ci.n)
+            row.update(mean=ci.estimate, low=ci.low, high=ci.high, n=ci.n, clip_frac=float(np.nanmean(clips))
+                       if not np.isnan(clips).all() else np.nan)
             if t["value"] is not None and abs(ci.estimate - t["value"]) > 1e-6:
                 notes.append(
                     f"trial {t['number']}: recomputed objective {ci.estimate:.4f} differs from the study's {t['value']:.4f}"
                 )
         rows.append(row)
     trials = pd.DataFrame(rows)
-    for c in ("mean", "low", "high", "n"):
+    for c in ("mean", "low", "high", "n", "clip_frac"):
         if c not in trials:
             trials[c] = np.nan
     log_scale = {p: bool(meta["params"][p].get("log", False)) for p in params}

@@ -136,3 +136,20 @@ def test_every_variant_gets_its_own_colour(n):
 
     colors = palette([f"v{i}" for i in range(n)])
     assert len(colors) == n and len(set(colors.values())) == n
+
+
+def test_a_sweep_trial_reports_the_fraction_of_tokens_its_clip_bounds_cut(tmp_path):
+    import json
+
+    import numpy as np
+
+    from harness.core import results
+    from harness.report.sweep_data import clip_fraction
+
+    recs = [{"kind": "train", "step": 1, "actor/clipfrac_low": 0.01, "actor/clipfrac_high": 0.03},
+            {"kind": "eval", "step": 1, "hard/auc": 20.0},
+            {"kind": "train", "step": 2, "actor/clipfrac_low": 0.02, "actor/clipfrac_high": 0.0}]
+    (tmp_path / results.METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert clip_fraction(tmp_path) == pytest.approx((0.04 + 0.02) / 2)
+    (tmp_path / results.METRICS_FILE).write_text(json.dumps({"kind": "train", "step": 1, "actor/pg_loss": 0.1}) + "\n")
+    assert np.isnan(clip_fraction(tmp_path))  # a loss without clip bounds: no fraction, not 0
