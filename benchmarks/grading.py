@@ -137,16 +137,18 @@ def reward_rows(responses, golds, labels, reviewed) -> None:
     graders.close()
 
 
+def quiet(fn):
+    """fn() with stdout discarded (verl's math_reward prints its exceptions)."""
+    with open(os.devnull, "w") as null:
+        old, sys.stdout = sys.stdout, null
+        try:
+            return fn()
+        finally:
+            sys.stdout = old
+
+
 def verl_rows(responses, golds, labels, reviewed) -> None:
     from verl.utils.reward_score import math_reward, prime_math
-
-    def quiet(fn):  # math_reward prints its exceptions
-        with open(os.devnull, "w") as null:
-            old, sys.stdout = sys.stdout, null
-            try:
-                return fn()
-            finally:
-                sys.stdout = old
 
     prime_math.compute_score(r"\boxed{\frac{1}{2}}", "0.5")  # warm: imports, sympy caches
     res, dt = timed(lambda: [bool(prime_math.compute_score(r, g)[0]) for r, g in zip(responses, golds)])

@@ -45,7 +45,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from grading import load, warm  # noqa: E402  (the labelled responses and the grader warm-up)
+from grading import load, quiet, warm  # noqa: E402  (the labelled responses, stdout muted, the grader warm-up)
 
 
 def best_of(fn, repeat: int) -> tuple[float, float]:
@@ -117,14 +117,6 @@ def reward_rows(repeat: int) -> dict:
     def ours():
         graders.all[0].golds.clear()  # a new step: new problems, golds parsed again
         return [reward.compute_score("MATH", r, g, {"split": "train"})["acc"] for r, g in zip(responses, golds)]
-
-    def quiet(fn):
-        with open(os.devnull, "w") as null:
-            old, sys.stdout = sys.stdout, null
-            try:
-                return fn()
-            finally:
-                sys.stdout = old
 
     prime_math.compute_score(r"\boxed{\frac{1}{2}}", "0.5")
     runs = {
