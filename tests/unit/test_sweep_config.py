@@ -178,6 +178,9 @@ def test_shipped_clip_grid_is_the_issue_grid():
     assert cfg.sampler == "grid" and cfg.seeds == [0, 1, 2] and cfg.benchmark == "hard" and cfg.metric == "auc"
     assert cfg.grid_space == {"eps_pos": [0.02, 0.04, 0.08, 0.16, 0.32, 0.64], "eps_neg": [0.02, 0.04, 0.08, 0.16, 0.32, 0.64]}
     assert exp.train.mini_batches > 1 and cfg.target == 36
+    # issue 20 item 4: the calibrated warm start (main_comparison's recipe), 8 optimizer steps a batch
+    assert exp.warm_start.misconception == 0.6 and exp.warm_start.steps == 2000
+    assert exp.train.mini_batches * exp.train.epochs == 8
 
 
 def test_load_sweep_rejects_a_variant_or_benchmark_not_in_the_experiment(tmp_path):
