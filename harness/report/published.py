@@ -22,6 +22,10 @@ that keeps the README true, tests/unit/test_published.py). Kinds:
     code         the commit, code id and library versions behind the numbers
     seeds        "N runs: V variants x S seeds" as reported
 
+An experiment whose runs are a sweep's (harness sweep's folder) is published as its sweep report instead
+(harness.report.sweep), under the folder's name: `sweep_best` (the best trials, with the clip fraction) and
+`sweep_summary` (best trial, best region after Holm's correction, importances).
+
 `python scripts/published_docs.py [--check]` updates (or checks) README.md and docs/*.md.
 """
 
@@ -62,12 +66,21 @@ def blocks(root: Path) -> dict[tuple[str, str], str]:
     """{(experiment, kind): markdown} for every experiment with reported runs under root."""
     from harness.report.build import build_experiment
     from harness.report.load import load_results
+    from harness.report.sweep import build_sweep_report, sweep_folders
 
     experiments, _ = load_results(root)
     out: dict[tuple[str, str], str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for exp in experiments:
             if not (exp.reported.shape[0] and len(exp.aucs)):
+                continue
+            sweeps = sweep_folders(exp.runs)
+            if sweeps:
+                for folder in sweeps:
+                    _, lines = build_sweep_report(folder, Path(tmp) / folder.name)
+                    out[(folder.name, "sweep_best")] = _table((Path(tmp) / folder.name / "sweep_best.md").read_text())
+                    out[(folder.name, "sweep_summary")] = "".join(
+                        f"- {line}\n" for line in lines if not line.startswith("open the study"))
                 continue
             rep = build_experiment(exp, Path(tmp) / exp.name, reference=REFERENCES.get(exp.name), source=str(root))
             for kind, name in KINDS.items():

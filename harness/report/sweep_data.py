@@ -151,7 +151,7 @@ def _defaults(meta: dict, folder: Path, runs: list[dict]) -> dict:
 
 
 def _importances(data: SweepData) -> dict[str, float]:
-    """Optuna's parameter importances (its default evaluator) over the complete trials' recomputed means."""
+    """Optuna's parameter importances (its default evaluator: PED-ANOVA in Optuna 5, deterministic) over the complete trials' recomputed means."""
     import optuna
 
     c = data.complete

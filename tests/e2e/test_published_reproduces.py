@@ -3,7 +3,7 @@
 1. The current code, from a clean cache, gives the published main_comparison's policy before RL (seed 0):
    pass@1 and pass@32 on every benchmark within 0.03, as the README's `before RL` row promises.
 2. Its first training steps are the published ones, for every algorithm of every published experiment
-   (seed 0, the first STEPS steps: every train metric within 1e-4 relative), so a change to an algorithm,
+   (seed 0, the first STEPS steps: every train metric within 1e-4 relative; of a sweep, its grid's corners), so a change to an algorithm,
    the sampler or the trainer that moves the published numbers fails here, whatever commit made them.
    Runs that share their training setup and their recorded first steps are checked once (_training_key).
 
@@ -118,11 +118,24 @@ def _training_key(run_dir: Path) -> str:
     return json.dumps([key, _train_records(run_dir, STEPS)], sort_keys=True, default=str)
 
 
+def _sweep_corners(folder: Path, runs: list[Path]) -> list[Path]:
+    """A sweep's runs at the corners of its grid (every parameter at its lowest or highest value): the cells
+    differ only in knob values, and the corners exercise both ends of each (a 6 x 6 grid: 4 of 36 cells)."""
+    params = list(json.loads((folder / "sweep.json").read_text())["params"])
+    knobs = {rd: results.load_run(rd, with_samples=False).spec["algorithm"]["knobs"] for rd in runs}
+    ends = {p: (min(k[p] for k in knobs.values()), max(k[p] for k in knobs.values())) for p in params}
+    return [rd for rd in runs if all(knobs[rd][p] in ends[p] for p in params)]
+
+
 def _runs_to_check() -> list[Path]:
-    """Seed 0 of every variant of every published experiment, one run per _training_key."""
+    """Seed 0 of every variant of every published experiment (of a sweep: its grid's corners), one run per
+    _training_key."""
     seen, out = set(), []
     for exp in sorted(p.name for p in PUBLISHED.iterdir() if p.is_dir()) if PUBLISHED.exists() else []:
-        for rd in sorted(_seed0(exp)):
+        runs = sorted(_seed0(exp))
+        if (PUBLISHED / exp / "sweep.json").exists():
+            runs = _sweep_corners(PUBLISHED / exp, runs)
+        for rd in runs:
             key = _training_key(rd)
             if key not in seen:
                 seen.add(key)
