@@ -248,7 +248,10 @@ def best_table(data: SweepData) -> pd.DataFrame:
 def dashboard_line(data: SweepData) -> str:
     from harness.sweep.optuna_glue import dashboard_command
 
-    return dashboard_command(data.meta["storage"])
+    store = data.meta["storage"]
+    if "://" not in store and (data.folder / Path(store).name).exists():  # a journal file: the copy beside the trials
+        store = str(data.folder / Path(store).name)                       # (the folder may have moved, e.g. published)
+    return dashboard_command(store)
 
 
 def build_sweep_report(folder: Path, out: Path) -> tuple[list[Path], list[str]]:
