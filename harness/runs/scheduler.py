@@ -165,7 +165,7 @@ class RunScheduler:
             del self.held[rid]
             if results.read_status(rd).get("state") == "done":
                 self.view.event(f"{rid}: done (by the other process)")
-                self._finish(rid, "done", by_us=False)
+                self._finish(rid, "done")
             else:  # the other process stopped or died: we resume the run
                 self.queue.insert(0, spec)
 
@@ -224,7 +224,7 @@ class RunScheduler:
             return
         said = f" — {detail}" if state == "failed" else f" {detail}" if detail else ""
         self.view.event(f"{rid}: {state}{said}")
-        self._finish(rid, state, by_us=detail != "by another process")
+        self._finish(rid, state)
 
     def _held(self, spec: RunSpec, holder: dict) -> None:
         rid = spec.run_id
@@ -236,11 +236,13 @@ class RunScheduler:
             self.view.event(f"{rid}: running in {describe(holder)}; skipped (--no-wait)")
             self.states[rid] = "held"
 
-    def _finish(self, rid: str, state: str, by_us: bool = True) -> None:
+    def _finish(self, rid: str, state: str) -> None:
         self.states[rid] = state
         self.view.overall.runs_done += state == "done"
-        if state != "done" or not by_us:  # steps this process will not do leave the ETA
-            self.view.overall.total_steps -= self.remaining[rid] - self.counted.get(rid, 0)
+        # steps this process will not do leave the ETA: a failed run's, another process's, and those of a run
+        # that spent its budget before train.steps (nothing of a run that reached train.steps)
+        self.view.overall.total_steps -= self.remaining[rid] - self.counted.get(rid, 0)
+        self.view.tasks.pop(rid, None)  # no longer "running" in the summary, wherever its step count stopped
 
 
 # ----------------------------------------------------------------------------------- harness run

@@ -14,7 +14,7 @@ harness.sweep.worker.SweepRules):
 - `stop_request(run_dir)`: a stop asked of this run only (a RunStopped), besides the pool's;
 - `progress(ctx, key, run_dir)`: the Progress callback handed to the backend (it may raise to stop
   or fail the run);
-- `announce`: note "started (N steps)" / "resumed at step S/N"; `command`: named in a stopped run's status.
+- `announce`: note "started (N steps)" / "resumed at step S/N" (a budgeted run: "(budget B rollouts, at most N steps)"); `command`: named in a stopped run's status.
 
 States: done (detail: how long, or "by another process"), held (detail: the holder), stopped (detail:
 the checkpointed step, or None when stopped before training), failed (detail: the error), or a
@@ -143,7 +143,10 @@ def _prepare_shared(ctx: TaskContext, spec: RunSpec, cache_dir: Path) -> bool:
 def _announce(ctx: TaskContext, spec: RunSpec, rd: Path) -> None:
     steps = spec.train.steps
     start = results.read_status(rd).get("step", 0) if get_backend(spec.backend).has_checkpoint(rd) else 0
-    ctx.note(spec.run_id, f"resumed at step {start}/{steps}" if start else f"started ({steps} steps)")
+    b, plan = spec.train.budget, f"{steps} steps"
+    if b is not None:
+        plan = (f"budget {b.rollouts:,} rollouts" if b.rollouts else f"budget {b.tokens:,} tokens") + f", at most {plan}"
+    ctx.note(spec.run_id, f"resumed at step {start}/{steps} ({plan})" if start else f"started ({plan})")
 
 
 def _stopped(rd: Path, spec: RunSpec, state: str, error: str) -> int:

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 BUDGET = 160
 
 
-def test_equal_rollouts_dapo_takes_fewer_steps_than_grpo(tmp_path, tiny_experiment):
+def test_equal_rollouts_dapo_takes_fewer_steps_than_grpo(tmp_path, tiny_experiment, capsys):
     path = tiny_experiment(variants=[{"name": "grpo", "preset": "grpo"}, {"name": "dapo", "preset": "dapo"}])
     raw = yaml.safe_load(path.read_text())
     raw["train"].pop("steps")
@@ -25,6 +25,8 @@ def test_equal_rollouts_dapo_takes_fewer_steps_than_grpo(tmp_path, tiny_experime
     with pytest.raises(SystemExit) as e:
         main(["run", str(path), "--results", str(tmp_path / "res"), "--cache-dir", str(tmp_path / "cache")])
     assert e.value.code in (0, None)
+    out = "".join(capsys.readouterr())
+    assert f"started (budget {BUDGET:,} rollouts, at most " in out, out  # not the step cap alone
     steps = {}
     for rd in results.find_run_dirs(tmp_path / "res"):
         rec = results.load_run(rd)
