@@ -106,12 +106,12 @@ def test_surplus_trials_are_closed_without_running(driver):
 
 
 class FakeSpec(SimpleNamespace):
-    """What the run task reads of a RunSpec (run_id, backend, plugins, train.steps and threads, to_dict); nan_at:
+    """What the run task reads of a RunSpec (run_id, backend, plugins, train.steps, threads and budget, to_dict); nan_at:
     the fake's NaN step."""
 
     def __init__(self, run_id: str, nan_at: int | None = None):
-        super().__init__(run_id=run_id, backend="fake", plugins=None, train=SimpleNamespace(steps=4, threads=1),
-                         nan_at=nan_at)
+        train = SimpleNamespace(steps=4, threads=1, budget=None)
+        super().__init__(run_id=run_id, backend="fake", plugins=None, train=train, nan_at=nan_at)
 
     def to_dict(self) -> dict:
         return {"run_id": self.run_id, "backend": self.backend, "train": {"steps": self.train.steps}}
