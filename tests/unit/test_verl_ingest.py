@@ -1,6 +1,5 @@
 """verl's dumps and file-logger metrics -> samples.parquet and metrics.jsonl (written by verl's own writers)."""
 
-import json
 from types import SimpleNamespace
 
 import pytest
